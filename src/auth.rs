@@ -1,0 +1,53 @@
+//! The shared secret: owns the expected value and the only comparison against it.
+//! Compared in constant time (with respect to its contents) and never printed.
+
+use std::fmt;
+
+use subtle::ConstantTimeEq;
+
+/// The secret every client must present (`X-LOCKSERVER-SECRET`, or the wire handshake).
+#[derive(Clone)]
+pub struct Secret(Box<[u8]>);
+
+/// The reference server's default, and so the one every SDK sends when not told otherwise.
+pub const DEFAULT_SECRET: &str = "changeme";
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into().into_bytes().into_boxed_slice())
+    }
+
+    /// Whether `presented` is the secret. Takes the same time for every presented value of
+    /// the right length (the length itself is not hidden).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        self.0.ct_eq(presented).into()
+    }
+
+    /// Whether this is the well-known default, which anyone can guess.
+    pub fn is_default(&self) -> bool {
+        self.matches(DEFAULT_SECRET.as_bytes())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_only_the_exact_value_and_never_prints_it() {
+        let s = Secret::new("hunter2");
+        assert!(s.matches(b"hunter2"));
+        assert!(!s.matches(b"hunter3"));
+        assert!(!s.matches(b"hunter"));
+        assert!(!s.matches(b""));
+        assert!(!s.is_default());
+        assert!(Secret::new(DEFAULT_SECRET).is_default());
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+    }
+}

@@ -1,0 +1,23 @@
+//! ringlock: a distributed lock server.
+//!
+//! # Layout
+//! In the order a request meets them:
+//! - [`config`]: command line, environment, `.env`, defaults;
+//! - [`runtime`]: one thread per core, each an io_uring event loop; the cross-core mesh;
+//! - [`net`]: each core's listener and connection loops (bytes in, bytes out);
+//! - [`proto`]: bytes to requests and replies to bytes ([`proto::http`]);
+//! - [`auth`]: the shared secret;
+//! - [`api`]: the protocol-neutral [`api::Request`] and [`api::Reply`], and limits;
+//! - [`route`]: the resource hash, and which shard owns a name;
+//! - [`shard`]: one core's lock table, waiters and fencing tokens (no I/O, no clock);
+//! - [`timer`]: the timer wheel that ends leases and waits on time.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod net;
+pub mod proto;
+pub mod route;
+pub mod runtime;
+pub mod shard;
+pub mod timer;

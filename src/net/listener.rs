@@ -1,0 +1,69 @@
+//! Listening sockets: one per core on the same address (`SO_REUSEPORT`), so the kernel spreads
+//! new connections over the cores, and each core's accept loop.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::runtime::core::Core;
+
+/// Connections the kernel may queue per listener before we accept them.
+const BACKLOG: i32 = 4096;
+/// Pause after a failed accept (out of descriptors, say) before trying again.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Binds `n` listeners to `addr` (port 0: one free port for all of them).
+///
+/// `SO_REUSEPORT` would also let a second server started on the same port by the same user
+/// quietly share its connections, splitting the lock table in two and granting every lock
+/// twice. So the address is first probed with a plain bind (with `SO_REUSEADDR`, which still
+/// fails on a live listener), and an address already served is refused.
+pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
+    if addr.port() != 0 {
+        let probe = socket(addr)?;
+        probe.bind(&addr.into()).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {addr}: {e} (is another server running there?)"))
+        })?;
+    }
+    let mut listeners = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let s = socket(addr)?;
+        s.set_reuse_port(true)?;
+        s.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        s.listen(BACKLOG)?;
+        let l: TcpListener = s.into();
+        addr = l.local_addr()?;
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
+fn socket(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false).ok();
+    }
+    Ok(s)
+}
+
+/// Accepts connections until the core stops, serving each on its own task.
+pub async fn accept_loop(core: Rc<Core>, listener: tokio_uring::net::TcpListener) {
+    while !core.stopping.get() {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = core.stop.notified() => return,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                tokio_uring::spawn(crate::net::conn::serve(core.clone(), stream));
+            }
+            // Out of descriptors or memory, or a connection reset before we took it: keep
+            // serving the connections we have and try again.
+            Err(_) => tokio::time::sleep(ACCEPT_RETRY).await,
+        }
+    }
+}

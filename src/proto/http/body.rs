@@ -1,0 +1,167 @@
+//! JSON bodies of `POST /acquire`, `/release` and `/extend`, into [`Request`]s. Pure; strings
+//! are borrowed from the body unless they contain escapes.
+//!
+//! As in the reference server: `resource` and `owner` are required strings, `expire` is in
+//! seconds, unknown fields are ignored. Beyond it: `expire` and `wait` may be fractional
+//! (millisecond precision, rounded up), and `token` may be a number or a decimal string (so
+//! that JavaScript, whose numbers stop at 2^53, can send any token).
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::api::{MAX_OWNER_BYTES, MAX_RESOURCE_BYTES, MAX_TTL_MS, MAX_WAIT_MS, Request, check_name};
+
+/// A lock request read from a body.
+pub type BodyRequest<'b> = Request<Cow<'b, str>>;
+
+#[derive(Deserialize)]
+struct LockBody<'a> {
+    #[serde(borrow)]
+    resource: Cow<'a, str>,
+    #[serde(borrow)]
+    owner: Cow<'a, str>,
+    #[serde(default)]
+    expire: Option<f64>,
+    #[serde(default)]
+    wait: Option<f64>,
+    #[serde(default, deserialize_with = "token")]
+    token: Option<u64>,
+}
+
+/// Parses the body of `POST /acquire`.
+pub fn acquire(body: &[u8]) -> Result<BodyRequest<'_>, String> {
+    let b = lock_body(body)?;
+    let ttl = b.expire.map(|s| millis(s, "expire", MAX_TTL_MS)).transpose()?;
+    let wait = b.wait.map(|s| millis(s, "wait", MAX_WAIT_MS)).transpose()?.unwrap_or(0);
+    Ok(Request::Acquire { resource: b.resource, owner: b.owner, ttl, wait, session: false })
+}
+
+/// Parses the body of `POST /release`.
+pub fn release(body: &[u8]) -> Result<BodyRequest<'_>, String> {
+    let b = lock_body(body)?;
+    Ok(Request::Release { resource: b.resource, owner: b.owner, token: b.token })
+}
+
+/// Parses the body of `POST /extend` (`expire` is required: the new lease length).
+pub fn extend(body: &[u8]) -> Result<BodyRequest<'_>, String> {
+    let b = lock_body(body)?;
+    let Some(expire) = b.expire else { return Err("missing field `expire`".into()) };
+    let ttl = Some(millis(expire, "expire", MAX_TTL_MS)?);
+    Ok(Request::Extend { resource: b.resource, owner: b.owner, token: b.token, ttl })
+}
+
+fn lock_body(body: &[u8]) -> Result<LockBody<'_>, String> {
+    let b: LockBody = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    check_name(&b.resource, MAX_RESOURCE_BYTES, false).map_err(|e| e.describe("resource"))?;
+    check_name(&b.owner, MAX_OWNER_BYTES, true).map_err(|e| e.describe("owner"))?;
+    Ok(b)
+}
+
+/// Seconds (possibly fractional) to whole milliseconds, rounded up so that a lease or wait is
+/// never shorter than asked; values that are whole milliseconds up to float error stay exact.
+fn millis(secs: f64, field: &str, max_ms: u64) -> Result<u64, String> {
+    if !(secs >= 0.0) {
+        return Err(format!("{field} must be a number of seconds >= 0"));
+    }
+    let ms = secs * 1000.0;
+    let nearest = ms.round();
+    let ms = if (ms - nearest).abs() < 1e-6 { nearest } else { ms.ceil() };
+    if ms > max_ms as f64 {
+        return Err(format!("{field} must be at most {} seconds", max_ms / 1000));
+    }
+    Ok(ms as u64)
+}
+
+/// A token as a JSON number or a decimal string.
+fn token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Token {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Token>::deserialize(d)? {
+        None => Ok(None),
+        Some(Token::Number(n)) => Ok(Some(n)),
+        Some(Token::Text(s)) => s.parse().map(Some).map_err(|_| serde::de::Error::custom("token must be a u64")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acq(body: &str) -> Result<BodyRequest<'_>, String> {
+        acquire(body.as_bytes())
+    }
+
+    fn parts(r: BodyRequest<'_>) -> (String, String, Option<u64>, u64) {
+        match r {
+            Request::Acquire { resource, owner, ttl, wait, .. } => (resource.into(), owner.into(), ttl, wait),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn legacy_bodies() {
+        assert_eq!(parts(acq(r#"{"resource":"r","owner":"o"}"#).unwrap()), ("r".into(), "o".into(), None, 0));
+        assert_eq!(parts(acq(r#"{"resource":"r","owner":"o","expire":null}"#).unwrap()).2, None);
+        assert_eq!(parts(acq(r#"{"resource":"r","owner":"o","expire":2}"#).unwrap()).2, Some(2000));
+        assert_eq!(parts(acq(r#"{"owner":"o","resource":"r","unknown":[1]}"#).unwrap()).0, "r");
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed() {
+        let body = r#"{"resource":"plain","owner":"caf\u00e9"}"#;
+        match acq(body).unwrap() {
+            Request::Acquire { resource, owner, .. } => {
+                assert!(matches!(resource, Cow::Borrowed("plain")));
+                assert!(matches!(owner, Cow::Owned(ref o) if o == "café"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fractional_seconds_round_up_to_whole_milliseconds() {
+        let ttl = |e: &str| parts(acq(&format!(r#"{{"resource":"r","owner":"o","expire":{e}}}"#)).unwrap()).2;
+        assert_eq!(ttl("1.1"), Some(1100));
+        assert_eq!(ttl("0.001"), Some(1));
+        assert_eq!(ttl("0.0001"), Some(1));
+        assert_eq!(ttl("0"), Some(0));
+        assert_eq!(ttl("2.5e-3"), Some(3));
+        let wait = parts(acq(r#"{"resource":"r","owner":"o","wait":0.25}"#).unwrap()).3;
+        assert_eq!(wait, 250);
+    }
+
+    #[test]
+    fn one_line_reasons_for_bad_bodies() {
+        let err = |b: &str| acq(b).unwrap_err();
+        assert_eq!(err(r#"{"resource":"r"}"#), "missing field `owner` at line 1 column 16");
+        assert_eq!(err(r#"{"resource":1,"owner":"o"}"#), "invalid type: integer `1`, expected a string at line 1 column 13");
+        assert_eq!(err(r#"{"resource":"r","owner":"o","expire":-1}"#), "expire must be a number of seconds >= 0");
+        assert_eq!(err(r#"{"resource":"r","owner":"o","expire":"5"}"#), "invalid type: string \"5\", expected f64 at line 1 column 40");
+        assert_eq!(err(r#"{"resource":"r","owner":"o","expire":1e12}"#), "expire must be at most 31536000 seconds");
+        assert_eq!(err(r#"{"resource":"r","owner":"o","wait":86401}"#), "wait must be at most 86400 seconds");
+        assert_eq!(err(r#"{"resource":"","owner":"o"}"#), "resource must not be empty");
+        assert_eq!(err(r#"{"resource":"a\u0000","owner":"o"}"#), "resource must not contain NUL");
+        assert_eq!(err("{\"resource\":\"r\",\"owner\":\"o\""), "EOF while parsing an object at line 1 column 27");
+        assert_eq!(err("not json"), "expected ident at line 1 column 2");
+        assert!(acquire(b"{\"resource\":\"\xff\",\"owner\":\"o\"}").unwrap_err().starts_with("invalid unicode code point"));
+        assert_eq!(extend(br#"{"resource":"r","owner":"o"}"#).unwrap_err(), "missing field `expire`");
+    }
+
+    #[test]
+    fn tokens_as_numbers_or_strings() {
+        let tok = |b: &str| match release(b.as_bytes()).unwrap() {
+            Request::Release { token, .. } => token,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(tok(r#"{"resource":"r","owner":"o"}"#), None);
+        assert_eq!(tok(r#"{"resource":"r","owner":"o","token":18446744073709551615}"#), Some(u64::MAX));
+        assert_eq!(tok(r#"{"resource":"r","owner":"o","token":"1763822700000000001"}"#), Some(1763822700000000001));
+        assert!(release(br#"{"resource":"r","owner":"o","token":"x"}"#).is_err());
+        assert!(release(br#"{"resource":"r","owner":"o","token":-1}"#).is_err());
+    }
+}

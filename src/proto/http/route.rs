@@ -1,0 +1,211 @@
+//! Which endpoint a request is for, and whether it may go on: path, method, secret, then body,
+//! in that order, so that nothing of an unauthenticated request is parsed beyond its head.
+//! Pure: the secret check comes in as a closure.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
+
+use crate::api::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, MAX_RESOURCE_BYTES, Request, check_name};
+
+use super::body::{self, BodyRequest};
+use super::head::Method;
+use super::response::{Response, Status, UNAUTHORIZED};
+
+/// The lock endpoints; each reads a [`crate::api::Reply`] its own way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Acquire,
+    Release,
+    Extend,
+    Inspect,
+    List,
+}
+
+/// Where a request goes.
+#[derive(Debug, PartialEq)]
+pub enum Routed<'b> {
+    /// Answer at once; no lock is touched.
+    Respond(Response),
+    /// A request for the lock engine.
+    Lock(Endpoint, BodyRequest<'b>),
+}
+
+/// What a path names, before its method, secret and body are checked.
+enum Resource<'b> {
+    Health,
+    Lock(Endpoint),
+    /// `/locks/{name}`, still percent-encoded.
+    Named(&'b str),
+}
+
+/// Checks path, method and secret: the refusal, if the request is refused before its body
+/// matters. Used on its own to answer `Expect: 100-continue` before the body is sent.
+pub fn preflight(method: Method, target: &str, authorized: impl FnOnce() -> bool) -> Option<Response> {
+    resolve(method, target, authorized).err()
+}
+
+/// Routes a complete request.
+pub fn route<'b>(method: Method, target: &'b str, body: &'b [u8], authorized: impl FnOnce() -> bool) -> Routed<'b> {
+    let resource = match resolve(method, target, authorized) {
+        Ok(r) => r,
+        Err(refusal) => return Routed::Respond(refusal),
+    };
+    let parsed = match resource {
+        Resource::Health => return Routed::Respond(Response::text(Status::Ok, "OK")),
+        Resource::Lock(Endpoint::Acquire) => body::acquire(body).map(|r| (Endpoint::Acquire, r)),
+        Resource::Lock(Endpoint::Release) => body::release(body).map(|r| (Endpoint::Release, r)),
+        Resource::Lock(Endpoint::Extend) => body::extend(body).map(|r| (Endpoint::Extend, r)),
+        Resource::Lock(_) => list(query_of(target)).map(|r| (Endpoint::List, r)),
+        Resource::Named(name) => inspect(name).map(|r| (Endpoint::Inspect, r)),
+    };
+    match parsed {
+        Ok((endpoint, req)) => Routed::Lock(endpoint, req),
+        Err(reason) => Routed::Respond(Response::error(Status::BadRequest, format!("ERR Bad request: {reason}"))),
+    }
+}
+
+fn resolve(method: Method, target: &str, authorized: impl FnOnce() -> bool) -> Result<Resource<'_>, Response> {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let (resource, allow) = match path {
+        "/health" => (Resource::Health, "GET, HEAD"),
+        "/acquire" => (Resource::Lock(Endpoint::Acquire), "POST"),
+        "/release" => (Resource::Lock(Endpoint::Release), "POST"),
+        "/extend" => (Resource::Lock(Endpoint::Extend), "POST"),
+        "/locks" | "/locks/" => (Resource::Lock(Endpoint::List), "GET, HEAD"),
+        _ => match path.strip_prefix("/locks/") {
+            Some(name) => (Resource::Named(name), "GET, HEAD"),
+            None => return Err(Response::text(Status::NotFound, "Not Found")),
+        },
+    };
+    let method_ok = match allow {
+        "POST" => method == Method::Post,
+        _ => matches!(method, Method::Get | Method::Head),
+    };
+    if !method_ok {
+        return Err(Response { allow: Some(allow), ..Response::text(Status::MethodNotAllowed, "Method Not Allowed") });
+    }
+    if !matches!(resource, Resource::Health) && !authorized() {
+        return Err(Response::text(Status::Unauthorized, UNAUTHORIZED));
+    }
+    Ok(resource)
+}
+
+fn query_of(target: &str) -> &str {
+    target.split_once('?').map_or("", |(_, q)| q)
+}
+
+fn inspect(encoded: &str) -> Result<BodyRequest<'_>, String> {
+    let name = percent_decode_str(encoded).decode_utf8().map_err(|_| "resource is not UTF-8".to_string())?;
+    check_name(&name, MAX_RESOURCE_BYTES, false).map_err(|e| e.describe("resource"))?;
+    Ok(Request::Inspect { resource: name })
+}
+
+fn list(query: &str) -> Result<BodyRequest<'_>, String> {
+    let mut prefix = Cow::Borrowed("");
+    let mut after = None;
+    let mut limit = DEFAULT_LIST_LIMIT;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "prefix" => prefix = value,
+            "after" => after = Some(value),
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|&n| n <= MAX_LIST_LIMIT)
+                    .ok_or_else(|| format!("limit must be a whole number from 0 to {MAX_LIST_LIMIT}"))?;
+            }
+            _ => {}
+        }
+    }
+    if prefix.len() > MAX_RESOURCE_BYTES || after.as_ref().is_some_and(|a| a.len() > MAX_RESOURCE_BYTES) {
+        return Err(format!("prefix and after must be at most {MAX_RESOURCE_BYTES} bytes"));
+    }
+    Ok(Request::List { prefix, after, limit })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::http::response::Body;
+
+    fn status(r: Routed<'_>) -> (u16, String) {
+        match r {
+            Routed::Respond(resp) => {
+                let body = match resp.body {
+                    Body::Text(t) => t.to_string(),
+                    Body::Owned(t) => t,
+                    Body::Json(j) => String::from_utf8(j).unwrap(),
+                };
+                (resp.status.code(), body)
+            }
+            Routed::Lock(e, _) => (0, format!("{e:?}")),
+        }
+    }
+
+    const BODY: &[u8] = br#"{"resource":"r","owner":"o"}"#;
+
+    #[test]
+    fn the_secret_is_checked_before_the_body_is_read() {
+        let mut asked = false;
+        let r = route(Method::Post, "/acquire", b"not json at all", || {
+            asked = true;
+            false
+        });
+        assert!(asked);
+        assert_eq!(status(r), (401, "Missing or invalid secret".into()));
+        assert_eq!(status(route(Method::Post, "/acquire", b"{", || true)).0, 400);
+    }
+
+    #[test]
+    fn endpoints_methods_and_paths() {
+        assert_eq!(status(route(Method::Post, "/acquire", BODY, || true)), (0, "Acquire".into()));
+        assert_eq!(status(route(Method::Post, "/release", BODY, || true)), (0, "Release".into()));
+        assert_eq!(status(route(Method::Get, "/health", b"", || false)), (200, "OK".into()), "no secret needed");
+        assert_eq!(status(route(Method::Head, "/health?probe=1", b"", || false)).0, 200);
+        assert_eq!(status(route(Method::Post, "/nope", BODY, || true)), (404, "Not Found".into()));
+        assert_eq!(status(route(Method::Post, "", BODY, || true)).0, 404);
+        let r = route(Method::Get, "/acquire", b"", || true);
+        assert!(matches!(&r, Routed::Respond(resp) if resp.allow == Some("POST")));
+        assert_eq!(status(r).0, 405);
+        assert_eq!(status(route(Method::Post, "/health", b"", || true)).0, 405);
+        assert_eq!(status(route(Method::Other, "/locks", b"", || true)).0, 405);
+    }
+
+    #[test]
+    fn inspect_decodes_the_name() {
+        match route(Method::Get, "/locks/s3%3A%2F%2Fb/k%20ey", b"", || true) {
+            Routed::Lock(Endpoint::Inspect, Request::Inspect { resource }) => assert_eq!(resource, "s3://b/k ey"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(status(route(Method::Get, "/locks/%ff", b"", || true)), (400, "ERR Bad request: resource is not UTF-8".into()));
+        assert_eq!(status(route(Method::Get, "/locks/a%00", b"", || true)).0, 400);
+        assert_eq!(status(route(Method::Get, "/locks/x", b"", || false)).0, 401);
+    }
+
+    #[test]
+    fn list_query() {
+        match route(Method::Get, "/locks?prefix=job%2F&after=job%2F3&limit=2&x=y", b"", || true) {
+            Routed::Lock(Endpoint::List, Request::List { prefix, after, limit }) => {
+                assert_eq!((prefix.as_ref(), after.as_deref(), limit), ("job/", Some("job/3"), 2));
+            }
+            other => panic!("{other:?}"),
+        }
+        match route(Method::Get, "/locks", b"", || true) {
+            Routed::Lock(Endpoint::List, Request::List { prefix, after, limit }) => {
+                assert_eq!((prefix.as_ref(), after, limit), ("", None, DEFAULT_LIST_LIMIT));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(status(route(Method::Get, "/locks?limit=1001", b"", || true)).0, 400);
+        assert_eq!(status(route(Method::Get, "/locks?limit=-1", b"", || true)).0, 400);
+    }
+
+    #[test]
+    fn preflight_refuses_without_a_body() {
+        assert_eq!(preflight(Method::Post, "/acquire", || false).map(|r| r.status), Some(Status::Unauthorized));
+        assert_eq!(preflight(Method::Post, "/acquire", || true), None);
+        assert_eq!(preflight(Method::Post, "/zzz", || true).map(|r| r.status), Some(Status::NotFound));
+    }
+}

@@ -1,0 +1,326 @@
+//! One core's state and its work: owns the core's shard, its connections, its outboxes and its
+//! clock; serves requests for the resources it owns, forwards the others, and delivers every
+//! reply to the connection waiting for it, wherever the reply was made. Everything here is
+//! `Rc`/`RefCell`, built on the core's own thread and never shared.
+//!
+//! # Tickets
+//! A request in flight is addressed by a [`Ticket`]: its core, its connection and the slot the
+//! connection keeps for it. The shard that serves the request hands the ticket back with the
+//! reply (at once, or later for a wait), and [`Core::deliver`] takes it home.
+//!
+//! # Connections that close while waiting
+//! When a connection closes with a waiting acquire, the wait is withdrawn and the ticket noted
+//! as an orphan. If the lock was granted before the withdrawal arrived (the grant is already on
+//! its way back: each pair of cores is a FIFO), the grant reaches the orphan and is released at
+//! once, so no lock stays held by a client that is gone.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use hashbrown::HashMap;
+use tokio::sync::Notify;
+
+use crate::api::{self, Reply, Request};
+use crate::auth::Secret;
+use crate::config::Limits;
+use crate::net::conn::Conn;
+use crate::route::{ResourceHasher, shard_for};
+use crate::shard::{ADVANCE_BUDGET, Listed, Shard, Ticket};
+
+use super::mesh::{Batch, Mesh, Msg};
+
+/// Connection id that stands for "nobody": replies to its tickets are dropped.
+const NOBODY: u32 = 0;
+/// Bits of a ticket for the connection's slot; slots are per-connection request numbers and
+/// stay below the in-flight limit.
+const SLOT_BITS: u32 = 24;
+/// Bits of a ticket for the connection id (the top 8 name the core).
+const CONN_BITS: u32 = 32;
+
+/// What a core keeps of a waiting acquire whose connection has closed.
+struct Orphan {
+    resource: Box<str>,
+    owner: Box<str>,
+}
+
+/// Everything one core owns. See the module documentation.
+pub struct Core {
+    pub id: usize,
+    cores: usize,
+    hasher: ResourceHasher,
+    pub secret: Secret,
+    pub limits: Limits,
+    epoch: Instant,
+    shard: RefCell<Shard>,
+    mesh: Mesh,
+    conns: RefCell<HashMap<u32, Rc<Conn>>>,
+    next_conn: Cell<u32>,
+    /// Replies and events made while serving, delivered at the next [`Core::flush`], once no
+    /// connection is borrowed.
+    deliveries: RefCell<VecDeque<(Ticket, Reply)>>,
+    orphans: RefCell<HashMap<Ticket, Orphan>>,
+    /// Wakes the timer task when a deadline earlier than the one it sleeps for appears.
+    timer: Notify,
+    /// The tick the timer task sleeps until (`u64::MAX`: no deadline).
+    armed: Cell<u64>,
+    date: DateCache,
+    /// Set by [`Msg::Shutdown`].
+    pub stopping: Cell<bool>,
+    pub stop: Notify,
+}
+
+/// Parameters of one core.
+pub struct CoreSetup {
+    pub id: usize,
+    pub cores: usize,
+    pub hasher: ResourceHasher,
+    pub secret: Secret,
+    pub limits: Limits,
+    pub epoch: Instant,
+    pub token_seed: u64,
+    pub mesh: Mesh,
+}
+
+impl Core {
+    pub fn new(s: CoreSetup) -> Core {
+        Core {
+            id: s.id,
+            cores: s.cores,
+            shard: RefCell::new(Shard::new(s.hasher.clone(), s.token_seed)),
+            hasher: s.hasher,
+            secret: s.secret,
+            limits: s.limits,
+            epoch: s.epoch,
+            mesh: s.mesh,
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(NOBODY),
+            deliveries: RefCell::new(VecDeque::new()),
+            orphans: RefCell::new(HashMap::new()),
+            timer: Notify::new(),
+            armed: Cell::new(u64::MAX),
+            date: DateCache::default(),
+            stopping: Cell::new(false),
+            stop: Notify::new(),
+        }
+    }
+
+    /// Milliseconds since the server started (the shards' clock; the same epoch on every core).
+    pub fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The current `Date` header value.
+    pub fn date(&self) -> [u8; 29] {
+        self.date.get()
+    }
+
+    /// Registers a new connection.
+    pub fn add_conn(&self) -> Rc<Conn> {
+        let mut id = self.next_conn.get().wrapping_add(1);
+        let conns = self.conns.borrow();
+        while id == NOBODY || conns.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        drop(conns);
+        self.next_conn.set(id);
+        let conn = Rc::new(Conn::new(id));
+        self.conns.borrow_mut().insert(id, conn.clone());
+        conn
+    }
+
+    /// Forgets a connection; replies still on their way to it become orphans' or are dropped.
+    pub fn remove_conn(&self, id: u32) {
+        self.conns.borrow_mut().remove(&id);
+    }
+
+    /// Connections open on this core.
+    pub fn conn_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// The ticket for slot `slot` of connection `conn` of this core.
+    pub fn ticket(&self, conn: u32, slot: usize) -> Ticket {
+        debug_assert!(slot < 1 << SLOT_BITS);
+        Ticket(((self.id as u64) << (SLOT_BITS + CONN_BITS)) | (u64::from(conn) << SLOT_BITS) | slot as u64)
+    }
+
+    fn owner_of(&self, resource: &str) -> usize {
+        shard_for(self.hasher.hash(resource), self.cores)
+    }
+
+    /// Serves `req` (not a list) for `ticket`: on this core's shard if it owns the resource,
+    /// else by sending it to the owner. `Some` is the answer now; `None`: it comes later,
+    /// through [`Conn::on_reply`].
+    pub fn submit<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> Option<Reply> {
+        let owner = req.resource().map_or(self.id, |r| self.owner_of(r));
+        if owner == self.id {
+            let reply = api::apply(&mut self.shard.borrow_mut(), req, ticket, self.now());
+            self.collect_events();
+            return reply;
+        }
+        self.mesh.post(owner, Msg::Request { ticket, req: req.to_owned() });
+        None
+    }
+
+    /// Serves a list request: this core's share now, and how many shares will follow as
+    /// [`Reply::Listed`] for `ticket`.
+    pub fn submit_list<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> (Vec<Listed>, usize) {
+        for core in (0..self.cores).filter(|&c| c != self.id) {
+            self.mesh.post(core, Msg::Request { ticket, req: req.to_owned() });
+        }
+        let mine = match api::apply(&mut self.shard.borrow_mut(), req, ticket, self.now()) {
+            Some(Reply::Listed(locks)) => locks,
+            _ => Vec::new(),
+        };
+        (mine, self.cores - 1)
+    }
+
+    /// Withdraws the waiting acquire `ticket` (its connection closed). If it was granted
+    /// meanwhile, the grant is released when it arrives.
+    pub fn cancel_wait(&self, ticket: Ticket, resource: &str, owner: &str) {
+        self.orphans.borrow_mut().insert(ticket, Orphan { resource: resource.into(), owner: owner.into() });
+        let core = self.owner_of(resource);
+        if core != self.id {
+            self.mesh.post(core, Msg::Cancel { ticket, resource: resource.into() });
+        } else if self.shard.borrow_mut().cancel_wait(resource, ticket, self.now()) {
+            self.orphans.borrow_mut().remove(&ticket);
+        }
+    }
+
+    /// Releases a lock on behalf of a client that is gone (a session's, or an orphan's grant).
+    pub fn release_for_gone(&self, resource: &str, owner: &str, token: u64) {
+        let req = Request::Release { resource, owner, token: Some(token) };
+        self.submit(self.ticket(NOBODY, 0), &req);
+    }
+
+    /// Moves the shard's events to the deliveries.
+    fn collect_events(&self) {
+        let mut shard = self.shard.borrow_mut();
+        let mut deliveries = self.deliveries.borrow_mut();
+        deliveries.extend(shard.drain_events().map(|e| (e.ticket, Reply::from(e.kind))));
+    }
+
+    /// Delivers everything made since the last flush, sends the outboxes, and makes sure the
+    /// timer task will wake for the shard's earliest deadline. Call with no connection borrowed.
+    pub fn flush(&self) {
+        loop {
+            let next = self.deliveries.borrow_mut().pop_front();
+            match next {
+                Some((ticket, reply)) => self.deliver(ticket, reply),
+                None => break,
+            }
+        }
+        self.mesh.flush();
+        if let Some(deadline) = self.shard.borrow().next_deadline() {
+            if deadline < self.armed.get() {
+                self.armed.set(deadline);
+                self.timer.notify_one();
+            }
+        }
+    }
+
+    /// Takes a reply to its ticket's connection: here, or through the mesh to its core.
+    fn deliver(&self, ticket: Ticket, reply: Reply) {
+        let core = (ticket.0 >> (SLOT_BITS + CONN_BITS)) as usize;
+        let conn_id = (ticket.0 >> SLOT_BITS) as u32;
+        let slot = (ticket.0 & ((1 << SLOT_BITS) - 1)) as usize;
+        if core != self.id {
+            if conn_id != NOBODY {
+                self.mesh.post(core, Msg::Reply { ticket, reply });
+            }
+            return;
+        }
+        let conn = self.conns.borrow().get(&conn_id).cloned();
+        match conn {
+            Some(conn) => conn.on_reply(self, slot, reply),
+            None => {
+                let orphan = self.orphans.borrow_mut().remove(&ticket);
+                if let (Some(o), Reply::Granted { token }) = (orphan, reply) {
+                    self.release_for_gone(&o.resource, &o.owner, token);
+                }
+            }
+        }
+    }
+
+    /// Serves a batch from the mesh (call [`Core::flush`] after).
+    pub fn serve_batch(&self, batch: Batch) {
+        for msg in batch {
+            match msg {
+                Msg::Request { ticket, req } => {
+                    let reply = api::apply(&mut self.shard.borrow_mut(), &req, ticket, self.now());
+                    self.collect_events();
+                    if let Some(reply) = reply {
+                        self.deliveries.borrow_mut().push_back((ticket, reply));
+                    }
+                }
+                Msg::Reply { ticket, reply } => self.deliveries.borrow_mut().push_back((ticket, reply)),
+                Msg::Cancel { ticket, resource } => {
+                    if self.shard.borrow_mut().cancel_wait(&resource, ticket, self.now()) {
+                        let core = (ticket.0 >> (SLOT_BITS + CONN_BITS)) as usize;
+                        self.mesh.post(core, Msg::Cancelled { ticket });
+                    }
+                    self.collect_events();
+                }
+                Msg::Cancelled { ticket } => {
+                    self.orphans.borrow_mut().remove(&ticket);
+                }
+                Msg::Shutdown => {
+                    self.stopping.set(true);
+                    self.stop.notify_waiters();
+                }
+            }
+        }
+    }
+
+    /// The timer task: ends leases and waits on time. Sleeps until the shard's next deadline,
+    /// or until [`Core::flush`] finds an earlier one.
+    pub async fn run_timers(self: Rc<Self>) {
+        loop {
+            // Awake: nobody needs to wake us until we sleep again.
+            self.armed.set(0);
+            let more = self.shard.borrow_mut().advance(self.now(), ADVANCE_BUDGET);
+            self.collect_events();
+            self.flush();
+            if more {
+                // A burst of expiries: let connections be served between budgets.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let next = self.shard.borrow().next_deadline();
+            self.armed.set(next.unwrap_or(u64::MAX));
+            match next {
+                Some(at) => {
+                    let when = tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at));
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(when) => {}
+                        _ = self.timer.notified() => {}
+                    }
+                }
+                None => self.timer.notified().await,
+            }
+        }
+    }
+}
+
+/// The `Date` header value, formatted once a second.
+#[derive(Default)]
+struct DateCache {
+    second: Cell<u64>,
+    value: Cell<[u8; 29]>,
+}
+
+impl DateCache {
+    fn get(&self) -> [u8; 29] {
+        let now = SystemTime::now();
+        let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if second != self.second.get() {
+            let mut value = [0u8; 29];
+            value.copy_from_slice(&httpdate::fmt_http_date(now).as_bytes()[..29]);
+            self.value.set(value);
+            self.second.set(second);
+        }
+        self.value.get()
+    }
+}

@@ -1,0 +1,484 @@
+//! One shard of the lock engine: owns the locks whose resource names hash to it (a
+//! [`table::LockTable`]), their lease and wait deadlines (a [`TimerWheel`]) and the shard's
+//! fencing-token counter. Synchronous, no I/O, no clock: every operation takes `now`, a
+//! monotonic time in milliseconds (ticks), so the rules below are testable to the tick.
+//!
+//! # Rules
+//! - **Leases.** A lease of `ttl` ms granted at tick `now` (some real time in `[now, now+1)`) is
+//!   held through tick `now + ttl` and ends at tick `now + ttl + 1`: rounded up to the first
+//!   tick boundary that is certainly `ttl` after the grant, so a lease never ends early. A
+//!   zero lease ends at once (the grant is reported, then the lock is free). `None`: no expiry.
+//! - **Mutual exclusion.** A held lock is never granted again, not even to its own owner (many
+//!   clients share a default owner name, so re-entry would let two of them in). Only the holder
+//!   (same owner, and same token when one is given) releases or extends.
+//! - **Fencing tokens** come from one counter per shard, seeded by the caller (the server seeds
+//!   it from the wall clock, so tokens keep rising across restarts): every grant, hand-off
+//!   included, takes the next value, so a resource's tokens strictly increase.
+//! - **Waiting.** A busy acquire may wait (at least as long as it asks, rounded up like a
+//!   lease): it queues first come, first served, and when the lock
+//!   is released or its lease ends the first waiter still waiting gets it in the same call (no
+//!   extra round trip, no herd). A waiter whose deadline is at or before the moment the lock
+//!   came free has timed out. Outcomes for waiters, and "lease lost" notices for watchers,
+//!   come out as [`Event`]s addressed by the [`Ticket`] the caller gave.
+//! - **Expiry is exact and lazy-safe.** Every operation first settles the lock it touches to
+//!   `now` (ending a lease that is due even if its timer has not fired yet); the wheel's timers
+//!   only make sure that locks nobody touches are settled too. A timer remembers the lock's
+//!   token, so a stale timer can never end a newer holder's lease.
+
+mod table;
+
+use crate::route::ResourceHasher;
+use crate::timer::{TimerId, TimerWheel};
+use table::{Lock, LockTable, Waiter};
+
+use hashbrown::hash_table::Entry;
+
+/// Most acquires that may wait for one lock at once; more are answered [`Acquired::QueueFull`].
+/// Bounds the memory one hot name can pin and the work of one hand-off sweep.
+pub const MAX_WAITERS_PER_LOCK: usize = 4096;
+
+/// Timer fires handled per [`Shard::advance`] call by default (see [`Shard::advance`]).
+pub const ADVANCE_BUDGET: usize = 1024;
+
+/// Bit set in waiter ids, so that they never equal a lease token (tokens stay below 2^63
+/// until the year 2262 when seeded from nanoseconds since 1970).
+const WAITER_ID_BIT: u64 = 1 << 63;
+
+/// Opaque address of a request, chosen by the caller; events for it carry it back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// What a timer remembers: the lock's name hash and the token (lease) or waiter id it is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TimerKey {
+    hash: u64,
+    id: u64,
+}
+
+/// Options of an acquire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcquireOpts {
+    /// Lease length in ms; `None` holds until released.
+    pub ttl: Option<u64>,
+    /// How long to wait for a busy lock, in ms; 0 answers at once.
+    pub wait: u64,
+    /// Where events about this acquire go (its grant after waiting, its lease running out).
+    pub ticket: Ticket,
+    /// Report the end of this grant's lease to `ticket` as [`EventKind::Lost`] (sessions).
+    pub watch: bool,
+}
+
+/// Result of [`Shard::acquire`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acquired<'a> {
+    /// The caller holds the lock now.
+    Granted { token: u64 },
+    /// Somebody holds it; the caller did not ask to wait.
+    Busy { owner: &'a str, token: u64 },
+    /// Queued; an [`EventKind::Granted`] or [`EventKind::TimedOut`] for the ticket follows.
+    Queued,
+    /// Busy, and [`MAX_WAITERS_PER_LOCK`] acquires already wait for it.
+    QueueFull,
+}
+
+/// Result of [`Shard::release`] and [`Shard::extend`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Changed {
+    /// Done; the lease's token.
+    Ok { token: u64 },
+    /// Nobody holds the lock (never taken, released, or expired).
+    NotFound,
+    /// Another owner holds it.
+    NotHolder,
+    /// The owner holds it, but under another token (a newer grant).
+    TokenMismatch,
+}
+
+/// A lock as [`Shard::inspect`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockInfo<'a> {
+    pub owner: &'a str,
+    pub token: u64,
+    /// Ms until the lease ends (`Some(0)`: ends at the next tick); `None`: no expiry.
+    pub expires_in: Option<u64>,
+    pub waiters: usize,
+}
+
+/// One lock of a [`Shard::list`] answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub resource: String,
+    pub owner: String,
+    pub token: u64,
+    pub expires_in: Option<u64>,
+    pub waiters: usize,
+}
+
+/// Something that happened to a request other than the one being answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Event {
+    pub ticket: Ticket,
+    pub kind: EventKind,
+}
+
+/// See [`Event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EventKind {
+    /// A waiter's turn came: it holds the lock under `token`.
+    Granted { token: u64 },
+    /// A waiter's deadline passed first.
+    TimedOut,
+    /// The watched lease `token` ran out.
+    Lost { token: u64 },
+}
+
+/// The first tick at which `ms` have certainly passed since a moment during tick `now`: when a
+/// lease of `ms` granted at `now` ends, and when a wait of `ms` begun at `now` runs out (see the
+/// module rules). Zero is `now` itself.
+pub fn deadline_after(now: u64, ms: u64) -> u64 {
+    if ms == 0 { now } else { now.saturating_add(ms).saturating_add(1) }
+}
+
+/// One shard: see the module documentation.
+pub struct Shard {
+    table: LockTable,
+    timers: Timers,
+}
+
+/// Everything of a shard but the table, so that it can be borrowed next to one of its locks.
+struct Timers {
+    wheel: TimerWheel<TimerKey>,
+    /// Last token handed out.
+    token: u64,
+    /// Last waiter id handed out (without [`WAITER_ID_BIT`]).
+    waiter: u64,
+    events: Vec<Event>,
+    fired: Vec<(u64, TimerKey)>,
+}
+
+impl Shard {
+    /// An empty shard whose first token will be `token_seed + 1`.
+    pub fn new(hasher: ResourceHasher, token_seed: u64) -> Shard {
+        Shard {
+            table: LockTable::new(hasher),
+            timers: Timers {
+                wheel: TimerWheel::new(),
+                token: token_seed,
+                waiter: 0,
+                events: Vec::new(),
+                fired: Vec::new(),
+            },
+        }
+    }
+
+    /// Takes the lock if it is free (or its lease is over), else reports the holder or queues.
+    pub fn acquire(&mut self, resource: &str, owner: &str, opts: AcquireOpts, now: u64) -> Acquired<'_> {
+        let hash = self.table.hash(resource);
+        let t = &mut self.timers;
+        match self.table.entry(hash, resource) {
+            Entry::Occupied(mut held) => {
+                if t.settle(hash, held.get_mut(), now) {
+                    let lock = held.into_mut();
+                    return t.busy(hash, lock, owner, opts, now);
+                }
+                let (_, vacant) = held.remove();
+                let lock = vacant.insert(Lock::new(resource, owner, 0)).into_mut();
+                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch.then_some(opts.ticket), now) }
+            }
+            Entry::Vacant(free) => {
+                let lock = free.insert(Lock::new(resource, owner, 0)).into_mut();
+                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch.then_some(opts.ticket), now) }
+            }
+        }
+    }
+
+    /// Releases the lock if `owner` (and `token`, if given) holds it; the first waiter, if
+    /// any, gets it in the same call.
+    pub fn release(&mut self, resource: &str, owner: &str, token: Option<u64>, now: u64) -> Changed {
+        self.change(resource, owner, token, now, |t, hash, lock| {
+            t.end_lease(hash, lock);
+            t.vacate(hash, lock, now, now, false)
+        })
+    }
+
+    /// Renews the holder's lease: it now ends `ttl` ms from `now` (`None`: never). A zero `ttl`
+    /// ends it at once, like a release.
+    pub fn extend(&mut self, resource: &str, owner: &str, token: Option<u64>, ttl: Option<u64>, now: u64) -> Changed {
+        self.change(resource, owner, token, now, |t, hash, lock| {
+            t.end_lease(hash, lock);
+            t.start_lease(hash, lock, ttl, now);
+            true
+        })
+    }
+
+    /// Holder, token, remaining lease and queue length of a lock, if it is held.
+    pub fn inspect(&mut self, resource: &str, now: u64) -> Option<LockInfo<'_>> {
+        let hash = self.table.hash(resource);
+        let t = &mut self.timers;
+        let lock = t.settled(hash, self.table.find(hash, resource)?, now)?;
+        Some(t.info(hash, lock, now))
+    }
+
+    /// Withdraws a waiting acquire (its client went away). Returns whether it was still
+    /// waiting; if not, its grant or timeout has already been reported.
+    pub fn cancel_wait(&mut self, resource: &str, ticket: Ticket, now: u64) -> bool {
+        let hash = self.table.hash(resource);
+        let t = &mut self.timers;
+        let Some(lock) = self.table.find(hash, resource).and_then(|found| t.settled(hash, found, now)) else {
+            return false;
+        };
+        let Some(extra) = lock.extra.as_mut() else { return false };
+        let Some(at) = extra.waiters.iter().position(|w| w.ticket == ticket) else { return false };
+        let waiter = extra.waiters.remove(at).expect("position is in range");
+        t.wheel.cancel(waiter.timer, &TimerKey { hash, id: waiter.id });
+        lock.trim_extra();
+        true
+    }
+
+    /// Up to `limit` held locks whose names start with `prefix` and sort after `after`, in
+    /// name order. Costs a scan of the shard.
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize, now: u64) -> Vec<Listed> {
+        let t = &self.timers;
+        let mut found: Vec<&Lock> = self
+            .table
+            .iter()
+            .filter(|l| l.name().starts_with(prefix) && after.is_none_or(|a| l.name() > a))
+            .filter(|l| t.current_lease_end(self.table.hash(l.name()), l).is_none_or(|end| end > now))
+            .collect();
+        if found.len() > limit {
+            found.select_nth_unstable_by(limit, |a, b| a.name().cmp(b.name()));
+            found.truncate(limit);
+        }
+        found.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+        found
+            .into_iter()
+            .map(|l| {
+                let info = t.info(self.table.hash(l.name()), l, now);
+                Listed {
+                    resource: l.name().to_owned(),
+                    owner: info.owner.to_owned(),
+                    token: info.token,
+                    expires_in: info.expires_in,
+                    waiters: info.waiters,
+                }
+            })
+            .collect()
+    }
+
+    /// Handles the timers due by `now`, at most `budget` of them; returns `true` if more are
+    /// due (call again soon, after serving other work). Outcomes go to [`Shard::drain_events`].
+    pub fn advance(&mut self, now: u64, budget: usize) -> bool {
+        let t = &mut self.timers;
+        let mut fired = std::mem::take(&mut t.fired);
+        let more = t.wheel.advance(now, budget, &mut fired);
+        // Lease ends first: a fired timer is gone from the wheel, so until its lock has been
+        // told that its lease ended at `when`, settling that lock for a waiter's timer would
+        // not see the lease end and would time out waiters who were owed the lock.
+        let leases = fired.iter().filter(|(_, k)| k.id & WAITER_ID_BIT == 0);
+        let waits = fired.iter().filter(|(_, k)| k.id & WAITER_ID_BIT != 0);
+        for &(when, key) in leases.chain(waits) {
+            let Some(mut found) = self.table.find_by_hash(key.hash) else { continue };
+            let lock = found.get_mut();
+            let still_held = if lock.token == key.id && !lock.timer.is_none() {
+                lock.timer = TimerId::NONE;
+                t.vacate(key.hash, lock, when, now, true) && t.settle(key.hash, lock, now)
+            } else {
+                t.settle(key.hash, lock, now)
+            };
+            if !still_held {
+                found.remove();
+            }
+        }
+        fired.clear();
+        t.fired = fired;
+        more
+    }
+
+    /// The tick by which [`Shard::advance`] should next be called; `None` if no lease or wait
+    /// is pending.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.wheel.next_deadline()
+    }
+
+    /// Takes the events produced since the last call (grants to waiters, timeouts, lost
+    /// leases), in the order they happened.
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.timers.events.drain(..)
+    }
+
+    /// Locks held (including leases that are over but not yet swept).
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether no lock is held.
+    pub fn is_empty(&self) -> bool {
+        self.table.len() == 0
+    }
+
+    /// Heap bytes held by the table, its locks and the timer wheel.
+    pub fn heap_bytes(&self) -> usize {
+        self.table.heap_bytes() + self.timers.wheel.heap_bytes()
+    }
+
+    /// The common frame of release and extend: settle, check the holder, apply `op`, and
+    /// remove the lock if `op` (and any zero lease that follows) left it free.
+    fn change(
+        &mut self,
+        resource: &str,
+        owner: &str,
+        token: Option<u64>,
+        now: u64,
+        op: impl FnOnce(&mut Timers, u64, &mut Lock) -> bool,
+    ) -> Changed {
+        let hash = self.table.hash(resource);
+        let t = &mut self.timers;
+        let Some(mut found) = self.table.find(hash, resource) else { return Changed::NotFound };
+        let lock = found.get_mut();
+        if !t.settle(hash, lock, now) {
+            found.remove();
+            return Changed::NotFound;
+        }
+        if lock.owner() != owner {
+            return Changed::NotHolder;
+        }
+        if token.is_some_and(|tk| tk != lock.token) {
+            return Changed::TokenMismatch;
+        }
+        let held_token = lock.token;
+        if !(op(t, hash, lock) && t.settle(hash, lock, now)) {
+            found.remove();
+        }
+        Changed::Ok { token: held_token }
+    }
+}
+
+impl Timers {
+    fn next_token(&mut self) -> u64 {
+        self.token += 1;
+        self.token
+    }
+
+    /// Makes `lock` (fresh or just vacated) the caller's, with a new token.
+    fn grant(&mut self, hash: u64, lock: &mut Lock, ttl: Option<u64>, watcher: Option<Ticket>, now: u64) -> u64 {
+        lock.token = self.next_token();
+        if let Some(w) = watcher {
+            lock.extra_mut().watcher = Some(w);
+        }
+        self.start_lease(hash, lock, ttl, now);
+        lock.token
+    }
+
+    /// The answer to an acquire of a lock that is held after settling.
+    fn busy<'a>(&mut self, hash: u64, lock: &'a mut Lock, owner: &str, opts: AcquireOpts, now: u64) -> Acquired<'a> {
+        if opts.wait == 0 {
+            return Acquired::Busy { owner: lock.owner(), token: lock.token };
+        }
+        if lock.waiter_count() >= MAX_WAITERS_PER_LOCK {
+            return Acquired::QueueFull;
+        }
+        self.waiter += 1;
+        let id = WAITER_ID_BIT | self.waiter;
+        let deadline = deadline_after(now, opts.wait);
+        let timer = self.wheel.insert(deadline, TimerKey { hash, id });
+        lock.extra_mut().waiters.push_back(Waiter {
+            id,
+            ticket: opts.ticket,
+            owner: owner.into(),
+            ttl: opts.ttl,
+            deadline,
+            timer,
+            watch: opts.watch,
+        });
+        Acquired::Queued
+    }
+
+    fn start_lease(&mut self, hash: u64, lock: &mut Lock, ttl: Option<u64>, now: u64) {
+        lock.timer = match ttl {
+            Some(ttl) => self.wheel.insert(deadline_after(now, ttl), TimerKey { hash, id: lock.token }),
+            None => TimerId::NONE,
+        };
+    }
+
+    fn end_lease(&mut self, hash: u64, lock: &mut Lock) {
+        self.wheel.cancel(lock.timer, &TimerKey { hash, id: lock.token });
+        lock.timer = TimerId::NONE;
+    }
+
+    /// When the current lease ends, if it has an end.
+    fn current_lease_end(&self, hash: u64, lock: &Lock) -> Option<u64> {
+        self.wheel.deadline(lock.timer, &TimerKey { hash, id: lock.token })
+    }
+
+    fn info<'a>(&self, hash: u64, lock: &'a Lock, now: u64) -> LockInfo<'a> {
+        LockInfo {
+            owner: lock.owner(),
+            token: lock.token,
+            expires_in: self.current_lease_end(hash, lock).map(|end| end.saturating_sub(now + 1)),
+            waiters: lock.waiter_count(),
+        }
+    }
+
+    /// Settles a found lock, removing it if nobody holds it any more.
+    fn settled<'a>(&mut self, hash: u64, mut found: table::Found<'a>, now: u64) -> Option<&'a mut Lock> {
+        if self.settle(hash, found.get_mut(), now) {
+            Some(found.into_mut())
+        } else {
+            found.remove();
+            None
+        }
+    }
+
+    /// Brings `lock` up to `now`: ends leases that are due (handing the lock on), and times
+    /// out waiters whose deadline has come. Returns whether the lock is still held.
+    fn settle(&mut self, hash: u64, lock: &mut Lock, now: u64) -> bool {
+        while let Some(end) = self.current_lease_end(hash, lock).filter(|&end| end <= now) {
+            self.end_lease(hash, lock);
+            if !self.vacate(hash, lock, end, now, true) {
+                return false;
+            }
+        }
+        self.time_out_waiters(hash, lock, now);
+        true
+    }
+
+    /// The holder is gone (released at `free_at`, or its lease ended then): tell its watcher
+    /// if the lease ran out, time out the waiters who gave up by `free_at`, and hand the lock
+    /// to the first one left, at `now`. Returns whether the lock is held again.
+    fn vacate(&mut self, hash: u64, lock: &mut Lock, free_at: u64, now: u64, expired: bool) -> bool {
+        let Some(extra) = lock.extra.as_mut() else { return false };
+        if let Some(watcher) = extra.watcher.take() {
+            if expired {
+                self.events.push(Event { ticket: watcher, kind: EventKind::Lost { token: lock.token } });
+            }
+        }
+        self.time_out_waiters(hash, lock, free_at);
+        let Some(next) = lock.extra.as_mut().and_then(|e| e.waiters.pop_front()) else {
+            lock.trim_extra();
+            return false;
+        };
+        self.wheel.cancel(next.timer, &TimerKey { hash, id: next.id });
+        lock.set_owner(&next.owner);
+        let token = self.grant(hash, lock, next.ttl, next.watch.then_some(next.ticket), now);
+        self.events.push(Event { ticket: next.ticket, kind: EventKind::Granted { token } });
+        lock.trim_extra();
+        true
+    }
+
+    fn time_out_waiters(&mut self, hash: u64, lock: &mut Lock, by: u64) {
+        let Some(extra) = lock.extra.as_mut() else { return };
+        let (wheel, events) = (&mut self.wheel, &mut self.events);
+        extra.waiters.retain(|w| {
+            if w.deadline > by {
+                return true;
+            }
+            wheel.cancel(w.timer, &TimerKey { hash, id: w.id });
+            events.push(Event { ticket: w.ticket, kind: EventKind::TimedOut });
+            false
+        });
+        lock.trim_extra();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,11 @@
+//! ringlock's integration suite: one binary; every test starts real servers on free ports
+//! and talks to them over TCP, asserting exact bytes.
+
+/// Starting servers, raw HTTP clients, installing the SDKs.
+mod support;
+
+/// The HTTP API: the reference server's table row by row, framing, pipelining, waits.
+mod http;
+
+/// The reference server's real SDKs (Python, Node, Rust), unmodified, against ringlock.
+mod sdk;
