@@ -8,15 +8,20 @@ use ringlock::route::ResourceHasher;
 use ringlock::shard::{AcquireOpts, Acquired, Changed, Shard};
 use ringlock::timer::TimerWheel;
 
+// The server's allocator, so that the numbers are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SIZES: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
 
 fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}/{i:08}")).collect()
 }
 
-/// Uncontended acquire+release of names that are free, next to `live` held locks. The names
-/// cycled through are as many as the live locks, so at 1M the lookups miss the cache as they
-/// would in a server.
+/// Uncontended acquire+release of names that are free, next to `live` held locks. "hot"
+/// cycles through 1k names (a working set that stays in cache, as a fleet's busy names do);
+/// "cold" through as many names as there are live locks, so at 1M every lookup misses the
+/// cache.
 fn acquire_release(c: &mut Criterion) {
     let mut g = c.benchmark_group("shard/acquire+release");
     g.throughput(Throughput::Elements(1));
@@ -25,19 +30,34 @@ fn acquire_release(c: &mut Criterion) {
         for name in names("held", live) {
             shard.acquire(&name, "holder", AcquireOpts::default(), 0);
         }
-        let free = names("free", live);
-        for (label, ttl) in [("no-ttl", None), ("ttl", Some(30_000))] {
-            let opts = AcquireOpts { ttl, ..AcquireOpts::default() };
-            let mut i = 0;
-            g.bench_with_input(BenchmarkId::new(label, live), &live, |b, _| {
-                b.iter(|| {
-                    let name = &free[i % free.len()];
-                    i += 1;
-                    let got = matches!(shard.acquire(name, "worker-1", opts, 1), Acquired::Granted { .. });
-                    let gone = matches!(shard.release(name, "worker-1", None, 1), Changed::Ok { .. });
-                    black_box(got && gone)
-                })
-            });
+        let sets = if live == 1_000 {
+            vec![("hot", 1_000)]
+        } else {
+            vec![("hot", 1_000), ("cold", live)]
+        };
+        for (set, count) in sets {
+            let free = names("free", count);
+            for (ttl_label, ttl) in [("no-ttl", None), ("ttl", Some(30_000))] {
+                let label = format!("{set}/{ttl_label}");
+                let opts = AcquireOpts {
+                    ttl,
+                    ..AcquireOpts::default()
+                };
+                let mut i = 0;
+                g.bench_with_input(BenchmarkId::new(label, live), &live, |b, _| {
+                    b.iter(|| {
+                        let name = &free[i % free.len()];
+                        i += 1;
+                        let got = matches!(
+                            shard.acquire(name, "worker-1", opts, 1),
+                            Acquired::Granted { .. }
+                        );
+                        let gone =
+                            matches!(shard.release(name, "worker-1", None, 1), Changed::Ok { .. });
+                        black_box(got && gone)
+                    })
+                });
+            }
         }
     }
     g.finish();
@@ -50,7 +70,12 @@ fn conflict(c: &mut Criterion) {
     let mut shard = Shard::new(ResourceHasher::new(), 0);
     shard.acquire("hot", "holder", AcquireOpts::default(), 0);
     g.bench_function("held", |b| {
-        b.iter(|| black_box(matches!(shard.acquire("hot", "worker-1", AcquireOpts::default(), 1), Acquired::Busy { .. })))
+        b.iter(|| {
+            black_box(matches!(
+                shard.acquire("hot", "worker-1", AcquireOpts::default(), 1),
+                Acquired::Busy { .. }
+            ))
+        })
     });
     g.finish();
 }
@@ -115,7 +140,10 @@ fn shard_expiry(c: &mut Criterion) {
             || {
                 let mut shard = Shard::new(ResourceHasher::new(), 0);
                 for (i, name) in all.iter().enumerate() {
-                    let opts = AcquireOpts { ttl: Some(1 + (i % 1000) as u64), ..AcquireOpts::default() };
+                    let opts = AcquireOpts {
+                        ttl: Some(1 + (i % 1000) as u64),
+                        ..AcquireOpts::default()
+                    };
                     shard.acquire(name, "w", opts, 0);
                 }
                 shard

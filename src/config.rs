@@ -42,7 +42,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 64 * 1024, max_in_flight: 1024, max_unsent_bytes: 1024 * 1024 }
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_in_flight: 1024,
+            max_unsent_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -58,7 +62,8 @@ pub struct Config {
 impl Config {
     /// The configuration from parsed arguments and the environment (`LOCKSERVER_SECRET`).
     pub fn from_args(args: &ServerArgs) -> Config {
-        let secret = std::env::var("LOCKSERVER_SECRET").unwrap_or_else(|_| DEFAULT_SECRET.to_owned());
+        let secret =
+            std::env::var("LOCKSERVER_SECRET").unwrap_or_else(|_| DEFAULT_SECRET.to_owned());
         Config {
             addr: SocketAddr::new(args.bind, args.port),
             threads: args.threads.map_or_else(available_cores, NonZeroUsize::get),

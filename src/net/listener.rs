@@ -24,7 +24,10 @@ pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
     if addr.port() != 0 {
         let probe = socket(addr)?;
         probe.bind(&addr.into()).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {addr}: {e} (is another server running there?)"))
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {addr}: {e} (is another server running there?)"),
+            )
         })?;
     }
     let mut listeners = Vec::with_capacity(n);
@@ -32,7 +35,8 @@ pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
     for _ in 0..n {
         let s = socket(addr)?;
         s.set_reuse_port(true)?;
-        s.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        s.bind(&addr.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         s.listen(BACKLOG)?;
         let l: TcpListener = s.into();
         addr = l.local_addr()?;

@@ -26,14 +26,29 @@ impl Session {
     }
 
     /// Serves the complete requests at the start of `buf`; returns the bytes used.
-    pub fn on_bytes(&mut self, core: &Core, conn: u32, buf: &[u8], out: &mut Vec<u8>, close: &mut bool) -> usize {
+    pub fn on_bytes(
+        &mut self,
+        core: &Core,
+        conn: u32,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) -> usize {
         match self {
             Session::Http(s) => s.on_bytes(core, conn, buf, out, close),
         }
     }
 
     /// A reply (or later news) for the request in `slot`.
-    pub fn on_reply(&mut self, core: &Core, _conn: u32, slot: usize, reply: Reply, out: &mut Vec<u8>, close: &mut bool) {
+    pub fn on_reply(
+        &mut self,
+        core: &Core,
+        _conn: u32,
+        slot: usize,
+        reply: Reply,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
         match self {
             Session::Http(s) => s.on_reply(core, slot, reply, out, close),
         }

@@ -143,7 +143,11 @@ impl Core {
     /// The ticket for slot `slot` of connection `conn` of this core.
     pub fn ticket(&self, conn: u32, slot: usize) -> Ticket {
         debug_assert!(slot < 1 << SLOT_BITS);
-        Ticket(((self.id as u64) << (SLOT_BITS + CONN_BITS)) | (u64::from(conn) << SLOT_BITS) | slot as u64)
+        Ticket(
+            ((self.id as u64) << (SLOT_BITS + CONN_BITS))
+                | (u64::from(conn) << SLOT_BITS)
+                | slot as u64,
+        )
     }
 
     fn owner_of(&self, resource: &str) -> usize {
@@ -160,15 +164,31 @@ impl Core {
             self.collect_events();
             return reply;
         }
-        self.mesh.post(owner, Msg::Request { ticket, req: req.to_owned() });
+        self.mesh.post(
+            owner,
+            Msg::Request {
+                ticket,
+                req: req.to_owned(),
+            },
+        );
         None
     }
 
     /// Serves a list request: this core's share now, and how many shares will follow as
     /// [`Reply::Listed`] for `ticket`.
-    pub fn submit_list<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> (Vec<Listed>, usize) {
+    pub fn submit_list<S: AsRef<str>>(
+        &self,
+        ticket: Ticket,
+        req: &Request<S>,
+    ) -> (Vec<Listed>, usize) {
         for core in (0..self.cores).filter(|&c| c != self.id) {
-            self.mesh.post(core, Msg::Request { ticket, req: req.to_owned() });
+            self.mesh.post(
+                core,
+                Msg::Request {
+                    ticket,
+                    req: req.to_owned(),
+                },
+            );
         }
         let mine = match api::apply(&mut self.shard.borrow_mut(), req, ticket, self.now()) {
             Some(Reply::Listed(locks)) => locks,
@@ -180,18 +200,38 @@ impl Core {
     /// Withdraws the waiting acquire `ticket` (its connection closed). If it was granted
     /// meanwhile, the grant is released when it arrives.
     pub fn cancel_wait(&self, ticket: Ticket, resource: &str, owner: &str) {
-        self.orphans.borrow_mut().insert(ticket, Orphan { resource: resource.into(), owner: owner.into() });
+        self.orphans.borrow_mut().insert(
+            ticket,
+            Orphan {
+                resource: resource.into(),
+                owner: owner.into(),
+            },
+        );
         let core = self.owner_of(resource);
         if core != self.id {
-            self.mesh.post(core, Msg::Cancel { ticket, resource: resource.into() });
-        } else if self.shard.borrow_mut().cancel_wait(resource, ticket, self.now()) {
+            self.mesh.post(
+                core,
+                Msg::Cancel {
+                    ticket,
+                    resource: resource.into(),
+                },
+            );
+        } else if self
+            .shard
+            .borrow_mut()
+            .cancel_wait(resource, ticket, self.now())
+        {
             self.orphans.borrow_mut().remove(&ticket);
         }
     }
 
     /// Releases a lock on behalf of a client that is gone (a session's, or an orphan's grant).
     pub fn release_for_gone(&self, resource: &str, owner: &str, token: u64) {
-        let req = Request::Release { resource, owner, token: Some(token) };
+        let req = Request::Release {
+            resource,
+            owner,
+            token: Some(token),
+        };
         self.submit(self.ticket(NOBODY, 0), &req);
     }
 
@@ -199,7 +239,11 @@ impl Core {
     fn collect_events(&self) {
         let mut shard = self.shard.borrow_mut();
         let mut deliveries = self.deliveries.borrow_mut();
-        deliveries.extend(shard.drain_events().map(|e| (e.ticket, Reply::from(e.kind))));
+        deliveries.extend(
+            shard
+                .drain_events()
+                .map(|e| (e.ticket, Reply::from(e.kind))),
+        );
     }
 
     /// Delivers everything made since the last flush, sends the outboxes, and makes sure the
@@ -255,9 +299,15 @@ impl Core {
                         self.deliveries.borrow_mut().push_back((ticket, reply));
                     }
                 }
-                Msg::Reply { ticket, reply } => self.deliveries.borrow_mut().push_back((ticket, reply)),
+                Msg::Reply { ticket, reply } => {
+                    self.deliveries.borrow_mut().push_back((ticket, reply))
+                }
                 Msg::Cancel { ticket, resource } => {
-                    if self.shard.borrow_mut().cancel_wait(&resource, ticket, self.now()) {
+                    if self
+                        .shard
+                        .borrow_mut()
+                        .cancel_wait(&resource, ticket, self.now())
+                    {
                         let core = (ticket.0 >> (SLOT_BITS + CONN_BITS)) as usize;
                         self.mesh.post(core, Msg::Cancelled { ticket });
                     }
@@ -292,7 +342,8 @@ impl Core {
             self.armed.set(next.unwrap_or(u64::MAX));
             match next {
                 Some(at) => {
-                    let when = tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at));
+                    let when =
+                        tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at));
                     tokio::select! {
                         _ = tokio::time::sleep_until(when) => {}
                         _ = self.timer.notified() => {}
@@ -314,7 +365,9 @@ struct DateCache {
 impl DateCache {
     fn get(&self) -> [u8; 29] {
         let now = SystemTime::now();
-        let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         if second != self.second.get() {
             let mut value = [0u8; 29];
             value.copy_from_slice(&httpdate::fmt_http_date(now).as_bytes()[..29]);

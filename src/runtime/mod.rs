@@ -49,7 +49,9 @@ impl Server {
         // the last run's as long as that run granted fewer than one lock per nanosecond per
         // core on average (one core grants at most a few tens of millions per second) and the
         // clock did not step back by more than the downtime.
-        let token_seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let token_seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(n);
         for (id, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
@@ -71,9 +73,15 @@ impl Server {
         }
         drop(ready_tx);
         for _ in 0..n {
-            ready_rx.recv().map_err(|_| io::Error::other("a core failed to start"))??;
+            ready_rx
+                .recv()
+                .map_err(|_| io::Error::other("a core failed to start"))??;
         }
-        Ok(Server { addr, threads, cores: senders })
+        Ok(Server {
+            addr,
+            threads,
+            cores: senders,
+        })
     }
 
     /// The address the server listens on (with the port chosen, if 0 was asked).
@@ -97,7 +105,12 @@ impl Server {
     }
 }
 
-fn run_core(setup: CoreSetup, listener: std::net::TcpListener, inbox: UnboundedReceiver<Batch>, ready: mpsc::Sender<io::Result<()>>) {
+fn run_core(
+    setup: CoreSetup,
+    listener: std::net::TcpListener,
+    inbox: UnboundedReceiver<Batch>,
+    ready: mpsc::Sender<io::Result<()>>,
+) {
     let runtime = match tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES)) {
         Ok(rt) => rt,
         Err(e) => {

@@ -136,7 +136,11 @@ pub enum EventKind {
 /// lease of `ms` granted at `now` ends, and when a wait of `ms` begun at `now` runs out (see the
 /// module rules). Zero is `now` itself.
 pub fn deadline_after(now: u64, ms: u64) -> u64 {
-    if ms == 0 { now } else { now.saturating_add(ms).saturating_add(1) }
+    if ms == 0 {
+        now
+    } else {
+        now.saturating_add(ms).saturating_add(1)
+    }
 }
 
 /// One shard: see the module documentation.
@@ -172,7 +176,13 @@ impl Shard {
     }
 
     /// Takes the lock if it is free (or its lease is over), else reports the holder or queues.
-    pub fn acquire(&mut self, resource: &str, owner: &str, opts: AcquireOpts, now: u64) -> Acquired<'_> {
+    pub fn acquire(
+        &mut self,
+        resource: &str,
+        owner: &str,
+        opts: AcquireOpts,
+        now: u64,
+    ) -> Acquired<'_> {
         let hash = self.table.hash(resource);
         let t = &mut self.timers;
         match self.table.entry(hash, resource) {
@@ -183,18 +193,28 @@ impl Shard {
                 }
                 let (_, vacant) = held.remove();
                 let lock = vacant.insert(Lock::new(resource, owner, 0)).into_mut();
-                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch.then_some(opts.ticket), now) }
+                Acquired::Granted {
+                    token: t.grant(hash, lock, opts.ttl, opts.watch.then_some(opts.ticket), now),
+                }
             }
             Entry::Vacant(free) => {
                 let lock = free.insert(Lock::new(resource, owner, 0)).into_mut();
-                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch.then_some(opts.ticket), now) }
+                Acquired::Granted {
+                    token: t.grant(hash, lock, opts.ttl, opts.watch.then_some(opts.ticket), now),
+                }
             }
         }
     }
 
     /// Releases the lock if `owner` (and `token`, if given) holds it; the first waiter, if
     /// any, gets it in the same call.
-    pub fn release(&mut self, resource: &str, owner: &str, token: Option<u64>, now: u64) -> Changed {
+    pub fn release(
+        &mut self,
+        resource: &str,
+        owner: &str,
+        token: Option<u64>,
+        now: u64,
+    ) -> Changed {
         self.change(resource, owner, token, now, |t, hash, lock| {
             t.end_lease(hash, lock);
             t.vacate(hash, lock, now, now, false)
@@ -203,7 +223,14 @@ impl Shard {
 
     /// Renews the holder's lease: it now ends `ttl` ms from `now` (`None`: never). A zero `ttl`
     /// ends it at once, like a release.
-    pub fn extend(&mut self, resource: &str, owner: &str, token: Option<u64>, ttl: Option<u64>, now: u64) -> Changed {
+    pub fn extend(
+        &mut self,
+        resource: &str,
+        owner: &str,
+        token: Option<u64>,
+        ttl: Option<u64>,
+        now: u64,
+    ) -> Changed {
         self.change(resource, owner, token, now, |t, hash, lock| {
             t.end_lease(hash, lock);
             t.start_lease(hash, lock, ttl, now);
@@ -224,13 +251,27 @@ impl Shard {
     pub fn cancel_wait(&mut self, resource: &str, ticket: Ticket, now: u64) -> bool {
         let hash = self.table.hash(resource);
         let t = &mut self.timers;
-        let Some(lock) = self.table.find(hash, resource).and_then(|found| t.settled(hash, found, now)) else {
+        let Some(lock) = self
+            .table
+            .find(hash, resource)
+            .and_then(|found| t.settled(hash, found, now))
+        else {
             return false;
         };
-        let Some(extra) = lock.extra.as_mut() else { return false };
-        let Some(at) = extra.waiters.iter().position(|w| w.ticket == ticket) else { return false };
+        let Some(extra) = lock.extra.as_mut() else {
+            return false;
+        };
+        let Some(at) = extra.waiters.iter().position(|w| w.ticket == ticket) else {
+            return false;
+        };
         let waiter = extra.waiters.remove(at).expect("position is in range");
-        t.wheel.cancel(waiter.timer, &TimerKey { hash, id: waiter.id });
+        t.wheel.cancel(
+            waiter.timer,
+            &TimerKey {
+                hash,
+                id: waiter.id,
+            },
+        );
         lock.trim_extra();
         true
     }
@@ -243,7 +284,10 @@ impl Shard {
             .table
             .iter()
             .filter(|l| l.name().starts_with(prefix) && after.is_none_or(|a| l.name() > a))
-            .filter(|l| t.current_lease_end(self.table.hash(l.name()), l).is_none_or(|end| end > now))
+            .filter(|l| {
+                t.current_lease_end(self.table.hash(l.name()), l)
+                    .is_none_or(|end| end > now)
+            })
             .collect();
         if found.len() > limit {
             found.select_nth_unstable_by(limit, |a, b| a.name().cmp(b.name()));
@@ -277,7 +321,9 @@ impl Shard {
         let leases = fired.iter().filter(|(_, k)| k.id & WAITER_ID_BIT == 0);
         let waits = fired.iter().filter(|(_, k)| k.id & WAITER_ID_BIT != 0);
         for &(when, key) in leases.chain(waits) {
-            let Some(mut found) = self.table.find_by_hash(key.hash) else { continue };
+            let Some(mut found) = self.table.find_by_hash(key.hash) else {
+                continue;
+            };
             let lock = found.get_mut();
             let still_held = if lock.token == key.id && !lock.timer.is_none() {
                 lock.timer = TimerId::NONE;
@@ -333,7 +379,9 @@ impl Shard {
     ) -> Changed {
         let hash = self.table.hash(resource);
         let t = &mut self.timers;
-        let Some(mut found) = self.table.find(hash, resource) else { return Changed::NotFound };
+        let Some(mut found) = self.table.find(hash, resource) else {
+            return Changed::NotFound;
+        };
         let lock = found.get_mut();
         if !t.settle(hash, lock, now) {
             found.remove();
@@ -360,7 +408,14 @@ impl Timers {
     }
 
     /// Makes `lock` (fresh or just vacated) the caller's, with a new token.
-    fn grant(&mut self, hash: u64, lock: &mut Lock, ttl: Option<u64>, watcher: Option<Ticket>, now: u64) -> u64 {
+    fn grant(
+        &mut self,
+        hash: u64,
+        lock: &mut Lock,
+        ttl: Option<u64>,
+        watcher: Option<Ticket>,
+        now: u64,
+    ) -> u64 {
         lock.token = self.next_token();
         if let Some(w) = watcher {
             lock.extra_mut().watcher = Some(w);
@@ -370,9 +425,19 @@ impl Timers {
     }
 
     /// The answer to an acquire of a lock that is held after settling.
-    fn busy<'a>(&mut self, hash: u64, lock: &'a mut Lock, owner: &str, opts: AcquireOpts, now: u64) -> Acquired<'a> {
+    fn busy<'a>(
+        &mut self,
+        hash: u64,
+        lock: &'a mut Lock,
+        owner: &str,
+        opts: AcquireOpts,
+        now: u64,
+    ) -> Acquired<'a> {
         if opts.wait == 0 {
-            return Acquired::Busy { owner: lock.owner(), token: lock.token };
+            return Acquired::Busy {
+                owner: lock.owner(),
+                token: lock.token,
+            };
         }
         if lock.waiter_count() >= MAX_WAITERS_PER_LOCK {
             return Acquired::QueueFull;
@@ -395,32 +460,57 @@ impl Timers {
 
     fn start_lease(&mut self, hash: u64, lock: &mut Lock, ttl: Option<u64>, now: u64) {
         lock.timer = match ttl {
-            Some(ttl) => self.wheel.insert(deadline_after(now, ttl), TimerKey { hash, id: lock.token }),
+            Some(ttl) => self.wheel.insert(
+                deadline_after(now, ttl),
+                TimerKey {
+                    hash,
+                    id: lock.token,
+                },
+            ),
             None => TimerId::NONE,
         };
     }
 
     fn end_lease(&mut self, hash: u64, lock: &mut Lock) {
-        self.wheel.cancel(lock.timer, &TimerKey { hash, id: lock.token });
+        self.wheel.cancel(
+            lock.timer,
+            &TimerKey {
+                hash,
+                id: lock.token,
+            },
+        );
         lock.timer = TimerId::NONE;
     }
 
     /// When the current lease ends, if it has an end.
     fn current_lease_end(&self, hash: u64, lock: &Lock) -> Option<u64> {
-        self.wheel.deadline(lock.timer, &TimerKey { hash, id: lock.token })
+        self.wheel.deadline(
+            lock.timer,
+            &TimerKey {
+                hash,
+                id: lock.token,
+            },
+        )
     }
 
     fn info<'a>(&self, hash: u64, lock: &'a Lock, now: u64) -> LockInfo<'a> {
         LockInfo {
             owner: lock.owner(),
             token: lock.token,
-            expires_in: self.current_lease_end(hash, lock).map(|end| end.saturating_sub(now + 1)),
+            expires_in: self
+                .current_lease_end(hash, lock)
+                .map(|end| end.saturating_sub(now + 1)),
             waiters: lock.waiter_count(),
         }
     }
 
     /// Settles a found lock, removing it if nobody holds it any more.
-    fn settled<'a>(&mut self, hash: u64, mut found: table::Found<'a>, now: u64) -> Option<&'a mut Lock> {
+    fn settled<'a>(
+        &mut self,
+        hash: u64,
+        mut found: table::Found<'a>,
+        now: u64,
+    ) -> Option<&'a mut Lock> {
         if self.settle(hash, found.get_mut(), now) {
             Some(found.into_mut())
         } else {
@@ -445,11 +535,23 @@ impl Timers {
     /// The holder is gone (released at `free_at`, or its lease ended then): tell its watcher
     /// if the lease ran out, time out the waiters who gave up by `free_at`, and hand the lock
     /// to the first one left, at `now`. Returns whether the lock is held again.
-    fn vacate(&mut self, hash: u64, lock: &mut Lock, free_at: u64, now: u64, expired: bool) -> bool {
-        let Some(extra) = lock.extra.as_mut() else { return false };
+    fn vacate(
+        &mut self,
+        hash: u64,
+        lock: &mut Lock,
+        free_at: u64,
+        now: u64,
+        expired: bool,
+    ) -> bool {
+        let Some(extra) = lock.extra.as_mut() else {
+            return false;
+        };
         if let Some(watcher) = extra.watcher.take() {
             if expired {
-                self.events.push(Event { ticket: watcher, kind: EventKind::Lost { token: lock.token } });
+                self.events.push(Event {
+                    ticket: watcher,
+                    kind: EventKind::Lost { token: lock.token },
+                });
             }
         }
         self.time_out_waiters(hash, lock, free_at);
@@ -457,23 +559,32 @@ impl Timers {
             lock.trim_extra();
             return false;
         };
-        self.wheel.cancel(next.timer, &TimerKey { hash, id: next.id });
+        self.wheel
+            .cancel(next.timer, &TimerKey { hash, id: next.id });
         lock.set_owner(&next.owner);
         let token = self.grant(hash, lock, next.ttl, next.watch.then_some(next.ticket), now);
-        self.events.push(Event { ticket: next.ticket, kind: EventKind::Granted { token } });
+        self.events.push(Event {
+            ticket: next.ticket,
+            kind: EventKind::Granted { token },
+        });
         lock.trim_extra();
         true
     }
 
     fn time_out_waiters(&mut self, hash: u64, lock: &mut Lock, by: u64) {
-        let Some(extra) = lock.extra.as_mut() else { return };
+        let Some(extra) = lock.extra.as_mut() else {
+            return;
+        };
         let (wheel, events) = (&mut self.wheel, &mut self.events);
         extra.waiters.retain(|w| {
             if w.deadline > by {
                 return true;
             }
             wheel.cancel(w.timer, &TimerKey { hash, id: w.id });
-            events.push(Event { ticket: w.ticket, kind: EventKind::TimedOut });
+            events.push(Event {
+                ticket: w.ticket,
+                kind: EventKind::TimedOut,
+            });
             false
         });
         lock.trim_extra();

@@ -36,9 +36,15 @@ struct Slot {
 enum SlotState {
     /// Its reply has not come yet. A waiting acquire keeps its resource and owner, to withdraw
     /// it if the client goes away.
-    Pending { wait: Option<(Box<str>, Box<str>)> },
+    Pending {
+        wait: Option<(Box<str>, Box<str>)>,
+    },
     /// A list request, gathering one share from every core.
-    Listing { left: usize, parts: Vec<Vec<Listed>>, limit: usize },
+    Listing {
+        left: usize,
+        parts: Vec<Vec<Listed>>,
+        limit: usize,
+    },
     Ready(Response),
 }
 
@@ -58,7 +64,14 @@ impl Session {
     /// Serves every complete request at the start of `buf`; returns the bytes used. Sets
     /// `close` when the connection is to close once its answers are out (the client asked,
     /// or the stream can no longer be framed).
-    pub fn on_bytes(&mut self, core: &Core, conn: u32, buf: &[u8], out: &mut Vec<u8>, close: &mut bool) -> usize {
+    pub fn on_bytes(
+        &mut self,
+        core: &Core,
+        conn: u32,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) -> usize {
         let mut used = 0;
         while !*close && self.order.len() < core.limits.max_in_flight {
             let rest = &buf[used..];
@@ -66,17 +79,40 @@ impl Session {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(e) => {
-                    self.answer(core, refusal(e), Framing { keep_alive: false, head_only: false }, out, close);
+                    self.answer(
+                        core,
+                        refusal(e),
+                        Framing {
+                            keep_alive: false,
+                            head_only: false,
+                        },
+                        out,
+                        close,
+                    );
                     *close = true;
                     break;
                 }
             };
             // httparse hands out the target as `&str`, so it is UTF-8.
             let target = std::str::from_utf8(&rest[head.target.clone()]).unwrap_or_default();
-            let authorized = || head.secret.clone().is_some_and(|at| core.secret.matches(&rest[at]));
+            let authorized = || {
+                head.secret
+                    .clone()
+                    .is_some_and(|at| core.secret.matches(&rest[at]))
+            };
             if head.content_length > core.limits.max_body_bytes {
-                let too_large = Response::text(Status::PayloadTooLarge, "ERR Request body too large");
-                self.answer(core, too_large, Framing { keep_alive: false, head_only: false }, out, close);
+                let too_large =
+                    Response::text(Status::PayloadTooLarge, "ERR Request body too large");
+                self.answer(
+                    core,
+                    too_large,
+                    Framing {
+                        keep_alive: false,
+                        head_only: false,
+                    },
+                    out,
+                    close,
+                );
                 *close = true;
                 break;
             }
@@ -87,7 +123,16 @@ impl Session {
                     if let Some(refused) = route::preflight(head.method, target, authorized) {
                         // Refused before the body was sent: answer, and close rather than
                         // guess whether the client will send the body anyway.
-                        self.answer(core, refused, Framing { keep_alive: false, head_only: false }, out, close);
+                        self.answer(
+                            core,
+                            refused,
+                            Framing {
+                                keep_alive: false,
+                                head_only: false,
+                            },
+                            out,
+                            close,
+                        );
                         *close = true;
                     } else if self.order.is_empty() {
                         out.extend_from_slice(CONTINUE);
@@ -97,10 +142,15 @@ impl Session {
             }
             self.continued = false;
             used += end;
-            let framing = Framing { keep_alive: head.keep_alive, head_only: head.method == Method::Head };
+            let framing = Framing {
+                keep_alive: head.keep_alive,
+                head_only: head.method == Method::Head,
+            };
             match route::route(head.method, target, &rest[head.len..end], authorized) {
                 Routed::Respond(response) => self.answer(core, response, framing, out, close),
-                Routed::Lock(endpoint, req) => self.submit(core, conn, endpoint, req, framing, out, close),
+                Routed::Lock(endpoint, req) => {
+                    self.submit(core, conn, endpoint, req, framing, out, close)
+                }
             }
             if !head.keep_alive {
                 *close = true;
@@ -110,8 +160,17 @@ impl Session {
     }
 
     /// The reply for `slot` has come.
-    pub fn on_reply(&mut self, core: &Core, slot: usize, reply: Reply, out: &mut Vec<u8>, close: &mut bool) {
-        let Some(s) = self.slots.get_mut(slot) else { return };
+    pub fn on_reply(
+        &mut self,
+        core: &Core,
+        slot: usize,
+        reply: Reply,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
         match &mut s.state {
             SlotState::Pending { .. } => s.state = SlotState::Ready(lock_reply(s.endpoint, &reply)),
             SlotState::Listing { left, parts, limit } => {
@@ -143,7 +202,10 @@ impl Session {
 
     fn withdraw_waits(&mut self, core: &Core, conn: u32) {
         for (key, slot) in self.slots.iter_mut() {
-            if let SlotState::Pending { wait: Some((resource, owner)) } = &slot.state {
+            if let SlotState::Pending {
+                wait: Some((resource, owner)),
+            } = &slot.state
+            {
                 core.cancel_wait(core.ticket(conn, key), resource, owner);
                 slot.state = SlotState::Ready(lock_reply(slot.endpoint, &Reply::TimedOut));
             }
@@ -169,17 +231,30 @@ impl Session {
                     let (locks, next) = merge_lists(vec![mine], *limit);
                     SlotState::Ready(list_reply(&locks, next.as_deref()))
                 }
-                (mine, left) => SlotState::Listing { left, parts: vec![mine], limit: *limit },
+                (mine, left) => SlotState::Listing {
+                    left,
+                    parts: vec![mine],
+                    limit: *limit,
+                },
             },
             _ => match core.submit(ticket, &req) {
                 Some(reply) => SlotState::Ready(lock_reply(endpoint, &reply)),
-                None => SlotState::Pending { wait: waiting(&req) },
+                None => SlotState::Pending {
+                    wait: waiting(&req),
+                },
             },
         };
         match state {
-            SlotState::Ready(response) if self.order.is_empty() => self.encode(core, &response, framing, out, close),
+            SlotState::Ready(response) if self.order.is_empty() => {
+                self.encode(core, &response, framing, out, close)
+            }
             state => {
-                let slot = Slot { endpoint, keep_alive: framing.keep_alive, head_only: framing.head_only, state };
+                let slot = Slot {
+                    endpoint,
+                    keep_alive: framing.keep_alive,
+                    head_only: framing.head_only,
+                    state,
+                };
                 let at = self.slots.insert(slot);
                 debug_assert_eq!(at, key);
                 self.order.push_back(key);
@@ -188,12 +263,24 @@ impl Session {
     }
 
     /// Answers a request that needs no lock work, in its turn.
-    fn answer(&mut self, core: &Core, response: Response, framing: Framing, out: &mut Vec<u8>, close: &mut bool) {
+    fn answer(
+        &mut self,
+        core: &Core,
+        response: Response,
+        framing: Framing,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
         if self.order.is_empty() {
             self.encode(core, &response, framing, out, close);
         } else {
             let state = SlotState::Ready(response);
-            let slot = Slot { endpoint: Endpoint::Acquire, keep_alive: framing.keep_alive, head_only: framing.head_only, state };
+            let slot = Slot {
+                endpoint: Endpoint::Acquire,
+                keep_alive: framing.keep_alive,
+                head_only: framing.head_only,
+                state,
+            };
             let key = self.slots.insert(slot);
             self.order.push_back(key);
         }
@@ -208,13 +295,23 @@ impl Session {
             self.order.pop_front();
             let slot = self.slots.remove(key);
             if let SlotState::Ready(response) = slot.state {
-                let framing = Framing { keep_alive: slot.keep_alive, head_only: slot.head_only };
+                let framing = Framing {
+                    keep_alive: slot.keep_alive,
+                    head_only: slot.head_only,
+                };
                 self.encode(core, &response, framing, out, close);
             }
         }
     }
 
-    fn encode(&self, core: &Core, response: &Response, framing: Framing, out: &mut Vec<u8>, close: &mut bool) {
+    fn encode(
+        &self,
+        core: &Core,
+        response: &Response,
+        framing: Framing,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
         response.encode(out, framing.keep_alive, framing.head_only, &core.date());
         if !response.keeps_alive(framing.keep_alive) {
             *close = true;
@@ -225,7 +322,12 @@ impl Session {
 /// What withdrawing a waiting acquire takes, if `req` is one.
 fn waiting(req: &BodyRequest<'_>) -> Option<(Box<str>, Box<str>)> {
     match req {
-        Request::Acquire { resource, owner, wait, .. } if *wait > 0 => Some((resource.as_ref().into(), owner.as_ref().into())),
+        Request::Acquire {
+            resource,
+            owner,
+            wait,
+            ..
+        } if *wait > 0 => Some((resource.as_ref().into(), owner.as_ref().into())),
         _ => None,
     }
 }
@@ -234,13 +336,23 @@ fn waiting(req: &BodyRequest<'_>) -> Option<(Box<str>, Box<str>)> {
 fn refusal(e: HeadError) -> Response {
     let (status, reason) = match e {
         HeadError::Malformed(why) => (Status::BadRequest, format!("ERR Bad request: {why}")),
-        HeadError::BadLength => (Status::BadRequest, "ERR Bad request: invalid Content-Length".into()),
-        HeadError::Chunked => {
-            (Status::LengthRequired, "ERR Transfer-Encoding is not supported; send Content-Length".into())
-        }
+        HeadError::BadLength => (
+            Status::BadRequest,
+            "ERR Bad request: invalid Content-Length".into(),
+        ),
+        HeadError::Chunked => (
+            Status::LengthRequired,
+            "ERR Transfer-Encoding is not supported; send Content-Length".into(),
+        ),
         HeadError::TargetTooLong => (Status::UriTooLong, "ERR Request target too long".into()),
-        HeadError::TooLarge => (Status::HeaderFieldsTooLarge, "ERR Request head too large".into()),
-        HeadError::Version => (Status::VersionNotSupported, "ERR Only HTTP/1.0 and HTTP/1.1 are served".into()),
+        HeadError::TooLarge => (
+            Status::HeaderFieldsTooLarge,
+            "ERR Request head too large".into(),
+        ),
+        HeadError::Version => (
+            Status::VersionNotSupported,
+            "ERR Only HTTP/1.0 and HTTP/1.1 are served".into(),
+        ),
     };
     Response::error(status, reason).closing()
 }
