@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringlock::route::ResourceHasher;
-use ringlock::shard::{AcquireOpts, Acquired, Changed, Shard};
+use ringlock::shard::{AcquireOpts, Acquired, Changed, Shard, TokenSeries};
 use ringlock::timer::TimerWheel;
 
 // The server's allocator, so that the numbers are the server's.
@@ -26,34 +26,24 @@ fn acquire_release(c: &mut Criterion) {
     let mut g = c.benchmark_group("shard/acquire+release");
     g.throughput(Throughput::Elements(1));
     for live in [1_000, 1_000_000] {
-        let mut shard = Shard::new(ResourceHasher::new(), 0);
+        let mut shard = Shard::new(ResourceHasher::new(), TokenSeries::after(0));
         for name in names("held", live) {
             shard.acquire(&name, "holder", AcquireOpts::default(), 0);
         }
-        let sets = if live == 1_000 {
-            vec![("hot", 1_000)]
-        } else {
-            vec![("hot", 1_000), ("cold", live)]
-        };
+        let sets = if live == 1_000 { vec![("hot", 1_000)] } else { vec![("hot", 1_000), ("cold", live)] };
         for (set, count) in sets {
             let free = names("free", count);
             for (ttl_label, ttl) in [("no-ttl", None), ("ttl", Some(30_000))] {
                 let label = format!("{set}/{ttl_label}");
-                let opts = AcquireOpts {
-                    ttl,
-                    ..AcquireOpts::default()
-                };
+                let opts = AcquireOpts { ttl, ..AcquireOpts::default() };
                 let mut i = 0;
                 g.bench_with_input(BenchmarkId::new(label, live), &live, |b, _| {
                     b.iter(|| {
                         let name = &free[i % free.len()];
                         i += 1;
-                        let got = matches!(
-                            shard.acquire(name, "worker-1", opts, 1),
-                            Acquired::Granted { .. }
-                        );
-                        let gone =
-                            matches!(shard.release(name, "worker-1", None, 1), Changed::Ok { .. });
+                        let got =
+                            matches!(shard.acquire(name, "worker-1", opts, 1), Acquired::Granted { .. });
+                        let gone = matches!(shard.release(name, "worker-1", None, 1), Changed::Ok { .. });
                         black_box(got && gone)
                     })
                 });
@@ -67,7 +57,7 @@ fn acquire_release(c: &mut Criterion) {
 fn conflict(c: &mut Criterion) {
     let mut g = c.benchmark_group("shard/acquire-busy");
     g.throughput(Throughput::Elements(1));
-    let mut shard = Shard::new(ResourceHasher::new(), 0);
+    let mut shard = Shard::new(ResourceHasher::new(), TokenSeries::after(0));
     shard.acquire("hot", "holder", AcquireOpts::default(), 0);
     g.bench_function("held", |b| {
         b.iter(|| {
@@ -138,12 +128,9 @@ fn shard_expiry(c: &mut Criterion) {
     g.bench_function("1M leases", |b| {
         b.iter_batched(
             || {
-                let mut shard = Shard::new(ResourceHasher::new(), 0);
+                let mut shard = Shard::new(ResourceHasher::new(), TokenSeries::after(0));
                 for (i, name) in all.iter().enumerate() {
-                    let opts = AcquireOpts {
-                        ttl: Some(1 + (i % 1000) as u64),
-                        ..AcquireOpts::default()
-                    };
+                    let opts = AcquireOpts { ttl: Some(1 + (i % 1000) as u64), ..AcquireOpts::default() };
                     shard.acquire(name, "w", opts, 0);
                 }
                 shard

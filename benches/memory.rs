@@ -8,7 +8,7 @@ use mimalloc::MiMalloc as Inner;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ringlock::route::ResourceHasher;
-use ringlock::shard::{AcquireOpts, Shard};
+use ringlock::shard::{AcquireOpts, Shard, TokenSeries};
 
 struct Counting;
 
@@ -38,33 +38,19 @@ const LOCKS: usize = 1_000_000;
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     pages * 4096
 }
 
 fn measure(label: &str, ttl: Option<u64>) {
     // Names are generated up front so that only the engine's own memory is counted.
-    let names: Vec<String> = (0..LOCKS)
-        .map(|i| format!("bucket/object-{i:07}"))
-        .collect();
+    let names: Vec<String> = (0..LOCKS).map(|i| format!("bucket/object-{i:07}")).collect();
     let owner = "worker-17";
     let name_bytes: usize = names.iter().map(|n| n.len()).sum::<usize>() + LOCKS * owner.len();
     let (heap0, rss0) = (LIVE.load(Ordering::Relaxed), rss_bytes());
-    let mut shard = Shard::new(ResourceHasher::new(), 0);
+    let mut shard = Shard::new(ResourceHasher::new(), TokenSeries::after(0));
     for name in &names {
-        shard.acquire(
-            name,
-            owner,
-            AcquireOpts {
-                ttl,
-                ..AcquireOpts::default()
-            },
-            0,
-        );
+        shard.acquire(name, owner, AcquireOpts { ttl, ..AcquireOpts::default() }, 0);
     }
     let heap = LIVE.load(Ordering::Relaxed) - heap0;
     let rss = rss_bytes().saturating_sub(rss0);
@@ -80,10 +66,7 @@ fn measure(label: &str, ttl: Option<u64>) {
     for name in &names {
         shard.release(name, owner, None, 1);
     }
-    println!(
-        "{label:>8}: after releasing all, heap {} B",
-        LIVE.load(Ordering::Relaxed) - heap0
-    );
+    println!("{label:>8}: after releasing all, heap {} B", LIVE.load(Ordering::Relaxed) - heap0);
 }
 
 fn main() {

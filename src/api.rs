@@ -96,11 +96,7 @@ impl NameError {
         match self {
             NameError::Empty => format!("{field} must not be empty"),
             NameError::TooLong => {
-                let max = if field == "owner" {
-                    MAX_OWNER_BYTES
-                } else {
-                    MAX_RESOURCE_BYTES
-                };
+                let max = if field == "owner" { MAX_OWNER_BYTES } else { MAX_RESOURCE_BYTES };
                 format!("{field} is longer than {max} bytes")
             }
             NameError::Nul => format!("{field} must not contain NUL"),
@@ -137,77 +133,40 @@ impl<S: AsRef<str>> Request<S> {
     pub fn to_owned(&self) -> Request {
         let own = |s: &S| Box::<str>::from(s.as_ref());
         match self {
-            Request::Acquire {
-                resource,
-                owner,
-                ttl,
-                wait,
-                session,
-            } => Request::Acquire {
+            Request::Acquire { resource, owner, ttl, wait, session } => Request::Acquire {
                 resource: own(resource),
                 owner: own(owner),
                 ttl: *ttl,
                 wait: *wait,
                 session: *session,
             },
-            Request::Release {
-                resource,
-                owner,
-                token,
-            } => Request::Release {
-                resource: own(resource),
-                owner: own(owner),
-                token: *token,
-            },
-            Request::Extend {
-                resource,
-                owner,
-                token,
-                ttl,
-            } => Request::Extend {
-                resource: own(resource),
-                owner: own(owner),
-                token: *token,
-                ttl: *ttl,
-            },
-            Request::Inspect { resource } => Request::Inspect {
-                resource: own(resource),
-            },
-            Request::List {
-                prefix,
-                after,
-                limit,
-            } => Request::List {
-                prefix: own(prefix),
-                after: after.as_ref().map(own),
-                limit: *limit,
-            },
+            Request::Release { resource, owner, token } => {
+                Request::Release { resource: own(resource), owner: own(owner), token: *token }
+            }
+            Request::Extend { resource, owner, token, ttl } => {
+                Request::Extend { resource: own(resource), owner: own(owner), token: *token, ttl: *ttl }
+            }
+            Request::Inspect { resource } => Request::Inspect { resource: own(resource) },
+            Request::List { prefix, after, limit } => {
+                Request::List { prefix: own(prefix), after: after.as_ref().map(own), limit: *limit }
+            }
         }
     }
 }
 
 /// Serves `req` on `shard` at `now`. `None` means the request waits: its answer comes later
-/// as an event for `ticket`. Events for other tickets go to [`Shard::drain_events`].
+/// as an event for `ticket`. A session acquire's lease running out is reported to `watcher`
+/// (its connection's). Events for other tickets go to [`Shard::drain_events`].
 pub fn apply<S: AsRef<str>>(
     shard: &mut Shard,
     req: &Request<S>,
     ticket: Ticket,
+    watcher: Ticket,
     now: u64,
 ) -> Option<Reply> {
     Some(match req {
-        Request::Acquire {
-            resource,
-            owner,
-            ttl,
-            wait,
-            session,
-        } => {
-            let opts = AcquireOpts {
-                ttl: *ttl,
-                wait: *wait,
-                ticket,
-                watch: *session,
-            };
+        Request::Acquire { resource, owner, ttl, wait, session } => {
+            let opts = AcquireOpts { ttl: *ttl, wait: *wait, ticket, watch: session.then_some(watcher) };
             match shard.acquire(resource.as_ref(), owner.as_ref(), opts, now) {
                 Acquired::Granted { token } => Reply::Granted { token },
                 Acquired::Busy { .. } => Reply::Busy,
@@ -215,38 +174,24 @@ pub fn apply<S: AsRef<str>>(
                 Acquired::QueueFull => Reply::QueueFull,
             }
         }
-        Request::Release {
-            resource,
-            owner,
-            token,
-        } => changed(shard.release(resource.as_ref(), owner.as_ref(), *token, now)),
-        Request::Extend {
-            resource,
-            owner,
-            token,
-            ttl,
-        } => changed(shard.extend(resource.as_ref(), owner.as_ref(), *token, *ttl, now)),
-        Request::Inspect { resource } => {
-            Reply::Info(shard.inspect(resource.as_ref(), now).map(|i| {
-                Box::new(Listed {
-                    resource: resource.as_ref().to_owned(),
-                    owner: i.owner.to_owned(),
-                    token: i.token,
-                    expires_in: i.expires_in,
-                    waiters: i.waiters,
-                })
-            }))
+        Request::Release { resource, owner, token } => {
+            changed(shard.release(resource.as_ref(), owner.as_ref(), *token, now))
         }
-        Request::List {
-            prefix,
-            after,
-            limit,
-        } => Reply::Listed(shard.list(
-            prefix.as_ref(),
-            after.as_ref().map(AsRef::as_ref),
-            *limit,
-            now,
-        )),
+        Request::Extend { resource, owner, token, ttl } => {
+            changed(shard.extend(resource.as_ref(), owner.as_ref(), *token, *ttl, now))
+        }
+        Request::Inspect { resource } => Reply::Info(shard.inspect(resource.as_ref(), now).map(|i| {
+            Box::new(Listed {
+                resource: resource.as_ref().to_owned(),
+                owner: i.owner.to_owned(),
+                token: i.token,
+                expires_in: i.expires_in,
+                waiters: i.waiters,
+            })
+        })),
+        Request::List { prefix, after, limit } => {
+            Reply::Listed(shard.list(prefix.as_ref(), after.as_ref().map(AsRef::as_ref), *limit, now))
+        }
     })
 }
 
@@ -277,11 +222,8 @@ pub fn merge_lists(parts: Vec<Vec<Listed>>, limit: usize) -> (Vec<Listed>, Optio
     all.sort_unstable_by(|a, b| a.resource.cmp(&b.resource));
     let truncated = all.len() > limit;
     all.truncate(limit);
-    let next = if (truncated || maybe_more) && limit > 0 {
-        all.last().map(|l| l.resource.clone())
-    } else {
-        None
-    };
+    let next =
+        if (truncated || maybe_more) && limit > 0 { all.last().map(|l| l.resource.clone()) } else { None };
     (all, next)
 }
 
@@ -293,49 +235,22 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert_eq!(check_name("a", MAX_RESOURCE_BYTES, false), Ok(()));
-        assert_eq!(
-            check_name("", MAX_RESOURCE_BYTES, false),
-            Err(NameError::Empty)
-        );
+        assert_eq!(check_name("", MAX_RESOURCE_BYTES, false), Err(NameError::Empty));
         assert_eq!(check_name("", MAX_OWNER_BYTES, true), Ok(()));
-        assert_eq!(
-            check_name(&"x".repeat(1025), MAX_RESOURCE_BYTES, false),
-            Err(NameError::TooLong)
-        );
-        assert_eq!(
-            check_name("a\0b", MAX_RESOURCE_BYTES, false),
-            Err(NameError::Nul)
-        );
-        assert_eq!(
-            NameError::TooLong.describe("owner"),
-            "owner is longer than 256 bytes"
-        );
+        assert_eq!(check_name(&"x".repeat(1025), MAX_RESOURCE_BYTES, false), Err(NameError::TooLong));
+        assert_eq!(check_name("a\0b", MAX_RESOURCE_BYTES, false), Err(NameError::Nul));
+        assert_eq!(NameError::TooLong.describe("owner"), "owner is longer than 256 bytes");
     }
 
     #[test]
     fn apply_maps_engine_results() {
-        let mut s = Shard::new(ResourceHasher::new(), 0);
-        let acq = |ttl| Request::Acquire {
-            resource: "r",
-            owner: "o",
-            ttl,
-            wait: 0,
-            session: false,
-        };
-        assert_eq!(
-            apply(&mut s, &acq(None), Ticket(1), 0),
-            Some(Reply::Granted { token: 1 })
-        );
-        assert_eq!(apply(&mut s, &acq(None), Ticket(1), 0), Some(Reply::Busy));
-        let waiting = Request::Acquire {
-            resource: "r",
-            owner: "p",
-            ttl: None,
-            wait: 10,
-            session: false,
-        };
-        assert_eq!(apply(&mut s, &waiting, Ticket(2), 0), None);
-        let info = apply(&mut s, &Request::Inspect { resource: "r" }, Ticket(3), 0);
+        let mut s = Shard::new(ResourceHasher::new(), crate::shard::TokenSeries::after(0));
+        let acq = |ttl| Request::Acquire { resource: "r", owner: "o", ttl, wait: 0, session: false };
+        assert_eq!(apply(&mut s, &acq(None), Ticket(1), Ticket(0), 0), Some(Reply::Granted { token: 1 }));
+        assert_eq!(apply(&mut s, &acq(None), Ticket(1), Ticket(0), 0), Some(Reply::Busy));
+        let waiting = Request::Acquire { resource: "r", owner: "p", ttl: None, wait: 10, session: false };
+        assert_eq!(apply(&mut s, &waiting, Ticket(2), Ticket(0), 0), None);
+        let info = apply(&mut s, &Request::Inspect { resource: "r" }, Ticket(3), Ticket(0), 0);
         assert_eq!(
             info,
             Some(Reply::Info(Some(Box::new(Listed {
@@ -346,18 +261,11 @@ mod tests {
                 waiters: 1
             }))))
         );
-        let rel = Request::Release {
-            resource: "r",
-            owner: "o",
-            token: Some(1),
-        };
-        assert_eq!(
-            apply(&mut s, &rel, Ticket(4), 1),
-            Some(Reply::Done { token: 1 })
-        );
+        let rel = Request::Release { resource: "r", owner: "o", token: Some(1) };
+        assert_eq!(apply(&mut s, &rel, Ticket(4), Ticket(0), 1), Some(Reply::Done { token: 1 }));
         let events: Vec<Reply> = s.drain_events().map(|e| e.kind.into()).collect();
         assert_eq!(events, vec![Reply::Granted { token: 2 }]);
-        assert_eq!(apply(&mut s, &rel, Ticket(4), 1), Some(Reply::NotHolder));
+        assert_eq!(apply(&mut s, &rel, Ticket(4), Ticket(0), 1), Some(Reply::NotHolder));
     }
 
     #[test]
@@ -370,10 +278,7 @@ mod tests {
             waiters: 0,
         };
         let (all, next) = merge_lists(vec![vec![l("a"), l("d")], vec![l("b"), l("c")]], 3);
-        assert_eq!(
-            all.iter().map(|l| l.resource.as_str()).collect::<Vec<_>>(),
-            ["a", "b", "c"]
-        );
+        assert_eq!(all.iter().map(|l| l.resource.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!(next.as_deref(), Some("c"));
         let (all, next) = merge_lists(vec![vec![l("a")], vec![]], 3);
         assert_eq!((all.len(), next), (1, None));

@@ -42,11 +42,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_body_bytes: 64 * 1024,
-            max_in_flight: 1024,
-            max_unsent_bytes: 1024 * 1024,
-        }
+        Limits { max_body_bytes: 64 * 1024, max_in_flight: 1024, max_unsent_bytes: 1024 * 1024 }
     }
 }
 
@@ -57,18 +53,21 @@ pub struct Config {
     pub threads: usize,
     pub secret: Secret,
     pub limits: Limits,
+    /// The value fencing tokens count up from. `None` (always, outside tests): the wall clock
+    /// in nanoseconds, so that tokens keep rising across restarts.
+    pub token_seed: Option<u64>,
 }
 
 impl Config {
     /// The configuration from parsed arguments and the environment (`LOCKSERVER_SECRET`).
     pub fn from_args(args: &ServerArgs) -> Config {
-        let secret =
-            std::env::var("LOCKSERVER_SECRET").unwrap_or_else(|_| DEFAULT_SECRET.to_owned());
+        let secret = std::env::var("LOCKSERVER_SECRET").unwrap_or_else(|_| DEFAULT_SECRET.to_owned());
         Config {
             addr: SocketAddr::new(args.bind, args.port),
             threads: args.threads.map_or_else(available_cores, NonZeroUsize::get),
             secret: Secret::new(secret),
             limits: Limits::default(),
+            token_seed: None,
         }
     }
 
@@ -79,6 +78,7 @@ impl Config {
             threads,
             secret: Secret::new(secret),
             limits: Limits::default(),
+            token_seed: None,
         }
     }
 }

@@ -11,9 +11,12 @@
 //! - [`route`]: the resource hash, and which shard owns a name;
 //! - [`shard`]: one core's lock table, waiters and fencing tokens (no I/O, no clock);
 //! - [`timer`]: the timer wheel that ends leases and waits on time.
+//!
+//! And for clients: [`client`], the Rust client of the wire protocol.
 
 pub mod api;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod net;
 pub mod proto;

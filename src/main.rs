@@ -1,8 +1,9 @@
-//! The `ringlock` command: reads the configuration and runs the server.
+//! The `ringlock` command: the server (by default), or a client subcommand.
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use ringlock::client::command::{self, LockArgs, StatusArgs};
 use ringlock::config::{Config, ServerArgs};
 use ringlock::runtime::Server;
 
@@ -12,17 +13,35 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// ringlock: a distributed lock server. A drop-in replacement for the lockserver crate's server
 /// (same API, same settings), with fencing tokens, server-side waiting and lease renewal.
 #[derive(Parser)]
-#[command(name = "ringlock", version)]
+#[command(name = "ringlock", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(flatten)]
     server: ServerArgs,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a command while holding a lock (like flock(1)): `ringlock lock NAME -- COMMAND...`.
+    Lock(LockArgs),
+    /// Show who holds a lock.
+    Status(StatusArgs),
 }
 
 fn main() -> ExitCode {
     // Before parsing, so that `.env` values reach the arguments' environment fallbacks.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    let config = Config::from_args(&cli.server);
+    match cli.command {
+        Some(Cmd::Lock(args)) => command::lock(args),
+        Some(Cmd::Status(args)) => command::status(args),
+        None => serve(&cli.server),
+    }
+}
+
+fn serve(args: &ServerArgs) -> ExitCode {
+    let config = Config::from_args(args);
     let server = match Server::start(config.clone()) {
         Ok(server) => server,
         Err(e) => {

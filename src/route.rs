@@ -46,11 +46,7 @@ mod tests {
         let b = a.clone();
         assert_eq!(a.hash("s3://bucket/key"), b.hash("s3://bucket/key"));
         assert_ne!(a.hash("x"), a.hash("y"));
-        assert_ne!(
-            ResourceHasher::new().hash("x"),
-            a.hash("x"),
-            "each process seeds anew"
-        );
+        assert_ne!(ResourceHasher::new().hash("x"), a.hash("x"), "each process seeds anew");
     }
 
     #[test]
@@ -63,10 +59,7 @@ mod tests {
             }
             let expect = 80_000 / shards;
             for c in counts {
-                assert!(
-                    c.abs_diff(expect) < expect / 10,
-                    "{c} vs {expect} over {shards} shards"
-                );
+                assert!(c.abs_diff(expect) < expect / 10, "{c} vs {expect} over {shards} shards");
             }
         }
     }

@@ -4,8 +4,14 @@
 /// Starting servers, raw HTTP clients, installing the SDKs.
 mod support;
 
+/// The binary's configuration: command line, environment, `.env`, defaults.
+mod config;
+
 /// The HTTP API: the reference server's table row by row, framing, pipelining, waits.
 mod http;
+
+/// The binary protocol: golden vectors, the Rust client, sessions, the `lock` command.
+mod wire;
 
 /// The reference server's real SDKs (Python, Node, Rust), unmodified, against ringlock.
 mod sdk;

@@ -64,13 +64,8 @@ impl Conn {
     /// A reply for the request in `slot` has come.
     pub fn on_reply(&self, core: &Core, slot: usize, reply: Reply) {
         let mut st = self.state.borrow_mut();
-        let ConnState {
-            out,
-            session,
-            close,
-            ..
-        } = &mut *st;
-        session.on_reply(core, self.id, slot, reply, out, close);
+        let ConnState { out, session, close, .. } = &mut *st;
+        session.on_reply(core, slot, reply, out, close);
         self.writer.notify_one();
     }
 }
@@ -84,12 +79,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
     if read_loop(&core, &conn, &stream).await == Stopped::PeerClosed {
         let mut st = conn.state.borrow_mut();
         st.eof = true;
-        let ConnState {
-            out,
-            session,
-            close,
-            ..
-        } = &mut *st;
+        let ConnState { out, session, close, .. } = &mut *st;
         session.on_eof(&core, conn.id, out, close);
     }
     core.flush();
@@ -134,22 +124,13 @@ async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
         match res {
             Ok(0) | Err(_) => {
                 let st = conn.state.borrow();
-                return if st.close || st.broken {
-                    Stopped::ByUs
-                } else {
-                    Stopped::PeerClosed
-                };
+                return if st.close || st.broken { Stopped::ByUs } else { Stopped::PeerClosed };
             }
             Ok(_) => {}
         }
         let used = {
             let mut st = conn.state.borrow_mut();
-            let ConnState {
-                out,
-                session,
-                close,
-                ..
-            } = &mut *st;
+            let ConnState { out, session, close, .. } = &mut *st;
             session.on_bytes(core, conn.id, &buf, out, close)
         };
         buf.drain(..used);

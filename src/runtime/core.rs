@@ -27,7 +27,7 @@ use crate::auth::Secret;
 use crate::config::Limits;
 use crate::net::conn::Conn;
 use crate::route::{ResourceHasher, shard_for};
-use crate::shard::{ADVANCE_BUDGET, Listed, Shard, Ticket};
+use crate::shard::{ADVANCE_BUDGET, Listed, Shard, Ticket, TokenSeries};
 
 use super::mesh::{Batch, Mesh, Msg};
 
@@ -38,6 +38,21 @@ const NOBODY: u32 = 0;
 const SLOT_BITS: u32 = 24;
 /// Bits of a ticket for the connection id (the top 8 name the core).
 const CONN_BITS: u32 = 32;
+/// The slot that stands for a connection itself, where news about its session locks goes
+/// (never a request's slot: those stay below the in-flight limit).
+pub const SESSION_SLOT: usize = (1 << SLOT_BITS) - 1;
+
+/// Core, connection and slot of a ticket.
+fn split(ticket: Ticket) -> (usize, u32, usize) {
+    let core = (ticket.0 >> (SLOT_BITS + CONN_BITS)) as usize;
+    let conn = (ticket.0 >> SLOT_BITS) as u32;
+    (core, conn, (ticket.0 & ((1 << SLOT_BITS) - 1)) as usize)
+}
+
+/// The session ticket of the connection that `ticket` belongs to.
+fn session_of(ticket: Ticket) -> Ticket {
+    Ticket(ticket.0 | SESSION_SLOT as u64)
+}
 
 /// What a core keeps of a waiting acquire whose connection has closed.
 struct Orphan {
@@ -88,7 +103,10 @@ impl Core {
         Core {
             id: s.id,
             cores: s.cores,
-            shard: RefCell::new(Shard::new(s.hasher.clone(), s.token_seed)),
+            shard: RefCell::new(Shard::new(
+                s.hasher.clone(),
+                TokenSeries::for_shard(s.token_seed, s.id, s.cores),
+            )),
             hasher: s.hasher,
             secret: s.secret,
             limits: s.limits,
@@ -143,11 +161,7 @@ impl Core {
     /// The ticket for slot `slot` of connection `conn` of this core.
     pub fn ticket(&self, conn: u32, slot: usize) -> Ticket {
         debug_assert!(slot < 1 << SLOT_BITS);
-        Ticket(
-            ((self.id as u64) << (SLOT_BITS + CONN_BITS))
-                | (u64::from(conn) << SLOT_BITS)
-                | slot as u64,
-        )
+        Ticket(((self.id as u64) << (SLOT_BITS + CONN_BITS)) | (u64::from(conn) << SLOT_BITS) | slot as u64)
     }
 
     fn owner_of(&self, resource: &str) -> usize {
@@ -160,37 +174,19 @@ impl Core {
     pub fn submit<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> Option<Reply> {
         let owner = req.resource().map_or(self.id, |r| self.owner_of(r));
         if owner == self.id {
-            let reply = api::apply(&mut self.shard.borrow_mut(), req, ticket, self.now());
-            self.collect_events();
-            return reply;
+            return self.apply(ticket, req);
         }
-        self.mesh.post(
-            owner,
-            Msg::Request {
-                ticket,
-                req: req.to_owned(),
-            },
-        );
+        self.mesh.post(owner, Msg::Request { ticket, req: req.to_owned() });
         None
     }
 
     /// Serves a list request: this core's share now, and how many shares will follow as
     /// [`Reply::Listed`] for `ticket`.
-    pub fn submit_list<S: AsRef<str>>(
-        &self,
-        ticket: Ticket,
-        req: &Request<S>,
-    ) -> (Vec<Listed>, usize) {
+    pub fn submit_list<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> (Vec<Listed>, usize) {
         for core in (0..self.cores).filter(|&c| c != self.id) {
-            self.mesh.post(
-                core,
-                Msg::Request {
-                    ticket,
-                    req: req.to_owned(),
-                },
-            );
+            self.mesh.post(core, Msg::Request { ticket, req: req.to_owned() });
         }
-        let mine = match api::apply(&mut self.shard.borrow_mut(), req, ticket, self.now()) {
+        let mine = match self.apply(ticket, req) {
             Some(Reply::Listed(locks)) => locks,
             _ => Vec::new(),
         };
@@ -200,50 +196,39 @@ impl Core {
     /// Withdraws the waiting acquire `ticket` (its connection closed). If it was granted
     /// meanwhile, the grant is released when it arrives.
     pub fn cancel_wait(&self, ticket: Ticket, resource: &str, owner: &str) {
-        self.orphans.borrow_mut().insert(
-            ticket,
-            Orphan {
-                resource: resource.into(),
-                owner: owner.into(),
-            },
-        );
+        self.orphan(ticket, resource, owner);
         let core = self.owner_of(resource);
         if core != self.id {
-            self.mesh.post(
-                core,
-                Msg::Cancel {
-                    ticket,
-                    resource: resource.into(),
-                },
-            );
-        } else if self
-            .shard
-            .borrow_mut()
-            .cancel_wait(resource, ticket, self.now())
-        {
+            self.mesh.post(core, Msg::Cancel { ticket, resource: resource.into() });
+        } else if self.shard.borrow_mut().cancel_wait(resource, ticket, self.now()) {
             self.orphans.borrow_mut().remove(&ticket);
         }
     }
 
+    /// Notes that the request `ticket` (an acquire of `resource` by `owner`) has lost its
+    /// connection: if it is granted after all, the grant is released when it arrives.
+    pub fn orphan(&self, ticket: Ticket, resource: &str, owner: &str) {
+        self.orphans.borrow_mut().insert(ticket, Orphan { resource: resource.into(), owner: owner.into() });
+    }
+
     /// Releases a lock on behalf of a client that is gone (a session's, or an orphan's grant).
     pub fn release_for_gone(&self, resource: &str, owner: &str, token: u64) {
-        let req = Request::Release {
-            resource,
-            owner,
-            token: Some(token),
-        };
+        let req = Request::Release { resource, owner, token: Some(token) };
         self.submit(self.ticket(NOBODY, 0), &req);
+    }
+
+    /// Serves `req` on this core's shard, collecting the events it caused.
+    fn apply<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> Option<Reply> {
+        let reply = api::apply(&mut self.shard.borrow_mut(), req, ticket, session_of(ticket), self.now());
+        self.collect_events();
+        reply
     }
 
     /// Moves the shard's events to the deliveries.
     fn collect_events(&self) {
         let mut shard = self.shard.borrow_mut();
         let mut deliveries = self.deliveries.borrow_mut();
-        deliveries.extend(
-            shard
-                .drain_events()
-                .map(|e| (e.ticket, Reply::from(e.kind))),
-        );
+        deliveries.extend(shard.drain_events().map(|e| (e.ticket, Reply::from(e.kind))));
     }
 
     /// Delivers everything made since the last flush, sends the outboxes, and makes sure the
@@ -267,9 +252,7 @@ impl Core {
 
     /// Takes a reply to its ticket's connection: here, or through the mesh to its core.
     fn deliver(&self, ticket: Ticket, reply: Reply) {
-        let core = (ticket.0 >> (SLOT_BITS + CONN_BITS)) as usize;
-        let conn_id = (ticket.0 >> SLOT_BITS) as u32;
-        let slot = (ticket.0 & ((1 << SLOT_BITS) - 1)) as usize;
+        let (core, conn_id, slot) = split(ticket);
         if core != self.id {
             if conn_id != NOBODY {
                 self.mesh.post(core, Msg::Reply { ticket, reply });
@@ -293,23 +276,14 @@ impl Core {
         for msg in batch {
             match msg {
                 Msg::Request { ticket, req } => {
-                    let reply = api::apply(&mut self.shard.borrow_mut(), &req, ticket, self.now());
-                    self.collect_events();
-                    if let Some(reply) = reply {
+                    if let Some(reply) = self.apply(ticket, &req) {
                         self.deliveries.borrow_mut().push_back((ticket, reply));
                     }
                 }
-                Msg::Reply { ticket, reply } => {
-                    self.deliveries.borrow_mut().push_back((ticket, reply))
-                }
+                Msg::Reply { ticket, reply } => self.deliveries.borrow_mut().push_back((ticket, reply)),
                 Msg::Cancel { ticket, resource } => {
-                    if self
-                        .shard
-                        .borrow_mut()
-                        .cancel_wait(&resource, ticket, self.now())
-                    {
-                        let core = (ticket.0 >> (SLOT_BITS + CONN_BITS)) as usize;
-                        self.mesh.post(core, Msg::Cancelled { ticket });
+                    if self.shard.borrow_mut().cancel_wait(&resource, ticket, self.now()) {
+                        self.mesh.post(split(ticket).0, Msg::Cancelled { ticket });
                     }
                     self.collect_events();
                 }
@@ -342,8 +316,7 @@ impl Core {
             self.armed.set(next.unwrap_or(u64::MAX));
             match next {
                 Some(at) => {
-                    let when =
-                        tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at));
+                    let when = tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at));
                     tokio::select! {
                         _ = tokio::time::sleep_until(when) => {}
                         _ = self.timer.notified() => {}
@@ -365,9 +338,7 @@ struct DateCache {
 impl DateCache {
     fn get(&self) -> [u8; 29] {
         let now = SystemTime::now();
-        let second = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if second != self.second.get() {
             let mut value = [0u8; 29];
             value.copy_from_slice(&httpdate::fmt_http_date(now).as_bytes()[..29]);

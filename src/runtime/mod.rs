@@ -45,13 +45,14 @@ impl Server {
         let (senders, inboxes) = mesh::channels(n);
         let hasher = ResourceHasher::new();
         let epoch = Instant::now();
-        // Tokens start at the wall clock in nanoseconds: a restarted server's tokens are above
-        // the last run's as long as that run granted fewer than one lock per nanosecond per
-        // core on average (one core grants at most a few tens of millions per second) and the
-        // clock did not step back by more than the downtime.
-        let token_seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        // Tokens start at the wall clock in nanoseconds, and shard i of n hands out every n-th
+        // number after it (`TokenSeries::for_shard`). A restarted server's tokens are above the
+        // last run's as long as none of that run's shards granted more than 1e9 / n locks a
+        // second on average (one core grants a few tens of millions at most) and the clock did
+        // not step back by more than the downtime.
+        let token_seed = config.token_seed.unwrap_or_else(|| {
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        });
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(n);
         for (id, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
@@ -73,15 +74,9 @@ impl Server {
         }
         drop(ready_tx);
         for _ in 0..n {
-            ready_rx
-                .recv()
-                .map_err(|_| io::Error::other("a core failed to start"))??;
+            ready_rx.recv().map_err(|_| io::Error::other("a core failed to start"))??;
         }
-        Ok(Server {
-            addr,
-            threads,
-            cores: senders,
-        })
+        Ok(Server { addr, threads, cores: senders })
     }
 
     /// The address the server listens on (with the port chosen, if 0 was asked).

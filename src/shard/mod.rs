@@ -12,8 +12,9 @@
 //!   clients share a default owner name, so re-entry would let two of them in). Only the holder
 //!   (same owner, and same token when one is given) releases or extends.
 //! - **Fencing tokens** come from one counter per shard, seeded by the caller (the server seeds
-//!   it from the wall clock, so tokens keep rising across restarts): every grant, hand-off
-//!   included, takes the next value, so a resource's tokens strictly increase.
+//!   it from the wall clock, so tokens keep rising across restarts, and interleaves its
+//!   shards' series, so a token names one grant): every grant, hand-off included, takes the
+//!   next value, so a resource's tokens strictly increase.
 //! - **Waiting.** A busy acquire may wait (at least as long as it asks, rounded up like a
 //!   lease): it queues first come, first served, and when the lock
 //!   is released or its lease ends the first waiter still waiting gets it in the same call (no
@@ -64,8 +65,9 @@ pub struct AcquireOpts {
     pub wait: u64,
     /// Where events about this acquire go (its grant after waiting, its lease running out).
     pub ticket: Ticket,
-    /// Report the end of this grant's lease to `ticket` as [`EventKind::Lost`] (sessions).
-    pub watch: bool,
+    /// Report the end of this grant's lease (when it runs out rather than is released) to
+    /// this ticket as [`EventKind::Lost`]: a session connection's.
+    pub watch: Option<Ticket>,
 }
 
 /// Result of [`Shard::acquire`].
@@ -136,10 +138,26 @@ pub enum EventKind {
 /// lease of `ms` granted at `now` ends, and when a wait of `ms` begun at `now` runs out (see the
 /// module rules). Zero is `now` itself.
 pub fn deadline_after(now: u64, ms: u64) -> u64 {
-    if ms == 0 {
-        now
-    } else {
-        now.saturating_add(ms).saturating_add(1)
+    if ms == 0 { now } else { now.saturating_add(ms).saturating_add(1) }
+}
+
+/// The fencing tokens a shard hands out: `first`, then every `step`-th number after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenSeries {
+    pub first: u64,
+    pub step: u64,
+}
+
+impl TokenSeries {
+    /// `seed + 1`, `seed + 2`, ... (one shard alone).
+    pub fn after(seed: u64) -> TokenSeries {
+        TokenSeries { first: seed + 1, step: 1 }
+    }
+
+    /// Shard `shard` of `shards`: `seed + shard + 1`, then every `shards`-th, so that no two
+    /// shards of a server ever hand out the same token and a token names one grant.
+    pub fn for_shard(seed: u64, shard: usize, shards: usize) -> TokenSeries {
+        TokenSeries { first: seed + shard as u64 + 1, step: shards as u64 }
     }
 }
 
@@ -152,8 +170,9 @@ pub struct Shard {
 /// Everything of a shard but the table, so that it can be borrowed next to one of its locks.
 struct Timers {
     wheel: TimerWheel<TimerKey>,
-    /// Last token handed out.
+    /// The next token to hand out, and the step to the one after.
     token: u64,
+    token_step: u64,
     /// Last waiter id handed out (without [`WAITER_ID_BIT`]).
     waiter: u64,
     events: Vec<Event>,
@@ -161,13 +180,14 @@ struct Timers {
 }
 
 impl Shard {
-    /// An empty shard whose first token will be `token_seed + 1`.
-    pub fn new(hasher: ResourceHasher, token_seed: u64) -> Shard {
+    /// An empty shard handing out `tokens`.
+    pub fn new(hasher: ResourceHasher, tokens: TokenSeries) -> Shard {
         Shard {
             table: LockTable::new(hasher),
             timers: Timers {
                 wheel: TimerWheel::new(),
-                token: token_seed,
+                token: tokens.first,
+                token_step: tokens.step.max(1),
                 waiter: 0,
                 events: Vec::new(),
                 fired: Vec::new(),
@@ -176,13 +196,7 @@ impl Shard {
     }
 
     /// Takes the lock if it is free (or its lease is over), else reports the holder or queues.
-    pub fn acquire(
-        &mut self,
-        resource: &str,
-        owner: &str,
-        opts: AcquireOpts,
-        now: u64,
-    ) -> Acquired<'_> {
+    pub fn acquire(&mut self, resource: &str, owner: &str, opts: AcquireOpts, now: u64) -> Acquired<'_> {
         let hash = self.table.hash(resource);
         let t = &mut self.timers;
         match self.table.entry(hash, resource) {
@@ -193,28 +207,18 @@ impl Shard {
                 }
                 let (_, vacant) = held.remove();
                 let lock = vacant.insert(Lock::new(resource, owner, 0)).into_mut();
-                Acquired::Granted {
-                    token: t.grant(hash, lock, opts.ttl, opts.watch.then_some(opts.ticket), now),
-                }
+                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch, now) }
             }
             Entry::Vacant(free) => {
                 let lock = free.insert(Lock::new(resource, owner, 0)).into_mut();
-                Acquired::Granted {
-                    token: t.grant(hash, lock, opts.ttl, opts.watch.then_some(opts.ticket), now),
-                }
+                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch, now) }
             }
         }
     }
 
     /// Releases the lock if `owner` (and `token`, if given) holds it; the first waiter, if
     /// any, gets it in the same call.
-    pub fn release(
-        &mut self,
-        resource: &str,
-        owner: &str,
-        token: Option<u64>,
-        now: u64,
-    ) -> Changed {
+    pub fn release(&mut self, resource: &str, owner: &str, token: Option<u64>, now: u64) -> Changed {
         self.change(resource, owner, token, now, |t, hash, lock| {
             t.end_lease(hash, lock);
             t.vacate(hash, lock, now, now, false)
@@ -251,11 +255,7 @@ impl Shard {
     pub fn cancel_wait(&mut self, resource: &str, ticket: Ticket, now: u64) -> bool {
         let hash = self.table.hash(resource);
         let t = &mut self.timers;
-        let Some(lock) = self
-            .table
-            .find(hash, resource)
-            .and_then(|found| t.settled(hash, found, now))
-        else {
+        let Some(lock) = self.table.find(hash, resource).and_then(|found| t.settled(hash, found, now)) else {
             return false;
         };
         let Some(extra) = lock.extra.as_mut() else {
@@ -265,13 +265,7 @@ impl Shard {
             return false;
         };
         let waiter = extra.waiters.remove(at).expect("position is in range");
-        t.wheel.cancel(
-            waiter.timer,
-            &TimerKey {
-                hash,
-                id: waiter.id,
-            },
-        );
+        t.wheel.cancel(waiter.timer, &TimerKey { hash, id: waiter.id });
         lock.trim_extra();
         true
     }
@@ -284,10 +278,7 @@ impl Shard {
             .table
             .iter()
             .filter(|l| l.name().starts_with(prefix) && after.is_none_or(|a| l.name() > a))
-            .filter(|l| {
-                t.current_lease_end(self.table.hash(l.name()), l)
-                    .is_none_or(|end| end > now)
-            })
+            .filter(|l| t.current_lease_end(self.table.hash(l.name()), l).is_none_or(|end| end > now))
             .collect();
         if found.len() > limit {
             found.select_nth_unstable_by(limit, |a, b| a.name().cmp(b.name()));
@@ -403,8 +394,9 @@ impl Shard {
 
 impl Timers {
     fn next_token(&mut self) -> u64 {
-        self.token += 1;
-        self.token
+        let token = self.token;
+        self.token += self.token_step;
+        token
     }
 
     /// Makes `lock` (fresh or just vacated) the caller's, with a new token.
@@ -434,10 +426,7 @@ impl Timers {
         now: u64,
     ) -> Acquired<'a> {
         if opts.wait == 0 {
-            return Acquired::Busy {
-                owner: lock.owner(),
-                token: lock.token,
-            };
+            return Acquired::Busy { owner: lock.owner(), token: lock.token };
         }
         if lock.waiter_count() >= MAX_WAITERS_PER_LOCK {
             return Acquired::QueueFull;
@@ -460,57 +449,32 @@ impl Timers {
 
     fn start_lease(&mut self, hash: u64, lock: &mut Lock, ttl: Option<u64>, now: u64) {
         lock.timer = match ttl {
-            Some(ttl) => self.wheel.insert(
-                deadline_after(now, ttl),
-                TimerKey {
-                    hash,
-                    id: lock.token,
-                },
-            ),
+            Some(ttl) => self.wheel.insert(deadline_after(now, ttl), TimerKey { hash, id: lock.token }),
             None => TimerId::NONE,
         };
     }
 
     fn end_lease(&mut self, hash: u64, lock: &mut Lock) {
-        self.wheel.cancel(
-            lock.timer,
-            &TimerKey {
-                hash,
-                id: lock.token,
-            },
-        );
+        self.wheel.cancel(lock.timer, &TimerKey { hash, id: lock.token });
         lock.timer = TimerId::NONE;
     }
 
     /// When the current lease ends, if it has an end.
     fn current_lease_end(&self, hash: u64, lock: &Lock) -> Option<u64> {
-        self.wheel.deadline(
-            lock.timer,
-            &TimerKey {
-                hash,
-                id: lock.token,
-            },
-        )
+        self.wheel.deadline(lock.timer, &TimerKey { hash, id: lock.token })
     }
 
     fn info<'a>(&self, hash: u64, lock: &'a Lock, now: u64) -> LockInfo<'a> {
         LockInfo {
             owner: lock.owner(),
             token: lock.token,
-            expires_in: self
-                .current_lease_end(hash, lock)
-                .map(|end| end.saturating_sub(now + 1)),
+            expires_in: self.current_lease_end(hash, lock).map(|end| end.saturating_sub(now + 1)),
             waiters: lock.waiter_count(),
         }
     }
 
     /// Settles a found lock, removing it if nobody holds it any more.
-    fn settled<'a>(
-        &mut self,
-        hash: u64,
-        mut found: table::Found<'a>,
-        now: u64,
-    ) -> Option<&'a mut Lock> {
+    fn settled<'a>(&mut self, hash: u64, mut found: table::Found<'a>, now: u64) -> Option<&'a mut Lock> {
         if self.settle(hash, found.get_mut(), now) {
             Some(found.into_mut())
         } else {
@@ -535,23 +499,13 @@ impl Timers {
     /// The holder is gone (released at `free_at`, or its lease ended then): tell its watcher
     /// if the lease ran out, time out the waiters who gave up by `free_at`, and hand the lock
     /// to the first one left, at `now`. Returns whether the lock is held again.
-    fn vacate(
-        &mut self,
-        hash: u64,
-        lock: &mut Lock,
-        free_at: u64,
-        now: u64,
-        expired: bool,
-    ) -> bool {
+    fn vacate(&mut self, hash: u64, lock: &mut Lock, free_at: u64, now: u64, expired: bool) -> bool {
         let Some(extra) = lock.extra.as_mut() else {
             return false;
         };
         if let Some(watcher) = extra.watcher.take() {
             if expired {
-                self.events.push(Event {
-                    ticket: watcher,
-                    kind: EventKind::Lost { token: lock.token },
-                });
+                self.events.push(Event { ticket: watcher, kind: EventKind::Lost { token: lock.token } });
             }
         }
         self.time_out_waiters(hash, lock, free_at);
@@ -559,14 +513,10 @@ impl Timers {
             lock.trim_extra();
             return false;
         };
-        self.wheel
-            .cancel(next.timer, &TimerKey { hash, id: next.id });
+        self.wheel.cancel(next.timer, &TimerKey { hash, id: next.id });
         lock.set_owner(&next.owner);
-        let token = self.grant(hash, lock, next.ttl, next.watch.then_some(next.ticket), now);
-        self.events.push(Event {
-            ticket: next.ticket,
-            kind: EventKind::Granted { token },
-        });
+        let token = self.grant(hash, lock, next.ttl, next.watch, now);
+        self.events.push(Event { ticket: next.ticket, kind: EventKind::Granted { token } });
         lock.trim_extra();
         true
     }
@@ -581,10 +531,7 @@ impl Timers {
                 return true;
             }
             wheel.cancel(w.timer, &TimerKey { hash, id: w.id });
-            events.push(Event {
-                ticket: w.ticket,
-                kind: EventKind::TimedOut,
-            });
+            events.push(Event { ticket: w.ticket, kind: EventKind::TimedOut });
             false
         });
         lock.trim_extra();

@@ -53,8 +53,8 @@ pub(super) struct Waiter {
     /// Tick at which the waiter gives up.
     pub deadline: u64,
     pub timer: TimerId,
-    /// Whether the grant's lease end is to be reported to `ticket` (see [`Extra::watcher`]).
-    pub watch: bool,
+    /// Who is told if the lease it is granted runs out (see [`Extra::watcher`]).
+    pub watch: Option<Ticket>,
 }
 
 impl Lock {
@@ -91,11 +91,7 @@ impl Lock {
 
     /// Frees the extra part once it holds nothing.
     pub fn trim_extra(&mut self) {
-        if self
-            .extra
-            .as_ref()
-            .is_some_and(|e| e.waiters.is_empty() && e.watcher.is_none())
-        {
+        if self.extra.as_ref().is_some_and(|e| e.waiters.is_empty() && e.watcher.is_none()) {
             self.extra = None;
         }
     }
@@ -154,10 +150,7 @@ pub(super) struct LockTable {
 
 impl LockTable {
     pub fn new(hasher: ResourceHasher) -> Self {
-        LockTable {
-            map: HashTable::new(),
-            hasher,
-        }
+        LockTable { map: HashTable::new(), hasher }
     }
 
     pub fn hash(&self, resource: &str) -> u64 {
@@ -178,17 +171,13 @@ impl LockTable {
     /// The lock whose name hashes to exactly `hash` (all a timer remembers of its lock).
     pub fn find_by_hash(&mut self, hash: u64) -> Option<Found<'_>> {
         let hasher = &self.hasher;
-        let entry = self
-            .map
-            .find_entry(hash, |l| hasher.hash(l.name()) == hash)
-            .ok()?;
+        let entry = self.map.find_entry(hash, |l| hasher.hash(l.name()) == hash).ok()?;
         Some(Found { entry, hasher })
     }
 
     pub fn entry(&mut self, hash: u64, resource: &str) -> Entry<'_, Lock> {
         let hasher = &self.hasher;
-        self.map
-            .entry(hash, |l| l.name() == resource, |l| hasher.hash(l.name()))
+        self.map.entry(hash, |l| l.name() == resource, |l| hasher.hash(l.name()))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Lock> {
@@ -240,11 +229,7 @@ mod tests {
             }
         }
         assert_eq!(t.len(), 10);
-        assert!(
-            t.capacity() <= MIN_SHRINK_CAPACITY,
-            "capacity {}",
-            t.capacity()
-        );
+        assert!(t.capacity() <= MIN_SHRINK_CAPACITY, "capacity {}", t.capacity());
 
         for i in 0..50_000 {
             let name = format!("burst-{i}");
@@ -258,15 +243,7 @@ mod tests {
             let name = format!("burst-{i}");
             t.find(t.hash(&name), &name).unwrap().remove();
         }
-        assert!(
-            t.capacity() <= MIN_SHRINK_CAPACITY,
-            "capacity {}",
-            t.capacity()
-        );
-        assert!(
-            t.heap_bytes() * 50 < peak,
-            "{} of {peak} bytes kept",
-            t.heap_bytes()
-        );
+        assert!(t.capacity() <= MIN_SHRINK_CAPACITY, "capacity {}", t.capacity());
+        assert!(t.heap_bytes() * 50 < peak, "{} of {peak} bytes kept", t.heap_bytes());
     }
 }

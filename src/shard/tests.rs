@@ -8,30 +8,18 @@ use proptest::prelude::*;
 use super::*;
 
 const SEED: u64 = 1_000;
-const OWNERLESS: AcquireOpts = AcquireOpts {
-    ttl: None,
-    wait: 0,
-    ticket: Ticket(0),
-    watch: false,
-};
+const OWNERLESS: AcquireOpts = AcquireOpts { ttl: None, wait: 0, ticket: Ticket(0), watch: None };
 
 fn shard() -> Shard {
-    Shard::new(ResourceHasher::new(), SEED)
+    Shard::new(ResourceHasher::new(), TokenSeries::after(SEED))
 }
 
 fn ttl(ms: u64) -> AcquireOpts {
-    AcquireOpts {
-        ttl: Some(ms),
-        ..OWNERLESS
-    }
+    AcquireOpts { ttl: Some(ms), ..OWNERLESS }
 }
 
 fn wait(ticket: u64, ms: u64) -> AcquireOpts {
-    AcquireOpts {
-        wait: ms,
-        ticket: Ticket(ticket),
-        ..OWNERLESS
-    }
+    AcquireOpts { wait: ms, ticket: Ticket(ticket), ..OWNERLESS }
 }
 
 fn events(s: &mut Shard) -> Vec<Event> {
@@ -39,17 +27,11 @@ fn events(s: &mut Shard) -> Vec<Event> {
 }
 
 fn granted(ticket: u64, token: u64) -> Event {
-    Event {
-        ticket: Ticket(ticket),
-        kind: EventKind::Granted { token },
-    }
+    Event { ticket: Ticket(ticket), kind: EventKind::Granted { token } }
 }
 
 fn timed_out(ticket: u64) -> Event {
-    Event {
-        ticket: Ticket(ticket),
-        kind: EventKind::TimedOut,
-    }
+    Event { ticket: Ticket(ticket), kind: EventKind::TimedOut }
 }
 
 fn advance_all(s: &mut Shard, now: u64) {
@@ -59,29 +41,14 @@ fn advance_all(s: &mut Shard, now: u64) {
 #[test]
 fn acquire_grants_a_free_lock_and_reports_the_holder_of_a_held_one() {
     let mut s = shard();
+    assert_eq!(s.acquire("r", "alice", OWNERLESS, 0), Acquired::Granted { token: SEED + 1 });
+    assert_eq!(s.acquire("r", "bob", OWNERLESS, 0), Acquired::Busy { owner: "alice", token: SEED + 1 });
     assert_eq!(
         s.acquire("r", "alice", OWNERLESS, 0),
-        Acquired::Granted { token: SEED + 1 }
-    );
-    assert_eq!(
-        s.acquire("r", "bob", OWNERLESS, 0),
-        Acquired::Busy {
-            owner: "alice",
-            token: SEED + 1
-        }
-    );
-    assert_eq!(
-        s.acquire("r", "alice", OWNERLESS, 0),
-        Acquired::Busy {
-            owner: "alice",
-            token: SEED + 1
-        },
+        Acquired::Busy { owner: "alice", token: SEED + 1 },
         "re-acquire by the same owner is a conflict, as in the reference server"
     );
-    assert_eq!(
-        s.acquire("other", "bob", OWNERLESS, 0),
-        Acquired::Granted { token: SEED + 2 }
-    );
+    assert_eq!(s.acquire("other", "bob", OWNERLESS, 0), Acquired::Granted { token: SEED + 2 });
     assert_eq!(s.len(), 2);
 }
 
@@ -91,10 +58,7 @@ fn release_only_by_the_holder_and_tells_not_found_from_held_by_another() {
     assert_eq!(s.release("r", "alice", None, 0), Changed::NotFound);
     s.acquire("r", "alice", OWNERLESS, 0);
     assert_eq!(s.release("r", "bob", None, 0), Changed::NotHolder);
-    assert_eq!(
-        s.release("r", "alice", None, 0),
-        Changed::Ok { token: SEED + 1 }
-    );
+    assert_eq!(s.release("r", "alice", None, 0), Changed::Ok { token: SEED + 1 });
     assert_eq!(s.release("r", "alice", None, 0), Changed::NotFound);
     assert!(s.is_empty());
 }
@@ -102,18 +66,10 @@ fn release_only_by_the_holder_and_tells_not_found_from_held_by_another() {
 #[test]
 fn token_checked_release() {
     let mut s = shard();
-    let Acquired::Granted { token } = s.acquire("r", "alice", OWNERLESS, 0) else {
-        panic!()
-    };
-    assert_eq!(
-        s.release("r", "alice", Some(token + 1), 0),
-        Changed::TokenMismatch
-    );
+    let Acquired::Granted { token } = s.acquire("r", "alice", OWNERLESS, 0) else { panic!() };
+    assert_eq!(s.release("r", "alice", Some(token + 1), 0), Changed::TokenMismatch);
     assert_eq!(s.release("r", "bob", Some(token), 0), Changed::NotHolder);
-    assert_eq!(
-        s.release("r", "alice", Some(token), 0),
-        Changed::Ok { token }
-    );
+    assert_eq!(s.release("r", "alice", Some(token), 0), Changed::Ok { token });
 }
 
 #[test]
@@ -121,18 +77,9 @@ fn a_lease_expires_exactly_at_its_deadline_tick_never_before() {
     let mut s = shard();
     s.acquire("r", "alice", ttl(500), 1000);
     // Granted during tick 1000, so held through tick 1500 and free from 1501.
-    assert_eq!(
-        s.acquire("r", "bob", OWNERLESS, 1500),
-        Acquired::Busy {
-            owner: "alice",
-            token: SEED + 1
-        }
-    );
+    assert_eq!(s.acquire("r", "bob", OWNERLESS, 1500), Acquired::Busy { owner: "alice", token: SEED + 1 });
     assert_eq!(s.inspect("r", 1500).map(|i| i.expires_in), Some(Some(0)));
-    assert_eq!(
-        s.acquire("r", "bob", OWNERLESS, 1501),
-        Acquired::Granted { token: SEED + 2 }
-    );
+    assert_eq!(s.acquire("r", "bob", OWNERLESS, 1501), Acquired::Granted { token: SEED + 2 });
 }
 
 #[test]
@@ -150,15 +97,9 @@ fn the_timer_sweeps_an_untouched_lease_on_time() {
 #[test]
 fn a_zero_ttl_is_granted_then_free_at_once() {
     let mut s = shard();
-    assert_eq!(
-        s.acquire("r", "alice", ttl(0), 7),
-        Acquired::Granted { token: SEED + 1 }
-    );
+    assert_eq!(s.acquire("r", "alice", ttl(0), 7), Acquired::Granted { token: SEED + 1 });
     assert_eq!(s.inspect("r", 7), None);
-    assert_eq!(
-        s.acquire("r", "bob", ttl(0), 7),
-        Acquired::Granted { token: SEED + 2 }
-    );
+    assert_eq!(s.acquire("r", "bob", ttl(0), 7), Acquired::Granted { token: SEED + 2 });
     advance_all(&mut s, 7);
     assert!(s.is_empty());
 }
@@ -167,42 +108,19 @@ fn a_zero_ttl_is_granted_then_free_at_once() {
 fn extend_renews_the_lease_and_fails_after_expiry() {
     let mut s = shard();
     s.acquire("r", "alice", ttl(100), 0);
-    assert_eq!(
-        s.extend("r", "bob", None, Some(100), 50),
-        Changed::NotHolder
-    );
-    assert_eq!(
-        s.extend("r", "alice", Some(SEED + 9), Some(100), 50),
-        Changed::TokenMismatch
-    );
-    assert_eq!(
-        s.extend("r", "alice", Some(SEED + 1), Some(1000), 50),
-        Changed::Ok { token: SEED + 1 }
-    );
+    assert_eq!(s.extend("r", "bob", None, Some(100), 50), Changed::NotHolder);
+    assert_eq!(s.extend("r", "alice", Some(SEED + 9), Some(100), 50), Changed::TokenMismatch);
+    assert_eq!(s.extend("r", "alice", Some(SEED + 1), Some(1000), 50), Changed::Ok { token: SEED + 1 });
     advance_all(&mut s, 1050);
-    assert_eq!(
-        s.inspect("r", 1050).map(|i| i.expires_in),
-        Some(Some(0)),
-        "the old timer did not fire"
-    );
+    assert_eq!(s.inspect("r", 1050).map(|i| i.expires_in), Some(Some(0)), "the old timer did not fire");
     advance_all(&mut s, 1051);
-    assert_eq!(
-        s.extend("r", "alice", None, Some(100), 1051),
-        Changed::NotFound
-    );
+    assert_eq!(s.extend("r", "alice", None, Some(100), 1051), Changed::NotFound);
     assert!(s.is_empty());
 
     s.acquire("r", "alice", ttl(100), 2000);
-    assert_eq!(
-        s.extend("r", "alice", None, None, 2000),
-        Changed::Ok { token: SEED + 2 }
-    );
+    assert_eq!(s.extend("r", "alice", None, None, 2000), Changed::Ok { token: SEED + 2 });
     advance_all(&mut s, 1_000_000);
-    assert_eq!(
-        s.inspect("r", 1_000_000).map(|i| i.expires_in),
-        Some(None),
-        "extended to no expiry"
-    );
+    assert_eq!(s.inspect("r", 1_000_000).map(|i| i.expires_in), Some(None), "extended to no expiry");
 }
 
 #[test]
@@ -212,10 +130,7 @@ fn a_stale_timer_never_releases_a_newer_holder() {
     s.release("r", "alice", None, 10);
     s.acquire("r", "bob", OWNERLESS, 20);
     advance_all(&mut s, 500);
-    assert_eq!(
-        s.inspect("r", 500).map(|i| (i.owner, i.token)),
-        Some(("bob", SEED + 2))
-    );
+    assert_eq!(s.inspect("r", 500).map(|i| (i.owner, i.token)), Some(("bob", SEED + 2)));
     // A new holder whose lease is shorter than what is left of the old timer's slot.
     s.release("r", "bob", None, 500);
     s.acquire("r", "carol", ttl(1000), 600);
@@ -233,37 +148,17 @@ fn waiters_are_granted_in_fifo_order_on_release() {
     assert_eq!(s.acquire("r", "c", wait(3, 10_000), 2), Acquired::Queued);
     assert_eq!(s.acquire("r", "d", wait(4, 10_000), 3), Acquired::Queued);
     assert_eq!(s.inspect("r", 3).map(|i| i.waiters), Some(3));
-    assert_eq!(
-        s.release("r", "a", None, 4),
-        Changed::Ok { token: SEED + 1 }
-    );
-    assert_eq!(
-        events(&mut s),
-        vec![granted(2, SEED + 2)],
-        "handed off within the release call"
-    );
+    assert_eq!(s.release("r", "a", None, 4), Changed::Ok { token: SEED + 1 });
+    assert_eq!(events(&mut s), vec![granted(2, SEED + 2)], "handed off within the release call");
     assert_eq!(s.release("r", "c", None, 5), Changed::NotHolder);
-    assert_eq!(
-        s.release("r", "b", None, 5),
-        Changed::Ok { token: SEED + 2 }
-    );
+    assert_eq!(s.release("r", "b", None, 5), Changed::Ok { token: SEED + 2 });
     assert_eq!(events(&mut s), vec![granted(3, SEED + 3)]);
-    assert_eq!(
-        s.release("r", "c", None, 6),
-        Changed::Ok { token: SEED + 3 }
-    );
+    assert_eq!(s.release("r", "c", None, 6), Changed::Ok { token: SEED + 3 });
     assert_eq!(events(&mut s), vec![granted(4, SEED + 4)]);
-    assert_eq!(
-        s.release("r", "d", None, 7),
-        Changed::Ok { token: SEED + 4 }
-    );
+    assert_eq!(s.release("r", "d", None, 7), Changed::Ok { token: SEED + 4 });
     assert_eq!(events(&mut s), vec![]);
     assert!(s.is_empty());
-    assert_eq!(
-        s.next_deadline(),
-        None,
-        "the waiters' timers were cancelled"
-    );
+    assert_eq!(s.next_deadline(), None, "the waiters' timers were cancelled");
 }
 
 #[test]
@@ -285,10 +180,7 @@ fn a_waiter_whose_deadline_is_the_moment_the_lock_frees_has_timed_out() {
     s.acquire("r", "a", OWNERLESS, 0);
     s.acquire("r", "b", wait(2, 100), 0);
     s.acquire("r", "c", wait(3, 200), 0);
-    assert_eq!(
-        s.release("r", "a", None, 101),
-        Changed::Ok { token: SEED + 1 }
-    );
+    assert_eq!(s.release("r", "a", None, 101), Changed::Ok { token: SEED + 1 });
     assert_eq!(events(&mut s), vec![timed_out(2), granted(3, SEED + 2)]);
 }
 
@@ -303,33 +195,19 @@ fn a_cancelled_waiter_is_skipped() {
     assert!(!s.cancel_wait("nope", Ticket(3), 1));
     s.release("r", "a", None, 2);
     assert_eq!(events(&mut s), vec![granted(3, SEED + 2)]);
-    assert!(
-        !s.cancel_wait("r", Ticket(3), 3),
-        "granted, no longer waiting"
-    );
+    assert!(!s.cancel_wait("r", Ticket(3), 3), "granted, no longer waiting");
 }
 
 #[test]
 fn an_expired_lease_is_handed_to_the_next_waiter() {
     let mut s = shard();
     s.acquire("r", "a", ttl(100), 0);
-    s.acquire(
-        "r",
-        "b",
-        AcquireOpts {
-            ttl: Some(50),
-            ..wait(2, 1000)
-        },
-        10,
-    );
+    s.acquire("r", "b", AcquireOpts { ttl: Some(50), ..wait(2, 1000) }, 10);
     advance_all(&mut s, 100);
     assert_eq!(events(&mut s), vec![]);
     advance_all(&mut s, 101);
     assert_eq!(events(&mut s), vec![granted(2, SEED + 2)]);
-    assert_eq!(
-        s.inspect("r", 101).map(|i| (i.owner, i.expires_in)),
-        Some(("b", Some(50)))
-    );
+    assert_eq!(s.inspect("r", 101).map(|i| (i.owner, i.expires_in)), Some(("b", Some(50))));
     advance_all(&mut s, 152);
     assert!(s.is_empty());
 }
@@ -340,13 +218,7 @@ fn lazy_settling_hands_off_before_the_timer_fires() {
     s.acquire("r", "a", ttl(100), 0);
     s.acquire("r", "b", wait(2, 1000), 0);
     // No advance: the next operation on the lock settles it.
-    assert_eq!(
-        s.acquire("r", "c", OWNERLESS, 300),
-        Acquired::Busy {
-            owner: "b",
-            token: SEED + 2
-        }
-    );
+    assert_eq!(s.acquire("r", "c", OWNERLESS, 300), Acquired::Busy { owner: "b", token: SEED + 2 });
     assert_eq!(events(&mut s), vec![granted(2, SEED + 2)]);
 }
 
@@ -354,50 +226,20 @@ fn lazy_settling_hands_off_before_the_timer_fires() {
 fn zero_ttl_waiters_cascade_through_the_queue() {
     let mut s = shard();
     s.acquire("r", "a", OWNERLESS, 0);
-    s.acquire(
-        "r",
-        "b",
-        AcquireOpts {
-            ttl: Some(0),
-            ..wait(2, 1000)
-        },
-        0,
-    );
-    s.acquire(
-        "r",
-        "c",
-        AcquireOpts {
-            ttl: Some(0),
-            ..wait(3, 1000)
-        },
-        0,
-    );
+    s.acquire("r", "b", AcquireOpts { ttl: Some(0), ..wait(2, 1000) }, 0);
+    s.acquire("r", "c", AcquireOpts { ttl: Some(0), ..wait(3, 1000) }, 0);
     s.release("r", "a", None, 5);
-    assert_eq!(
-        events(&mut s),
-        vec![granted(2, SEED + 2), granted(3, SEED + 3)]
-    );
+    assert_eq!(events(&mut s), vec![granted(2, SEED + 2), granted(3, SEED + 3)]);
     assert!(s.is_empty());
 }
 
 #[test]
 fn a_watched_lease_reports_its_loss_on_expiry_but_not_on_release() {
     let mut s = shard();
-    let watched = AcquireOpts {
-        ttl: Some(10),
-        wait: 0,
-        ticket: Ticket(9),
-        watch: true,
-    };
+    let watched = AcquireOpts { ttl: Some(10), wait: 0, ticket: Ticket(9), watch: Some(Ticket(9)) };
     s.acquire("r", "a", watched, 0);
     advance_all(&mut s, 11);
-    assert_eq!(
-        events(&mut s),
-        vec![Event {
-            ticket: Ticket(9),
-            kind: EventKind::Lost { token: SEED + 1 }
-        }]
-    );
+    assert_eq!(events(&mut s), vec![Event { ticket: Ticket(9), kind: EventKind::Lost { token: SEED + 1 } }]);
     s.acquire("r", "a", watched, 20);
     s.release("r", "a", None, 21);
     advance_all(&mut s, 100);
@@ -412,13 +254,7 @@ fn the_queue_is_bounded() {
         assert_eq!(s.acquire("r", "w", wait(i, 1000), 0), Acquired::Queued);
     }
     assert_eq!(s.acquire("r", "w", wait(0, 1000), 0), Acquired::QueueFull);
-    assert_eq!(
-        s.acquire("r", "w", OWNERLESS, 0),
-        Acquired::Busy {
-            owner: "a",
-            token: SEED + 1
-        }
-    );
+    assert_eq!(s.acquire("r", "w", OWNERLESS, 0), Acquired::Busy { owner: "a", token: SEED + 1 });
 }
 
 #[test]
@@ -444,10 +280,7 @@ fn list_by_prefix_sorted_and_paginated() {
     s.acquire("job/0", "o", ttl(5), 0);
     let names = |v: Vec<Listed>| v.into_iter().map(|l| l.resource).collect::<Vec<_>>();
     assert_eq!(names(s.list("job/", None, 2, 0)), ["job/0", "job/1"]);
-    assert_eq!(
-        names(s.list("job/", Some("job/1"), 2, 0)),
-        ["job/2", "job/3"]
-    );
+    assert_eq!(names(s.list("job/", Some("job/1"), 2, 0)), ["job/2", "job/3"]);
     assert_eq!(names(s.list("job/", Some("job/3"), 2, 0)), ["job/4"]);
     assert_eq!(
         names(s.list("job/", None, 10, 6)),
@@ -477,7 +310,7 @@ struct MWaiter {
     owner: String,
     ttl: Option<u64>,
     deadline: u64,
-    watch: bool,
+    watch: Option<Ticket>,
 }
 
 #[derive(Clone, Debug)]
@@ -529,20 +362,14 @@ impl Model {
         let l = self.locks.get_mut(r).unwrap();
         let (gone, kept): (Vec<_>, Vec<_>) = l.waiters.drain(..).partition(|w| w.deadline <= by);
         l.waiters = kept;
-        self.events.extend(gone.iter().map(|w| Event {
-            ticket: w.ticket,
-            kind: EventKind::TimedOut,
-        }));
+        self.events.extend(gone.iter().map(|w| Event { ticket: w.ticket, kind: EventKind::TimedOut }));
     }
 
     fn vacate(&mut self, r: &str, free_at: u64, now: u64, expired: bool) -> bool {
         let l = self.locks.get_mut(r).unwrap();
         if let Some(w) = l.watcher.take() {
             if expired {
-                self.events.push(Event {
-                    ticket: w,
-                    kind: EventKind::Lost { token: l.token },
-                });
+                self.events.push(Event { ticket: w, kind: EventKind::Lost { token: l.token } });
             }
         }
         self.time_out(r, free_at);
@@ -556,11 +383,8 @@ impl Model {
         l.owner = w.owner;
         l.token = self.token;
         l.end = w.ttl.map(|t| deadline_after(now, t));
-        l.watcher = w.watch.then_some(w.ticket);
-        self.events.push(Event {
-            ticket: w.ticket,
-            kind: EventKind::Granted { token: self.token },
-        });
+        l.watcher = w.watch;
+        self.events.push(Event { ticket: w.ticket, kind: EventKind::Granted { token: self.token } });
         true
     }
 
@@ -590,19 +414,13 @@ impl Model {
                 token: self.token,
                 end: o.ttl.map(|t| deadline_after(now, t)),
                 waiters: vec![],
-                watcher: o.watch.then_some(o.ticket),
+                watcher: o.watch,
             },
         );
         Out::Granted(self.token)
     }
 
-    fn check(
-        &mut self,
-        r: &str,
-        owner: &str,
-        token: Option<u64>,
-        now: u64,
-    ) -> Result<u64, Changed> {
+    fn check(&mut self, r: &str, owner: &str, token: Option<u64>, now: u64) -> Result<u64, Changed> {
         self.settle(r, now);
         let l = self.locks.get(r).ok_or(Changed::NotFound)?;
         if l.owner != owner {
@@ -627,14 +445,7 @@ impl Model {
         }
     }
 
-    fn extend(
-        &mut self,
-        r: &str,
-        owner: &str,
-        token: Option<u64>,
-        ttl: Option<u64>,
-        now: u64,
-    ) -> Changed {
+    fn extend(&mut self, r: &str, owner: &str, token: Option<u64>, ttl: Option<u64>, now: u64) -> Changed {
         match self.check(r, owner, token, now) {
             Err(e) => e,
             Ok(t) => {
@@ -647,14 +458,11 @@ impl Model {
 
     fn inspect(&mut self, r: &str, now: u64) -> Out {
         self.settle(r, now);
-        Out::Info(self.locks.get(r).map(|l| {
-            (
-                l.owner.clone(),
-                l.token,
-                l.end.map(|e| e.saturating_sub(now + 1)),
-                l.waiters.len(),
-            )
-        }))
+        Out::Info(
+            self.locks.get(r).map(|l| {
+                (l.owner.clone(), l.token, l.end.map(|e| e.saturating_sub(now + 1)), l.waiters.len())
+            }),
+        )
     }
 
     fn cancel(&mut self, r: &str, ticket: Ticket, now: u64) -> bool {
@@ -738,11 +546,7 @@ const OWNERS: [&str; 3] = ["o0", "o1", "o2"];
 
 fn op() -> impl Strategy<Value = Op> {
     let ttl = prop_oneof![Just(None), Just(Some(0)), (1u64..40).prop_map(Some)];
-    let token = prop_oneof![
-        Just(TokenPick::None),
-        Just(TokenPick::Current),
-        Just(TokenPick::Stale)
-    ];
+    let token = prop_oneof![Just(TokenPick::None), Just(TokenPick::Current), Just(TokenPick::Stale)];
     prop_oneof![
         6 => (0..3usize, 0..3usize, ttl.clone(), prop_oneof![Just(0u64), 1u64..60], any::<bool>())
             .prop_map(|(r, o, ttl, wait, watch)| Op::Acquire { r, o, ttl, wait, watch }),
@@ -769,10 +573,7 @@ impl Tokens {
     fn pair(&mut self, shard: u64, model: u64) -> Result<(), TestCaseError> {
         let a = *self.to_model.entry(shard).or_insert(model);
         let b = *self.to_shard.entry(model).or_insert(shard);
-        prop_assert!(
-            a == model && b == shard,
-            "token {shard} (shard) vs {model} (model)"
-        );
+        prop_assert!(a == model && b == shard, "token {shard} (shard) vs {model} (model)");
         Ok(())
     }
 
@@ -809,10 +610,7 @@ impl Harness {
     fn new() -> Self {
         Harness {
             shard: shard(),
-            model: Model {
-                token: SEED,
-                ..Model::default()
-            },
+            model: Model { token: SEED, ..Model::default() },
             tokens: Tokens::default(),
             now: 0,
             next_ticket: 0,
@@ -827,35 +625,18 @@ impl Harness {
     /// Records a grant and checks the invariants: tokens rise, and the previous holder's lease
     /// (if it was not released) had run its full length.
     fn granted(&mut self, r: usize, token: u64, ttl: Option<u64>) -> Result<(), TestCaseError> {
-        prop_assert!(
-            token > self.last_token[r],
-            "token {} after {} on {}",
-            token,
-            self.last_token[r],
-            r
-        );
+        prop_assert!(token > self.last_token[r], "token {} after {} on {}", token, self.last_token[r], r);
         self.last_token[r] = token;
         self.vacated(r)?;
-        self.holders[r] = Some(Holding {
-            token,
-            since: self.now,
-            ttl,
-        });
+        self.holders[r] = Some(Holding { token, since: self.now, ttl });
         Ok(())
     }
 
     /// The holder of `r`, if any, is gone without a release: its lease must be over.
     fn vacated(&mut self, r: usize) -> Result<(), TestCaseError> {
-        if let Some(h) = self.holders[r]
-            .take()
-            .filter(|h| !self.released.contains(&h.token))
-        {
+        if let Some(h) = self.holders[r].take().filter(|h| !self.released.contains(&h.token)) {
             match h.ttl {
-                None => prop_assert!(
-                    false,
-                    "lock {r} token {} with no expiry lost its holder",
-                    h.token
-                ),
+                None => prop_assert!(false, "lock {r} token {} with no expiry lost its holder", h.token),
                 Some(ttl) => prop_assert!(
                     self.now >= h.since + ttl,
                     "lease {} of {ttl} ms from {} ended at {}",
@@ -875,13 +656,7 @@ impl Harness {
             shard.sort_by_key(|e| e.ticket);
             model.sort_by_key(|e| e.ticket);
         }
-        prop_assert_eq!(
-            shard.len(),
-            model.len(),
-            "events {:?} vs {:?}",
-            shard,
-            model
-        );
+        prop_assert_eq!(shard.len(), model.len(), "events {:?} vs {:?}", shard, model);
         for (s, m) in shard.iter().zip(&model) {
             prop_assert_eq!(s.ticket, m.ticket, "events {:?} vs {:?}", shard, model);
             match (s.kind, m.kind) {
@@ -898,9 +673,7 @@ impl Harness {
                         self.vacated(r)?;
                     }
                 }
-                (EventKind::TimedOut, EventKind::TimedOut) => {
-                    self.waiting.retain(|(t, _)| *t != s.ticket)
-                }
+                (EventKind::TimedOut, EventKind::TimedOut) => self.waiting.retain(|(t, _)| *t != s.ticket),
                 (a, b) => prop_assert!(false, "event {:?} vs {:?}", a, b),
             }
         }
@@ -908,38 +681,24 @@ impl Harness {
     }
 
     fn token_of(&self, r: usize, pick: TokenPick) -> (Option<u64>, Option<u64>) {
-        let current = self.holders[r]
-            .map(|h| h.token)
-            .unwrap_or(self.last_token[r]);
+        let current = self.holders[r].map(|h| h.token).unwrap_or(self.last_token[r]);
         match pick {
             TokenPick::None => (None, None),
             TokenPick::Current => (Some(current), Some(self.tokens.model(current))),
-            TokenPick::Stale => (
-                Some(current.wrapping_sub(1)),
-                Some(self.tokens.model(current).wrapping_sub(1)),
-            ),
+            TokenPick::Stale => {
+                (Some(current.wrapping_sub(1)), Some(self.tokens.model(current).wrapping_sub(1)))
+            }
         }
     }
 
     fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
         let now = self.now;
         match op {
-            Op::Acquire {
-                r,
-                o,
-                ttl,
-                wait,
-                watch,
-            } => {
+            Op::Acquire { r, o, ttl, wait, watch } => {
                 self.next_ticket += 1;
                 let ticket = Ticket(self.next_ticket);
                 self.tickets.insert(ticket, (r, ttl));
-                let opts = AcquireOpts {
-                    ttl,
-                    wait,
-                    ticket,
-                    watch,
-                };
+                let opts = AcquireOpts { ttl, wait, ticket, watch: watch.then_some(ticket) };
                 let m = self.model.acquire(RESOURCES[r], OWNERS[o], opts, now);
                 let s = match self.shard.acquire(RESOURCES[r], OWNERS[o], opts, now) {
                     Acquired::Granted { token } => Out::Granted(token),
@@ -991,11 +750,7 @@ impl Harness {
                 self.same_change(s, m)?;
                 if let Changed::Ok { token } = s {
                     if self.holders[r].is_some_and(|h| h.token == token) {
-                        self.holders[r] = (ttl != Some(0)).then_some(Holding {
-                            token,
-                            since: now,
-                            ttl,
-                        });
+                        self.holders[r] = (ttl != Some(0)).then_some(Holding { token, since: now, ttl });
                     }
                 }
             }
@@ -1029,10 +784,7 @@ impl Harness {
                     .shard
                     .list(prefix, None, limit, now)
                     .into_iter()
-                    .map(|l| Listed {
-                        token: self.tokens.model(l.token),
-                        ..l
-                    })
+                    .map(|l| Listed { token: self.tokens.model(l.token), ..l })
                     .collect();
                 prop_assert_eq!(Out::Listed(s), Out::Listed(m));
             }

@@ -98,19 +98,8 @@ impl<T: Copy + Default + PartialEq> TimerWheel<T> {
     /// An empty wheel at tick 0.
     pub fn new() -> Self {
         let mut nodes = Vec::with_capacity(INITIAL_NODES);
-        nodes.extend((0..FIRST_ENTRY).map(|i| Node {
-            when: 0,
-            prev: i,
-            next: i,
-            payload: T::default(),
-        }));
-        TimerWheel {
-            elapsed: 0,
-            occupied: [0; LEVELS],
-            nodes,
-            free: NIL,
-            len: 0,
-        }
+        nodes.extend((0..FIRST_ENTRY).map(|i| Node { when: 0, prev: i, next: i, payload: T::default() }));
+        TimerWheel { elapsed: 0, occupied: [0; LEVELS], nodes, free: NIL, len: 0 }
     }
 
     /// Number of live timers.
@@ -141,12 +130,7 @@ impl<T: Copy + Default + PartialEq> TimerWheel<T> {
             NIL => {
                 let idx = u32::try_from(self.nodes.len()).expect("timer slab exceeds u32 indices");
                 assert!(idx != NIL, "timer slab exceeds u32 indices");
-                self.nodes.push(Node {
-                    when,
-                    prev: NIL,
-                    next: NIL,
-                    payload,
-                });
+                self.nodes.push(Node { when, prev: NIL, next: NIL, payload });
                 idx
             }
             idx => {
@@ -175,8 +159,7 @@ impl<T: Copy + Default + PartialEq> TimerWheel<T> {
 
     /// Deadline of timer `id` if it is live and still carries `payload`.
     pub fn deadline(&self, id: TimerId, payload: &T) -> Option<u64> {
-        self.is_live(id, payload)
-            .then(|| self.nodes[id.0 as usize].when)
+        self.is_live(id, payload).then(|| self.nodes[id.0 as usize].when)
     }
 
     /// The earliest tick at which [`advance`](Self::advance) may have work: never later than
@@ -221,10 +204,7 @@ impl<T: Copy + Default + PartialEq> TimerWheel<T> {
 
     fn is_live(&self, id: TimerId, payload: &T) -> bool {
         id.0 >= FIRST_ENTRY
-            && self
-                .nodes
-                .get(id.0 as usize)
-                .is_some_and(|n| n.when != FREE && n.payload == *payload)
+            && self.nodes.get(id.0 as usize).is_some_and(|n| n.when != FREE && n.payload == *payload)
     }
 
     /// Links node `idx` into the list its deadline belongs to, relative to `elapsed`.
@@ -277,11 +257,7 @@ impl<T: Copy + Default + PartialEq> TimerWheel<T> {
             if deadline <= self.elapsed {
                 deadline += level_range;
             }
-            Some(Expiration {
-                level,
-                slot,
-                deadline,
-            })
+            Some(Expiration { level, slot, deadline })
         })
     }
 
@@ -386,10 +362,7 @@ mod tests {
         assert!(!w.cancel(a, &1), "already cancelled");
         let b = w.insert(30, 3);
         assert_eq!(a, b, "slab slot reused");
-        assert!(
-            !w.cancel(a, &1),
-            "stale handle must not cancel the new timer"
-        );
+        assert!(!w.cancel(a, &1), "stale handle must not cancel the new timer");
         assert_eq!(fire(&mut w, 30), vec![3]);
         assert!(!w.cancel(TimerId::NONE, &0));
     }
@@ -437,9 +410,7 @@ mod tests {
         assert!(w.cancel(ids[5], &5));
         assert!(!w.advance(4096 + 100, ALL, &mut out));
         out.sort_unstable();
-        let expected: Vec<(u64, u64)> = [0, 1, 2, 3, 4, 6, 7, 8, 9]
-            .map(|i| (4096 + 70 + i, i))
-            .into();
+        let expected: Vec<(u64, u64)> = [0, 1, 2, 3, 4, 6, 7, 8, 9].map(|i| (4096 + 70 + i, i)).into();
         assert_eq!(out, expected);
     }
 

@@ -22,26 +22,10 @@ fn every_row_of_the_reference_table() {
     let mut c = s.connect();
     let r = c.acquire("table", "alice");
     assert_eq!(r.text(), granted(r.token()), "lock free: 200 OK");
-    assert_eq!(
-        c.acquire("table", "bob").text(),
-        plain("409 Conflict", LOCKED),
-        "held by another"
-    );
-    assert_eq!(
-        c.acquire("table", "alice").text(),
-        plain("409 Conflict", LOCKED),
-        "held by the same owner"
-    );
-    assert_eq!(
-        c.release("table", "bob").text(),
-        plain("409 Conflict", LOCKED),
-        "release by another owner"
-    );
-    assert_eq!(
-        c.release("table", "alice").text(),
-        plain("200 OK", "OK"),
-        "release by the holder"
-    );
+    assert_eq!(c.acquire("table", "bob").text(), plain("409 Conflict", LOCKED), "held by another");
+    assert_eq!(c.acquire("table", "alice").text(), plain("409 Conflict", LOCKED), "held by the same owner");
+    assert_eq!(c.release("table", "bob").text(), plain("409 Conflict", LOCKED), "release by another owner");
+    assert_eq!(c.release("table", "alice").text(), plain("200 OK", "OK"), "release by the holder");
     assert_eq!(
         c.release("table", "alice").text(),
         plain("409 Conflict", NOT_FOUND),
@@ -50,10 +34,7 @@ fn every_row_of_the_reference_table() {
     let body = r#"{"resource":"table","owner":"alice"}"#;
     let unauthorized = plain("401 Unauthorized", "Missing or invalid secret");
     assert_eq!(c.post("/acquire", "wrong", body).text(), unauthorized);
-    let no_secret = format!(
-        "POST /acquire HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let no_secret = format!("POST /acquire HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     assert_eq!(c.call(no_secret).text(), unauthorized);
     assert_eq!(c.post("/release", "", body).text(), unauthorized);
 }
@@ -62,26 +43,10 @@ fn every_row_of_the_reference_table() {
 fn unauthenticated_requests_never_touch_a_lock_and_their_bodies_are_not_read() {
     let s = TestServer::start(1);
     let mut c = s.connect();
-    assert_eq!(
-        c.post("/acquire", "wrong", r#"{"resource":"x","owner":"mallory"}"#)
-            .status,
-        401
-    );
-    assert_eq!(
-        c.post("/acquire", "wrong", "this is not JSON").status,
-        401,
-        "the secret is checked first"
-    );
-    assert_eq!(
-        c.acquire("x", "alice").status,
-        200,
-        "the lock was never taken"
-    );
-    assert_eq!(
-        c.post("/release", "wrong", r#"{"resource":"x","owner":"alice"}"#)
-            .status,
-        401
-    );
+    assert_eq!(c.post("/acquire", "wrong", r#"{"resource":"x","owner":"mallory"}"#).status, 401);
+    assert_eq!(c.post("/acquire", "wrong", "this is not JSON").status, 401, "the secret is checked first");
+    assert_eq!(c.acquire("x", "alice").status, 200, "the lock was never taken");
+    assert_eq!(c.post("/release", "wrong", r#"{"resource":"x","owner":"alice"}"#).status, 401);
     assert_eq!(c.acquire("x", "bob").status, 409, "still alice's");
     assert_eq!(c.get("/locks/x", "wrong").status, 401);
     assert_eq!(c.get("/locks", "").status, 401);
@@ -92,22 +57,10 @@ fn bad_bodies_get_a_one_line_400_and_the_connection_stays_usable() {
     let s = TestServer::start(1);
     let mut c = s.connect();
     let cases = [
-        (
-            "{",
-            "ERR Bad request: EOF while parsing an object at line 1 column 1",
-        ),
-        (
-            "",
-            "ERR Bad request: EOF while parsing a value at line 1 column 0",
-        ),
-        (
-            r#"{"resource":"r"}"#,
-            "ERR Bad request: missing field `owner` at line 1 column 16",
-        ),
-        (
-            r#"{"owner":"o"}"#,
-            "ERR Bad request: missing field `resource` at line 1 column 13",
-        ),
+        ("{", "ERR Bad request: EOF while parsing an object at line 1 column 1"),
+        ("", "ERR Bad request: EOF while parsing a value at line 1 column 0"),
+        (r#"{"resource":"r"}"#, "ERR Bad request: missing field `owner` at line 1 column 16"),
+        (r#"{"owner":"o"}"#, "ERR Bad request: missing field `resource` at line 1 column 13"),
         (
             r#"{"resource":5,"owner":"o"}"#,
             "ERR Bad request: invalid type: integer `5`, expected a string at line 1 column 13",
@@ -120,18 +73,9 @@ fn bad_bodies_get_a_one_line_400_and_the_connection_stays_usable() {
             r#"{"resource":"r","owner":"o","expire":"1"}"#,
             "ERR Bad request: invalid type: string \"1\", expected f64 at line 1 column 40",
         ),
-        (
-            r#"{"resource":"","owner":"o"}"#,
-            "ERR Bad request: resource must not be empty",
-        ),
-        (
-            r#"{"resource":"a\u0000b","owner":"o"}"#,
-            "ERR Bad request: resource must not contain NUL",
-        ),
-        (
-            "[1,2]",
-            "ERR Bad request: invalid type: integer `1`, expected a string at line 1 column 2",
-        ),
+        (r#"{"resource":"","owner":"o"}"#, "ERR Bad request: resource must not be empty"),
+        (r#"{"resource":"a\u0000b","owner":"o"}"#, "ERR Bad request: resource must not contain NUL"),
+        ("[1,2]", "ERR Bad request: invalid type: integer `1`, expected a string at line 1 column 2"),
     ];
     for (body, reason) in cases {
         let r = c.post("/acquire", SECRET, body);
@@ -146,54 +90,35 @@ fn bad_bodies_get_a_one_line_400_and_the_connection_stays_usable() {
     raw.extend_from_slice(body);
     let r = c.call(raw);
     assert_eq!(r.status, 400, "invalid UTF-8 in a name");
-    assert_eq!(
-        c.acquire("r", "o").status,
-        200,
-        "the connection is still good"
-    );
+    assert_eq!(c.acquire("r", "o").status, 200, "the connection is still good");
 }
 
 #[test]
 fn unknown_paths_wrong_methods_and_big_bodies() {
     let s = TestServer::start(1);
     let mut c = s.connect();
-    assert_eq!(
-        c.post("/lock", SECRET, "{}").text(),
-        plain("404 Not Found", "Not Found")
-    );
-    assert_eq!(
-        c.get("/", SECRET).text(),
-        plain("404 Not Found", "Not Found")
-    );
+    assert_eq!(c.post("/lock", SECRET, "{}").text(), plain("404 Not Found", "Not Found"));
+    assert_eq!(c.get("/", SECRET).text(), plain("404 Not Found", "Not Found"));
     let r = c.get("/acquire", SECRET);
     assert_eq!(
         r.text(),
         "HTTP/1.1 405 Method Not Allowed\r\ndate: <date>\r\ncontent-type: text/plain; charset=utf-8\r\n\
          content-length: 18\r\nallow: POST\r\n\r\nMethod Not Allowed"
     );
-    assert_eq!(
-        c.call("DELETE /locks/x HTTP/1.1\r\n\r\n").header("allow"),
-        Some("GET, HEAD")
-    );
+    assert_eq!(c.call("DELETE /locks/x HTTP/1.1\r\n\r\n").header("allow"), Some("GET, HEAD"));
 
     let big = format!(r#"{{"resource":"r","owner":"{}"}}"#, "o".repeat(70 * 1024));
     let r = c.post("/acquire", SECRET, &big);
     assert_eq!(r.status, 413);
     assert_eq!(r.header("connection"), Some("close"));
-    assert!(
-        c.is_closed(),
-        "the body was not read, so the connection closes"
-    );
+    assert!(c.is_closed(), "the body was not read, so the connection closes");
 }
 
 #[test]
 fn health_needs_no_secret_and_does_no_lock_work() {
     let s = TestServer::start(1);
     let mut c = s.connect();
-    assert_eq!(
-        c.call("GET /health HTTP/1.1\r\n\r\n").text(),
-        plain("200 OK", "OK")
-    );
+    assert_eq!(c.call("GET /health HTTP/1.1\r\n\r\n").text(), plain("200 OK", "OK"));
     c.send("HEAD /health HTTP/1.1\r\n\r\n");
     let head = c.read_head_only();
     assert_eq!(
@@ -201,11 +126,7 @@ fn health_needs_no_secret_and_does_no_lock_work() {
         plain("200 OK", "OK").trim_end_matches("OK"),
         "the length of the body, and no body"
     );
-    assert_eq!(
-        c.call("GET /health HTTP/1.1\r\n\r\n").body,
-        "OK",
-        "nothing was left over"
-    );
+    assert_eq!(c.call("GET /health HTTP/1.1\r\n\r\n").body, "OK", "nothing was left over");
 }
 
 #[test]
@@ -228,16 +149,8 @@ fn ten_pipelined_requests_in_one_write_get_ten_replies_in_order() {
 
     let mut raw = String::new();
     for i in 0..5 {
-        raw.push_str(&post(
-            "/release",
-            SECRET,
-            &format!(r#"{{"resource":"pipe-{i}","owner":"p"}}"#),
-        ));
-        raw.push_str(&post(
-            "/release",
-            SECRET,
-            &format!(r#"{{"resource":"pipe-{i}","owner":"p"}}"#),
-        ));
+        raw.push_str(&post("/release", SECRET, &format!(r#"{{"resource":"pipe-{i}","owner":"p"}}"#)));
+        raw.push_str(&post("/release", SECRET, &format!(r#"{{"resource":"pipe-{i}","owner":"p"}}"#)));
     }
     c.send(raw);
     for _ in 0..5 {
@@ -287,17 +200,8 @@ fn connection_close_and_http_1_0() {
     assert!(c.is_closed(), "HTTP/1.0 closes by default");
 
     let mut c = s.connect();
-    assert_eq!(
-        c.call("GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            .header("connection"),
-        None
-    );
-    assert_eq!(
-        c.call("GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            .status,
-        200,
-        "kept alive"
-    );
+    assert_eq!(c.call("GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").header("connection"), None);
+    assert_eq!(c.call("GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").status, 200, "kept alive");
 }
 
 #[test]
@@ -326,14 +230,8 @@ fn expect_100_continue() {
 fn framing_errors_get_their_status_and_close() {
     let s = TestServer::start(1);
     let cases: [(&str, u16); 6] = [
-        (
-            "POST /acquire HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            411,
-        ),
-        (
-            "POST /acquire HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
-            400,
-        ),
+        ("POST /acquire HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+        ("POST /acquire HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", 400),
         ("POST /acquire HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
         ("GARBAGE\r\n\r\n", 400),
         ("GET / HTTP/3.0\r\n\r\n", 505),
@@ -342,27 +240,16 @@ fn framing_errors_get_their_status_and_close() {
     for (raw, status) in cases {
         let mut c = s.connect();
         let r = c.call(raw);
-        assert_eq!(
-            (r.status, r.header("connection")),
-            (status, Some("close")),
-            "{raw:?}"
-        );
+        assert_eq!((r.status, r.header("connection")), (status, Some("close")), "{raw:?}");
         assert!(c.is_closed());
     }
     let mut c = s.connect();
     let r = c.call(format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(5000)));
     assert_eq!(r.status, 414);
     let mut c = s.connect();
-    let r = c.call(format!(
-        "GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n",
-        "v".repeat(9000)
-    ));
+    let r = c.call(format!("GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n", "v".repeat(9000)));
     assert_eq!(r.status, 431);
-    assert_eq!(
-        s.connect().call("GET /health HTTP/1.1\r\n\r\n").status,
-        200,
-        "the server is fine"
-    );
+    assert_eq!(s.connect().call("GET /health HTTP/1.1\r\n\r\n").status, 200, "the server is fine");
 }
 
 #[test]
@@ -370,35 +257,16 @@ fn a_lease_expires_on_time() {
     let s = TestServer::start(2);
     let mut c = s.connect();
     let start = Instant::now();
-    assert_eq!(
-        c.post(
-            "/acquire",
-            SECRET,
-            r#"{"resource":"ttl","owner":"a","expire":1}"#
-        )
-        .status,
-        200
-    );
+    assert_eq!(c.post("/acquire", SECRET, r#"{"resource":"ttl","owner":"a","expire":1}"#).status, 200);
     assert_eq!(c.acquire("ttl", "b").status, 409);
     thread::sleep(Duration::from_millis(500).saturating_sub(start.elapsed()));
     assert_eq!(c.acquire("ttl", "b").status, 409, "not before one second");
     thread::sleep(Duration::from_millis(1050).saturating_sub(start.elapsed()));
     let r = c.acquire("ttl", "b");
-    assert_eq!(
-        r.status, 200,
-        "free right after its second, not at the next sweep"
-    );
+    assert_eq!(r.status, 200, "free right after its second, not at the next sweep");
 
     // Fractional seconds, to the millisecond.
-    assert_eq!(
-        c.post(
-            "/acquire",
-            SECRET,
-            r#"{"resource":"ttl2","owner":"a","expire":0.2}"#
-        )
-        .status,
-        200
-    );
+    assert_eq!(c.post("/acquire", SECRET, r#"{"resource":"ttl2","owner":"a","expire":0.2}"#).status, 200);
     thread::sleep(Duration::from_millis(260));
     assert_eq!(c.acquire("ttl2", "b").status, 200);
 }
@@ -463,11 +331,7 @@ fn a_waiting_acquire_gets_the_lock_the_moment_it_is_released() {
     let addr = s.addr;
     let waiter = thread::spawn(move || {
         let mut c = Http::connect(addr);
-        let r = c.post(
-            "/acquire",
-            SECRET,
-            r#"{"resource":"handoff","owner":"b","wait":5}"#,
-        );
+        let r = c.post("/acquire", SECRET, r#"{"resource":"handoff","owner":"b","wait":5}"#);
         (r, Instant::now())
     });
     thread::sleep(Duration::from_millis(200));
@@ -476,10 +340,7 @@ fn a_waiting_acquire_gets_the_lock_the_moment_it_is_released() {
     let (r, got) = waiter.join().unwrap();
     assert_eq!(r.status, 200);
     assert!(r.token() > first, "tokens rise across a hand-off");
-    assert!(
-        got.duration_since(released) < Duration::from_millis(150),
-        "handed over at once, not polled"
-    );
+    assert!(got.duration_since(released) < Duration::from_millis(150), "handed over at once, not polled");
     assert_eq!(holder.release("handoff", "b").status, 200, "b holds it now");
 }
 
@@ -489,11 +350,7 @@ fn a_wait_that_runs_out_answers_409() {
     let mut c = s.connect();
     c.acquire("wait-out", "a");
     let start = Instant::now();
-    let r = c.post(
-        "/acquire",
-        SECRET,
-        r#"{"resource":"wait-out","owner":"b","wait":0.3}"#,
-    );
+    let r = c.post("/acquire", SECRET, r#"{"resource":"wait-out","owner":"b","wait":0.3}"#);
     assert_eq!(r.text(), plain("409 Conflict", LOCKED));
     assert!(start.elapsed() >= Duration::from_millis(300));
 }
@@ -504,63 +361,32 @@ fn a_client_that_leaves_while_waiting_is_not_given_the_lock() {
     let mut holder = s.connect();
     holder.acquire("leaver", "a");
     let mut leaver = s.connect();
-    leaver.send(post(
-        "/acquire",
-        SECRET,
-        r#"{"resource":"leaver","owner":"gone","wait":30}"#,
-    ));
+    leaver.send(post("/acquire", SECRET, r#"{"resource":"leaver","owner":"gone","wait":30}"#));
     thread::sleep(Duration::from_millis(100));
     drop(leaver);
     thread::sleep(Duration::from_millis(100));
     holder.release("leaver", "a");
-    assert_eq!(
-        holder.acquire("leaver", "c").status,
-        200,
-        "the lock did not go to the client that left"
-    );
+    assert_eq!(holder.acquire("leaver", "c").status, 200, "the lock did not go to the client that left");
 }
 
 #[test]
 fn tokens_extend_inspect_and_list() {
     let s = TestServer::start(2);
     let mut c = s.connect();
-    let t1 = c
-        .post(
-            "/acquire",
-            SECRET,
-            r#"{"resource":"job/1","owner":"a","expire":0.1}"#,
-        )
-        .token();
+    let t1 = c.post("/acquire", SECRET, r#"{"resource":"job/1","owner":"a","expire":0.1}"#).token();
     thread::sleep(Duration::from_millis(150));
-    let t2 = c
-        .post(
-            "/acquire",
-            SECRET,
-            r#"{"resource":"job/1","owner":"b","expire":10}"#,
-        )
-        .token();
+    let t2 = c.post("/acquire", SECRET, r#"{"resource":"job/1","owner":"b","expire":10}"#).token();
     assert!(t2 > t1, "tokens rise across expiry");
 
     let stale = format!(r#"{{"resource":"job/1","owner":"b","token":{t1}}}"#);
-    assert_eq!(
-        c.post("/release", SECRET, &stale).text(),
-        plain("409 Conflict", "ERR Token mismatch")
-    );
+    assert_eq!(c.post("/release", SECRET, &stale).text(), plain("409 Conflict", "ERR Token mismatch"));
     let r = c.post(
         "/extend",
         SECRET,
         &format!(r#"{{"resource":"job/1","owner":"b","expire":60,"token":"{t2}"}}"#),
     );
     assert_eq!(r.text(), granted(t2));
-    assert_eq!(
-        c.post(
-            "/extend",
-            SECRET,
-            r#"{"resource":"job/1","owner":"a","expire":60}"#
-        )
-        .status,
-        409
-    );
+    assert_eq!(c.post("/extend", SECRET, r#"{"resource":"job/1","owner":"a","expire":60}"#).status, 409);
 
     let info = c.get("/locks/job%2F1", SECRET);
     assert_eq!(info.header("content-type"), Some("application/json"));
@@ -576,23 +402,14 @@ fn tokens_extend_inspect_and_list() {
     c.acquire("other", "a");
     let page: serde_json::Value =
         serde_json::from_str(&c.get("/locks?prefix=job/&limit=3", SECRET).body).unwrap();
-    let names: Vec<&str> = page["locks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["resource"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> =
+        page["locks"].as_array().unwrap().iter().map(|l| l["resource"].as_str().unwrap()).collect();
     assert_eq!(names, ["job/1", "job/2", "job/3"]);
     assert_eq!(page["next"], "job/3");
     let page: serde_json::Value =
-        serde_json::from_str(&c.get("/locks?prefix=job/&limit=3&after=job/3", SECRET).body)
-            .unwrap();
-    let names: Vec<&str> = page["locks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["resource"].as_str().unwrap())
-        .collect();
+        serde_json::from_str(&c.get("/locks?prefix=job/&limit=3&after=job/3", SECRET).body).unwrap();
+    let names: Vec<&str> =
+        page["locks"].as_array().unwrap().iter().map(|l| l["resource"].as_str().unwrap()).collect();
     assert_eq!(names, ["job/4", "job/5"]);
     assert_eq!(page["next"], serde_json::Value::Null);
 }

@@ -37,11 +37,7 @@ fn run_sdk(cmd: &mut Command, server: &TestServer) -> String {
         .env("LOCKSERVER_OWNER", "env-owner")
         .output()
         .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -58,15 +54,10 @@ fn node_sdk_from_the_crate_package() {
     let client = sdks::node_client();
     let server = TestServer::start(2);
     let seen = run_sdk(
-        Command::new("node")
-            .arg(script("node_sdk.js"))
-            .env("LOCKSERVER_JS_CLIENT", &client),
+        Command::new("node").arg(script("node_sdk.js")).env("LOCKSERVER_JS_CLIENT", &client),
         &server,
     );
-    assert_eq!(
-        seen.replace("true", "True").replace("false", "False"),
-        EXPECTED
-    );
+    assert_eq!(seen.replace("true", "True").replace("false", "False"), EXPECTED);
 }
 
 fn would_block(r: io::Result<()>) -> bool {
@@ -80,63 +71,41 @@ fn rust_sdk_from_the_lockserver_crate() {
     let a = LockserverClient::new(addr.clone(), "rs-a", SECRET);
     let b = LockserverClient::new(addr.clone(), "rs-b", SECRET);
 
-    a.acquire_with_mode("rs", LockMode::NonBlocking)
-        .expect("free lock");
-    assert!(
-        would_block(b.acquire_with_mode("rs", LockMode::NonBlocking)),
-        "held: WouldBlock"
-    );
+    a.acquire_with_mode("rs", LockMode::NonBlocking).expect("free lock");
+    assert!(would_block(b.acquire_with_mode("rs", LockMode::NonBlocking)), "held: WouldBlock");
 
     let releaser = thread::spawn({
         let addr = addr.clone();
         move || {
             thread::sleep(Duration::from_millis(500));
-            LockserverClient::new(addr, "rs-a", SECRET)
-                .release("rs")
-                .unwrap();
+            LockserverClient::new(addr, "rs-a", SECRET).release("rs").unwrap();
         }
     });
     let start = Instant::now();
-    b.acquire("rs")
-        .expect("blocking acquire succeeds once released");
+    b.acquire("rs").expect("blocking acquire succeeds once released");
     assert!(start.elapsed() >= Duration::from_millis(400));
     releaser.join().unwrap();
 
     let err = a.release("rs").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "HTTP error: 409 Conflict",
-        "release by a non-holder"
-    );
+    assert_eq!(err.to_string(), "HTTP error: 409 Conflict", "release by a non-holder");
     b.release("rs").unwrap();
 
     let value = lock_scope!(&a, "rs-scope", {
-        assert!(would_block(
-            b.acquire_with_mode("rs-scope", LockMode::NonBlocking)
-        ));
+        assert!(would_block(b.acquire_with_mode("rs-scope", LockMode::NonBlocking)));
         42
     });
     assert_eq!(value, 42);
-    b.acquire_with_mode("rs-scope", LockMode::NonBlocking)
-        .expect("the guard released it");
+    b.acquire_with_mode("rs-scope", LockMode::NonBlocking).expect("the guard released it");
     lock_scope!(&a, "rs-scope-nb", non_blocking, {
-        assert!(would_block(
-            b.acquire_with_mode("rs-scope-nb", LockMode::NonBlocking)
-        ));
+        assert!(would_block(b.acquire_with_mode("rs-scope-nb", LockMode::NonBlocking)));
     });
 
-    a.acquire_with_mode_and_expire("rs-ttl", LockMode::NonBlocking, Some(1))
-        .unwrap();
-    assert!(would_block(
-        b.acquire_with_mode("rs-ttl", LockMode::NonBlocking)
-    ));
+    a.acquire_with_mode_and_expire("rs-ttl", LockMode::NonBlocking, Some(1)).unwrap();
+    assert!(would_block(b.acquire_with_mode("rs-ttl", LockMode::NonBlocking)));
     thread::sleep(Duration::from_millis(1300));
-    b.acquire_with_mode("rs-ttl", LockMode::NonBlocking)
-        .expect("expired on time");
+    b.acquire_with_mode("rs-ttl", LockMode::NonBlocking).expect("expired on time");
 
     let wrong = LockserverClient::new(addr, "rs-x", "wrong");
-    let err = wrong
-        .acquire_with_mode("rs-x", LockMode::NonBlocking)
-        .unwrap_err();
+    let err = wrong.acquire_with_mode("rs-x", LockMode::NonBlocking).unwrap_err();
     assert_eq!(err.to_string(), "HTTP error: 401 Unauthorized");
 }

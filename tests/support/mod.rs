@@ -27,10 +27,7 @@ impl TestServer {
     pub fn with_config(config: Config) -> TestServer {
         let server = Server::start(config).expect("server starts");
         let addr = server.local_addr();
-        TestServer {
-            server: Some(server),
-            addr,
-        }
+        TestServer { server: Some(server), addr }
     }
 
     /// A new client connection.
@@ -72,10 +69,7 @@ impl Resp {
 
     /// The fencing token of a grant.
     pub fn token(&self) -> u64 {
-        self.header("x-lockserver-token")
-            .expect("token header")
-            .parse()
-            .expect("numeric token")
+        self.header("x-lockserver-token").expect("token header").parse().expect("numeric token")
     }
 
     /// The whole response as text, date masked.
@@ -92,13 +86,9 @@ pub struct Http {
 impl Http {
     pub fn connect(addr: SocketAddr) -> Http {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         stream.set_nodelay(true).unwrap();
-        Http {
-            reader: BufReader::new(stream),
-        }
+        Http { reader: BufReader::new(stream) }
     }
 
     /// Sends raw bytes.
@@ -144,19 +134,11 @@ impl Http {
         }
         let status = head[9..12].parse().unwrap();
         if status == 100 || head_only {
-            return Some(Resp {
-                status,
-                head,
-                body: String::new(),
-            });
+            return Some(Resp { status, head, body: String::new() });
         }
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body).ok()?;
-        Some(Resp {
-            status,
-            head,
-            body: String::from_utf8(body).unwrap(),
-        })
+        Some(Resp { status, head, body: String::from_utf8(body).unwrap() })
     }
 
     /// Whether the server has closed the connection (reads EOF).
@@ -176,25 +158,15 @@ impl Http {
     }
 
     pub fn get(&mut self, path: &str, secret: &str) -> Resp {
-        self.call(format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\nX-LOCKSERVER-SECRET: {secret}\r\n\r\n"
-        ))
+        self.call(format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-LOCKSERVER-SECRET: {secret}\r\n\r\n"))
     }
 
     pub fn acquire(&mut self, resource: &str, owner: &str) -> Resp {
-        self.post(
-            "/acquire",
-            SECRET,
-            &format!(r#"{{"resource":"{resource}","owner":"{owner}"}}"#),
-        )
+        self.post("/acquire", SECRET, &format!(r#"{{"resource":"{resource}","owner":"{owner}"}}"#))
     }
 
     pub fn release(&mut self, resource: &str, owner: &str) -> Resp {
-        self.post(
-            "/release",
-            SECRET,
-            &format!(r#"{{"resource":"{resource}","owner":"{owner}"}}"#),
-        )
+        self.post("/release", SECRET, &format!(r#"{{"resource":"{resource}","owner":"{owner}"}}"#))
     }
 }
 

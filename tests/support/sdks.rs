@@ -12,9 +12,7 @@ const PYTHON_SDK: &str = "lockserver-client==0.1.3";
 const RUST_CRATE_VERSION: &str = "0.1.3";
 
 fn sdk_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("sdk");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("sdk");
     fs::create_dir_all(&dir).expect("create target/sdk");
     dir
 }
@@ -30,9 +28,7 @@ fn locked<T>(f: impl FnOnce(&Path) -> T) -> T {
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed:\n{}\n{}",
@@ -48,9 +44,7 @@ pub fn python() -> PathBuf {
         let python = venv.join("bin").join("python");
         let marker = venv.join("installed");
         if fs::read_to_string(&marker).ok().as_deref() != Some(PYTHON_SDK) {
-            run(Command::new("python3")
-                .args(["-m", "venv", "--clear"])
-                .arg(&venv));
+            run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv));
             run(Command::new(&python).args([
                 "-m",
                 "pip",
@@ -96,11 +90,7 @@ fn crate_dir() -> PathBuf {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata");
-    assert!(
-        out.status.success(),
-        "cargo metadata: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let package = meta["packages"]
         .as_array()
@@ -108,8 +98,5 @@ fn crate_dir() -> PathBuf {
         .iter()
         .find(|p| p["name"] == "lockserver" && p["version"] == RUST_CRATE_VERSION)
         .expect("the lockserver crate in cargo metadata");
-    Path::new(package["manifest_path"].as_str().unwrap())
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(package["manifest_path"].as_str().unwrap()).parent().unwrap().to_path_buf()
 }

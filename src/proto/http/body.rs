@@ -10,9 +10,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::api::{
-    MAX_OWNER_BYTES, MAX_RESOURCE_BYTES, MAX_TTL_MS, MAX_WAIT_MS, Request, check_name,
-};
+use crate::api::{MAX_OWNER_BYTES, MAX_RESOURCE_BYTES, MAX_TTL_MS, MAX_WAIT_MS, Request, check_name};
 
 /// A lock request read from a body.
 pub type BodyRequest<'b> = Request<Cow<'b, str>>;
@@ -34,32 +32,15 @@ struct LockBody<'a> {
 /// Parses the body of `POST /acquire`.
 pub fn acquire(body: &[u8]) -> Result<BodyRequest<'_>, String> {
     let b = lock_body(body)?;
-    let ttl = b
-        .expire
-        .map(|s| millis(s, "expire", MAX_TTL_MS))
-        .transpose()?;
-    let wait = b
-        .wait
-        .map(|s| millis(s, "wait", MAX_WAIT_MS))
-        .transpose()?
-        .unwrap_or(0);
-    Ok(Request::Acquire {
-        resource: b.resource,
-        owner: b.owner,
-        ttl,
-        wait,
-        session: false,
-    })
+    let ttl = b.expire.map(|s| millis(s, "expire", MAX_TTL_MS)).transpose()?;
+    let wait = b.wait.map(|s| millis(s, "wait", MAX_WAIT_MS)).transpose()?.unwrap_or(0);
+    Ok(Request::Acquire { resource: b.resource, owner: b.owner, ttl, wait, session: false })
 }
 
 /// Parses the body of `POST /release`.
 pub fn release(body: &[u8]) -> Result<BodyRequest<'_>, String> {
     let b = lock_body(body)?;
-    Ok(Request::Release {
-        resource: b.resource,
-        owner: b.owner,
-        token: b.token,
-    })
+    Ok(Request::Release { resource: b.resource, owner: b.owner, token: b.token })
 }
 
 /// Parses the body of `POST /extend` (`expire` is required: the new lease length).
@@ -69,12 +50,7 @@ pub fn extend(body: &[u8]) -> Result<BodyRequest<'_>, String> {
         return Err("missing field `expire`".into());
     };
     let ttl = Some(millis(expire, "expire", MAX_TTL_MS)?);
-    Ok(Request::Extend {
-        resource: b.resource,
-        owner: b.owner,
-        token: b.token,
-        ttl,
-    })
+    Ok(Request::Extend { resource: b.resource, owner: b.owner, token: b.token, ttl })
 }
 
 fn lock_body(body: &[u8]) -> Result<LockBody<'_>, String> {
@@ -92,11 +68,7 @@ fn millis(secs: f64, field: &str, max_ms: u64) -> Result<u64, String> {
     }
     let ms = secs * 1000.0;
     let nearest = ms.round();
-    let ms = if (ms - nearest).abs() < 1e-6 {
-        nearest
-    } else {
-        ms.ceil()
-    };
+    let ms = if (ms - nearest).abs() < 1e-6 { nearest } else { ms.ceil() };
     if ms > max_ms as f64 {
         return Err(format!("{field} must be at most {} seconds", max_ms / 1000));
     }
@@ -114,10 +86,9 @@ fn token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<Token>::deserialize(d)? {
         None => Ok(None),
         Some(Token::Number(n)) => Ok(Some(n)),
-        Some(Token::Text(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom("token must be a u64")),
+        Some(Token::Text(s)) => {
+            s.parse().map(Some).map_err(|_| serde::de::Error::custom("token must be a u64"))
+        }
     }
 }
 
@@ -131,44 +102,24 @@ mod tests {
 
     fn parts(r: BodyRequest<'_>) -> (String, String, Option<u64>, u64) {
         match r {
-            Request::Acquire {
-                resource,
-                owner,
-                ttl,
-                wait,
-                ..
-            } => (resource.into(), owner.into(), ttl, wait),
+            Request::Acquire { resource, owner, ttl, wait, .. } => (resource.into(), owner.into(), ttl, wait),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn legacy_bodies() {
-        assert_eq!(
-            parts(acq(r#"{"resource":"r","owner":"o"}"#).unwrap()),
-            ("r".into(), "o".into(), None, 0)
-        );
-        assert_eq!(
-            parts(acq(r#"{"resource":"r","owner":"o","expire":null}"#).unwrap()).2,
-            None
-        );
-        assert_eq!(
-            parts(acq(r#"{"resource":"r","owner":"o","expire":2}"#).unwrap()).2,
-            Some(2000)
-        );
-        assert_eq!(
-            parts(acq(r#"{"owner":"o","resource":"r","unknown":[1]}"#).unwrap()).0,
-            "r"
-        );
+        assert_eq!(parts(acq(r#"{"resource":"r","owner":"o"}"#).unwrap()), ("r".into(), "o".into(), None, 0));
+        assert_eq!(parts(acq(r#"{"resource":"r","owner":"o","expire":null}"#).unwrap()).2, None);
+        assert_eq!(parts(acq(r#"{"resource":"r","owner":"o","expire":2}"#).unwrap()).2, Some(2000));
+        assert_eq!(parts(acq(r#"{"owner":"o","resource":"r","unknown":[1]}"#).unwrap()).0, "r");
     }
 
     #[test]
     fn strings_without_escapes_are_borrowed() {
         let body = r#"{"resource":"plain","owner":"caf\u00e9"}"#;
         match acq(body).unwrap() {
-            Request::Acquire {
-                resource, owner, ..
-            } => {
+            Request::Acquire { resource, owner, .. } => {
                 assert!(matches!(resource, Cow::Borrowed("plain")));
                 assert!(matches!(owner, Cow::Owned(ref o) if o == "café"));
             }
@@ -178,9 +129,7 @@ mod tests {
 
     #[test]
     fn fractional_seconds_round_up_to_whole_milliseconds() {
-        let ttl = |e: &str| {
-            parts(acq(&format!(r#"{{"resource":"r","owner":"o","expire":{e}}}"#)).unwrap()).2
-        };
+        let ttl = |e: &str| parts(acq(&format!(r#"{{"resource":"r","owner":"o","expire":{e}}}"#)).unwrap()).2;
         assert_eq!(ttl("1.1"), Some(1100));
         assert_eq!(ttl("0.001"), Some(1));
         assert_eq!(ttl("0.0001"), Some(1));
@@ -193,10 +142,7 @@ mod tests {
     #[test]
     fn one_line_reasons_for_bad_bodies() {
         let err = |b: &str| acq(b).unwrap_err();
-        assert_eq!(
-            err(r#"{"resource":"r"}"#),
-            "missing field `owner` at line 1 column 16"
-        );
+        assert_eq!(err(r#"{"resource":"r"}"#), "missing field `owner` at line 1 column 16");
         assert_eq!(
             err(r#"{"resource":1,"owner":"o"}"#),
             "invalid type: integer `1`, expected a string at line 1 column 13"
@@ -213,18 +159,9 @@ mod tests {
             err(r#"{"resource":"r","owner":"o","expire":1e12}"#),
             "expire must be at most 31536000 seconds"
         );
-        assert_eq!(
-            err(r#"{"resource":"r","owner":"o","wait":86401}"#),
-            "wait must be at most 86400 seconds"
-        );
-        assert_eq!(
-            err(r#"{"resource":"","owner":"o"}"#),
-            "resource must not be empty"
-        );
-        assert_eq!(
-            err(r#"{"resource":"a\u0000","owner":"o"}"#),
-            "resource must not contain NUL"
-        );
+        assert_eq!(err(r#"{"resource":"r","owner":"o","wait":86401}"#), "wait must be at most 86400 seconds");
+        assert_eq!(err(r#"{"resource":"","owner":"o"}"#), "resource must not be empty");
+        assert_eq!(err(r#"{"resource":"a\u0000","owner":"o"}"#), "resource must not contain NUL");
         assert_eq!(
             err("{\"resource\":\"r\",\"owner\":\"o\""),
             "EOF while parsing an object at line 1 column 27"
@@ -235,10 +172,7 @@ mod tests {
                 .unwrap_err()
                 .starts_with("invalid unicode code point")
         );
-        assert_eq!(
-            extend(br#"{"resource":"r","owner":"o"}"#).unwrap_err(),
-            "missing field `expire`"
-        );
+        assert_eq!(extend(br#"{"resource":"r","owner":"o"}"#).unwrap_err(), "missing field `expire`");
     }
 
     #[test]
@@ -248,10 +182,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(tok(r#"{"resource":"r","owner":"o"}"#), None);
-        assert_eq!(
-            tok(r#"{"resource":"r","owner":"o","token":18446744073709551615}"#),
-            Some(u64::MAX)
-        );
+        assert_eq!(tok(r#"{"resource":"r","owner":"o","token":18446744073709551615}"#), Some(u64::MAX));
         assert_eq!(
             tok(r#"{"resource":"r","owner":"o","token":"1763822700000000001"}"#),
             Some(1763822700000000001)

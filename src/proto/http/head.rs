@@ -115,10 +115,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head>, HeadError> {
                 }
             }
         } else if name.eq_ignore_ascii_case("expect") {
-            expect_continue = field
-                .value
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"100-continue");
+            expect_continue = field.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("x-lockserver-secret") {
             secret = Some(at(field.value));
         }
@@ -139,9 +136,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head>, HeadError> {
 /// targets are returned as they are. Always a slice of `target`.
 fn origin_form(target: &str) -> &str {
     match target.split_once("://") {
-        Some((_, rest)) if !target.starts_with('/') => {
-            &rest[rest.find('/').unwrap_or(rest.len())..]
-        }
+        Some((_, rest)) if !target.starts_with('/') => &rest[rest.find('/').unwrap_or(rest.len())..],
         _ => target,
     }
 }
@@ -152,9 +147,7 @@ fn parse_length(value: &[u8]) -> Result<usize, HeadError> {
     if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
         return Err(HeadError::BadLength);
     }
-    Ok(digits
-        .iter()
-        .fold(0usize, |n, d| n * 10 + usize::from(d - b'0')))
+    Ok(digits.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0')))
 }
 
 fn describe(e: httparse::Error) -> &'static str {
@@ -192,10 +185,7 @@ mod tests {
         assert!(h.keep_alive && !h.http10 && !h.expect_continue);
         assert_eq!(h.content_length, 37);
         assert_eq!(text(raw, h.secret.as_ref().unwrap()), "changeme");
-        assert_eq!(
-            &raw[h.len..],
-            "{\"resource\": \"r\", \"owner\": \"worker\"}"
-        );
+        assert_eq!(&raw[h.len..], "{\"resource\": \"r\", \"owner\": \"worker\"}");
     }
 
     #[test]
@@ -229,50 +219,25 @@ mod tests {
             e("POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 6\r\n\r\n"),
             HeadError::BadLength
         );
-        assert_eq!(
-            e("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
-            HeadError::BadLength
-        );
-        assert_eq!(
-            e("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n"),
-            HeadError::BadLength
-        );
+        assert_eq!(e("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), HeadError::BadLength);
+        assert_eq!(e("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n"), HeadError::BadLength);
         assert_eq!(
             e("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"),
             HeadError::BadLength
         );
-        assert_eq!(
-            e("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            HeadError::Chunked
-        );
+        assert_eq!(e("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), HeadError::Chunked);
         assert_eq!(e("GET / HTTP/2.0\r\n\r\n"), HeadError::Version);
-        assert_eq!(
-            e("GET /\0 HTTP/1.1\r\n\r\n"),
-            HeadError::Malformed("invalid method or token")
-        );
-        assert_eq!(
-            e("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"),
-            HeadError::Malformed("invalid header name")
-        );
-        assert_eq!(
-            e("GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n"),
-            HeadError::Malformed("invalid header value")
-        );
+        assert_eq!(e("GET /\0 HTTP/1.1\r\n\r\n"), HeadError::Malformed("invalid method or token"));
+        assert_eq!(e("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"), HeadError::Malformed("invalid header name"));
+        assert_eq!(e("GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n"), HeadError::Malformed("invalid header value"));
     }
 
     #[test]
     fn size_limits() {
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(
-            parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
-            Err(HeadError::TooLarge)
-        );
+        assert_eq!(parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()), Err(HeadError::TooLarge));
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "v".repeat(MAX_HEAD_BYTES));
-        assert_eq!(
-            parse(big.as_bytes()),
-            Err(HeadError::TooLarge),
-            "over the limit before it ends"
-        );
+        assert_eq!(parse(big.as_bytes()), Err(HeadError::TooLarge), "over the limit before it ends");
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_TARGET_BYTES));
         assert_eq!(parse(long.as_bytes()), Err(HeadError::TargetTooLong));
     }

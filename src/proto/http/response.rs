@@ -108,44 +108,23 @@ pub struct Response {
 impl Response {
     /// A plain-text response.
     pub fn text(status: Status, body: &'static str) -> Response {
-        Response {
-            status,
-            body: Body::Text(body),
-            token: None,
-            allow: None,
-            close: false,
-        }
+        Response { status, body: Body::Text(body), token: None, allow: None, close: false }
     }
 
     /// A plain-text error with a reason made at run time, e.g. `ERR Bad request: ...`.
     pub fn error(status: Status, reason: String) -> Response {
-        Response {
-            status,
-            body: Body::Owned(reason),
-            token: None,
-            allow: None,
-            close: false,
-        }
+        Response { status, body: Body::Owned(reason), token: None, allow: None, close: false }
     }
 
     /// A JSON response.
     pub fn json(status: Status, value: &impl Serialize) -> Response {
         let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-        Response {
-            status,
-            body: Body::Json(body),
-            token: None,
-            allow: None,
-            close: false,
-        }
+        Response { status, body: Body::Json(body), token: None, allow: None, close: false }
     }
 
     /// The same response, closing the connection after it.
     pub fn closing(self) -> Response {
-        Response {
-            close: true,
-            ..self
-        }
+        Response { close: true, ..self }
     }
 
     /// Whether the connection stays open after this response to a request that asked for
@@ -229,10 +208,7 @@ struct ErrorView<'a> {
 /// How `reply` reads as the answer to a request on `endpoint`.
 pub fn lock_reply(endpoint: Endpoint, reply: &Reply) -> Response {
     use Status::{Conflict, NotFound, Ok};
-    let granted = |token: u64| Response {
-        token: Some(token),
-        ..Response::text(Ok, OK)
-    };
+    let granted = |token: u64| Response { token: Some(token), ..Response::text(Ok, OK) };
     match (endpoint, reply) {
         (Endpoint::Acquire, Reply::Granted { token }) => granted(*token),
         (Endpoint::Release, Reply::Done { .. }) => Response::text(Ok, OK),
@@ -241,31 +217,17 @@ pub fn lock_reply(endpoint: Endpoint, reply: &Reply) -> Response {
         (_, Reply::QueueFull) => Response::text(Conflict, QUEUE_FULL),
         (_, Reply::NotFound) => Response::text(Conflict, NOT_LOCKED),
         (_, Reply::TokenMismatch) => Response::text(Conflict, TOKEN_MISMATCH),
-        (Endpoint::Inspect, Reply::Info(Some(lock))) => {
-            Response::json(Ok, &LockView::from(&**lock))
+        (Endpoint::Inspect, Reply::Info(Some(lock))) => Response::json(Ok, &LockView::from(&**lock)),
+        (Endpoint::Inspect, Reply::Info(None)) => {
+            Response::json(NotFound, &ErrorView { error: "Resource not found" })
         }
-        (Endpoint::Inspect, Reply::Info(None)) => Response::json(
-            NotFound,
-            &ErrorView {
-                error: "Resource not found",
-            },
-        ),
-        (_, other) => Response::error(
-            Status::InternalServerError,
-            format!("ERR unexpected reply {other:?}"),
-        ),
+        (_, other) => Response::error(Status::InternalServerError, format!("ERR unexpected reply {other:?}")),
     }
 }
 
 /// The answer to `GET /locks?...`.
 pub fn list_reply(locks: &[Listed], next: Option<&str>) -> Response {
-    Response::json(
-        Status::Ok,
-        &ListView {
-            locks: locks.iter().map(LockView::from).collect(),
-            next,
-        },
-    )
+    Response::json(Status::Ok, &ListView { locks: locks.iter().map(LockView::from).collect(), next })
 }
 
 #[cfg(test)]
@@ -293,41 +255,16 @@ mod tests {
     #[test]
     fn legacy_bodies_byte_for_byte() {
         let body = |e, r| match lock_reply(e, &r) {
-            Response {
-                status,
-                body: Body::Text(t),
-                ..
-            } => (status.code(), t),
+            Response { status, body: Body::Text(t), .. } => (status.code(), t),
             other => panic!("{other:?}"),
         };
-        assert_eq!(
-            body(Endpoint::Acquire, Reply::Busy),
-            (409, "ERR Resource is already locked")
-        );
-        assert_eq!(
-            body(Endpoint::Acquire, Reply::TimedOut),
-            (409, "ERR Resource is already locked")
-        );
-        assert_eq!(
-            body(Endpoint::Release, Reply::Done { token: 1 }),
-            (200, "OK")
-        );
-        assert_eq!(
-            body(Endpoint::Release, Reply::NotHolder),
-            (409, "ERR Resource is already locked")
-        );
-        assert_eq!(
-            body(Endpoint::Release, Reply::NotFound),
-            (409, "ERR Resource not found")
-        );
-        assert_eq!(
-            body(Endpoint::Release, Reply::TokenMismatch),
-            (409, "ERR Token mismatch")
-        );
-        assert_eq!(
-            lock_reply(Endpoint::Release, &Reply::Done { token: 1 }).token,
-            None
-        );
+        assert_eq!(body(Endpoint::Acquire, Reply::Busy), (409, "ERR Resource is already locked"));
+        assert_eq!(body(Endpoint::Acquire, Reply::TimedOut), (409, "ERR Resource is already locked"));
+        assert_eq!(body(Endpoint::Release, Reply::Done { token: 1 }), (200, "OK"));
+        assert_eq!(body(Endpoint::Release, Reply::NotHolder), (409, "ERR Resource is already locked"));
+        assert_eq!(body(Endpoint::Release, Reply::NotFound), (409, "ERR Resource not found"));
+        assert_eq!(body(Endpoint::Release, Reply::TokenMismatch), (409, "ERR Token mismatch"));
+        assert_eq!(lock_reply(Endpoint::Release, &Reply::Done { token: 1 }).token, None);
     }
 
     #[test]
@@ -343,40 +280,25 @@ mod tests {
         );
         let mut out = Vec::new();
         Response::text(Status::Ok, OK).encode(&mut out, true, true, DATE);
-        assert!(
-            out.ends_with(b"content-length: 2\r\n\r\n"),
-            "HEAD: length of the body, no body"
-        );
-        assert!(
-            bytes(&Response::text(Status::Ok, OK).closing(), true)
-                .contains("connection: close\r\n")
-        );
+        assert!(out.ends_with(b"content-length: 2\r\n\r\n"), "HEAD: length of the body, no body");
+        assert!(bytes(&Response::text(Status::Ok, OK).closing(), true).contains("connection: close\r\n"));
     }
 
     #[test]
     fn inspect_and_list_as_json() {
-        let l = Listed {
-            resource: "a".into(),
-            owner: "o".into(),
-            token: 7,
-            expires_in: Some(1500),
-            waiters: 2,
-        };
+        let l =
+            Listed { resource: "a".into(), owner: "o".into(), token: 7, expires_in: Some(1500), waiters: 2 };
         let r = lock_reply(Endpoint::Inspect, &Reply::Info(Some(Box::new(l.clone()))));
         assert_eq!(
             r.body,
             Body::Json(
-                br#"{"resource":"a","owner":"o","token":7,"expires_in_ms":1500,"waiters":2}"#
-                    .to_vec()
+                br#"{"resource":"a","owner":"o","token":7,"expires_in_ms":1500,"waiters":2}"#.to_vec()
             )
         );
         let r = lock_reply(Endpoint::Inspect, &Reply::Info(None));
         assert_eq!(
             (r.status, r.body),
-            (
-                Status::NotFound,
-                Body::Json(br#"{"error":"Resource not found"}"#.to_vec())
-            )
+            (Status::NotFound, Body::Json(br#"{"error":"Resource not found"}"#.to_vec()))
         );
         let r = list_reply(&[l], Some("a"));
         assert_eq!(

@@ -41,11 +41,7 @@ enum Resource<'b> {
 
 /// Checks path, method and secret: the refusal, if the request is refused before its body
 /// matters. Used on its own to answer `Expect: 100-continue` before the body is sent.
-pub fn preflight(
-    method: Method,
-    target: &str,
-    authorized: impl FnOnce() -> bool,
-) -> Option<Response> {
+pub fn preflight(method: Method, target: &str, authorized: impl FnOnce() -> bool) -> Option<Response> {
     resolve(method, target, authorized).err()
 }
 
@@ -70,10 +66,9 @@ pub fn route<'b>(
     };
     match parsed {
         Ok((endpoint, req)) => Routed::Lock(endpoint, req),
-        Err(reason) => Routed::Respond(Response::error(
-            Status::BadRequest,
-            format!("ERR Bad request: {reason}"),
-        )),
+        Err(reason) => {
+            Routed::Respond(Response::error(Status::BadRequest, format!("ERR Bad request: {reason}")))
+        }
     }
 }
 
@@ -115,9 +110,7 @@ fn query_of(target: &str) -> &str {
 }
 
 fn inspect(encoded: &str) -> Result<BodyRequest<'_>, String> {
-    let name = percent_decode_str(encoded)
-        .decode_utf8()
-        .map_err(|_| "resource is not UTF-8".to_string())?;
+    let name = percent_decode_str(encoded).decode_utf8().map_err(|_| "resource is not UTF-8".to_string())?;
     check_name(&name, MAX_RESOURCE_BYTES, false).map_err(|e| e.describe("resource"))?;
     Ok(Request::Inspect { resource: name })
 }
@@ -135,25 +128,15 @@ fn list(query: &str) -> Result<BodyRequest<'_>, String> {
                     .parse()
                     .ok()
                     .filter(|&n| n <= MAX_LIST_LIMIT)
-                    .ok_or_else(|| {
-                        format!("limit must be a whole number from 0 to {MAX_LIST_LIMIT}")
-                    })?;
+                    .ok_or_else(|| format!("limit must be a whole number from 0 to {MAX_LIST_LIMIT}"))?;
             }
             _ => {}
         }
     }
-    if prefix.len() > MAX_RESOURCE_BYTES
-        || after.as_ref().is_some_and(|a| a.len() > MAX_RESOURCE_BYTES)
-    {
-        return Err(format!(
-            "prefix and after must be at most {MAX_RESOURCE_BYTES} bytes"
-        ));
+    if prefix.len() > MAX_RESOURCE_BYTES || after.as_ref().is_some_and(|a| a.len() > MAX_RESOURCE_BYTES) {
+        return Err(format!("prefix and after must be at most {MAX_RESOURCE_BYTES} bytes"));
     }
-    Ok(Request::List {
-        prefix,
-        after,
-        limit,
-    })
+    Ok(Request::List { prefix, after, limit })
 }
 
 #[cfg(test)]
@@ -186,35 +169,20 @@ mod tests {
         });
         assert!(asked);
         assert_eq!(status(r), (401, "Missing or invalid secret".into()));
-        assert_eq!(
-            status(route(Method::Post, "/acquire", b"{", || true)).0,
-            400
-        );
+        assert_eq!(status(route(Method::Post, "/acquire", b"{", || true)).0, 400);
     }
 
     #[test]
     fn endpoints_methods_and_paths() {
-        assert_eq!(
-            status(route(Method::Post, "/acquire", BODY, || true)),
-            (0, "Acquire".into())
-        );
-        assert_eq!(
-            status(route(Method::Post, "/release", BODY, || true)),
-            (0, "Release".into())
-        );
+        assert_eq!(status(route(Method::Post, "/acquire", BODY, || true)), (0, "Acquire".into()));
+        assert_eq!(status(route(Method::Post, "/release", BODY, || true)), (0, "Release".into()));
         assert_eq!(
             status(route(Method::Get, "/health", b"", || false)),
             (200, "OK".into()),
             "no secret needed"
         );
-        assert_eq!(
-            status(route(Method::Head, "/health?probe=1", b"", || false)).0,
-            200
-        );
-        assert_eq!(
-            status(route(Method::Post, "/nope", BODY, || true)),
-            (404, "Not Found".into())
-        );
+        assert_eq!(status(route(Method::Head, "/health?probe=1", b"", || false)).0, 200);
+        assert_eq!(status(route(Method::Post, "/nope", BODY, || true)), (404, "Not Found".into()));
         assert_eq!(status(route(Method::Post, "", BODY, || true)).0, 404);
         let r = route(Method::Get, "/acquire", b"", || true);
         assert!(matches!(&r, Routed::Respond(resp) if resp.allow == Some("POST")));
@@ -235,60 +203,26 @@ mod tests {
             status(route(Method::Get, "/locks/%ff", b"", || true)),
             (400, "ERR Bad request: resource is not UTF-8".into())
         );
-        assert_eq!(
-            status(route(Method::Get, "/locks/a%00", b"", || true)).0,
-            400
-        );
+        assert_eq!(status(route(Method::Get, "/locks/a%00", b"", || true)).0, 400);
         assert_eq!(status(route(Method::Get, "/locks/x", b"", || false)).0, 401);
     }
 
     #[test]
     fn list_query() {
-        match route(
-            Method::Get,
-            "/locks?prefix=job%2F&after=job%2F3&limit=2&x=y",
-            b"",
-            || true,
-        ) {
-            Routed::Lock(
-                Endpoint::List,
-                Request::List {
-                    prefix,
-                    after,
-                    limit,
-                },
-            ) => {
-                assert_eq!(
-                    (prefix.as_ref(), after.as_deref(), limit),
-                    ("job/", Some("job/3"), 2)
-                );
+        match route(Method::Get, "/locks?prefix=job%2F&after=job%2F3&limit=2&x=y", b"", || true) {
+            Routed::Lock(Endpoint::List, Request::List { prefix, after, limit }) => {
+                assert_eq!((prefix.as_ref(), after.as_deref(), limit), ("job/", Some("job/3"), 2));
             }
             other => panic!("{other:?}"),
         }
         match route(Method::Get, "/locks", b"", || true) {
-            Routed::Lock(
-                Endpoint::List,
-                Request::List {
-                    prefix,
-                    after,
-                    limit,
-                },
-            ) => {
-                assert_eq!(
-                    (prefix.as_ref(), after, limit),
-                    ("", None, DEFAULT_LIST_LIMIT)
-                );
+            Routed::Lock(Endpoint::List, Request::List { prefix, after, limit }) => {
+                assert_eq!((prefix.as_ref(), after, limit), ("", None, DEFAULT_LIST_LIMIT));
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(
-            status(route(Method::Get, "/locks?limit=1001", b"", || true)).0,
-            400
-        );
-        assert_eq!(
-            status(route(Method::Get, "/locks?limit=-1", b"", || true)).0,
-            400
-        );
+        assert_eq!(status(route(Method::Get, "/locks?limit=1001", b"", || true)).0, 400);
+        assert_eq!(status(route(Method::Get, "/locks?limit=-1", b"", || true)).0, 400);
     }
 
     #[test]
@@ -298,9 +232,6 @@ mod tests {
             Some(Status::Unauthorized)
         );
         assert_eq!(preflight(Method::Post, "/acquire", || true), None);
-        assert_eq!(
-            preflight(Method::Post, "/zzz", || true).map(|r| r.status),
-            Some(Status::NotFound)
-        );
+        assert_eq!(preflight(Method::Post, "/zzz", || true).map(|r| r.status), Some(Status::NotFound));
     }
 }

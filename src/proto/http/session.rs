@@ -82,10 +82,7 @@ impl Session {
                     self.answer(
                         core,
                         refusal(e),
-                        Framing {
-                            keep_alive: false,
-                            head_only: false,
-                        },
+                        Framing { keep_alive: false, head_only: false },
                         out,
                         close,
                     );
@@ -95,24 +92,10 @@ impl Session {
             };
             // httparse hands out the target as `&str`, so it is UTF-8.
             let target = std::str::from_utf8(&rest[head.target.clone()]).unwrap_or_default();
-            let authorized = || {
-                head.secret
-                    .clone()
-                    .is_some_and(|at| core.secret.matches(&rest[at]))
-            };
+            let authorized = || head.secret.clone().is_some_and(|at| core.secret.matches(&rest[at]));
             if head.content_length > core.limits.max_body_bytes {
-                let too_large =
-                    Response::text(Status::PayloadTooLarge, "ERR Request body too large");
-                self.answer(
-                    core,
-                    too_large,
-                    Framing {
-                        keep_alive: false,
-                        head_only: false,
-                    },
-                    out,
-                    close,
-                );
+                let too_large = Response::text(Status::PayloadTooLarge, "ERR Request body too large");
+                self.answer(core, too_large, Framing { keep_alive: false, head_only: false }, out, close);
                 *close = true;
                 break;
             }
@@ -126,10 +109,7 @@ impl Session {
                         self.answer(
                             core,
                             refused,
-                            Framing {
-                                keep_alive: false,
-                                head_only: false,
-                            },
+                            Framing { keep_alive: false, head_only: false },
                             out,
                             close,
                         );
@@ -142,15 +122,10 @@ impl Session {
             }
             self.continued = false;
             used += end;
-            let framing = Framing {
-                keep_alive: head.keep_alive,
-                head_only: head.method == Method::Head,
-            };
+            let framing = Framing { keep_alive: head.keep_alive, head_only: head.method == Method::Head };
             match route::route(head.method, target, &rest[head.len..end], authorized) {
                 Routed::Respond(response) => self.answer(core, response, framing, out, close),
-                Routed::Lock(endpoint, req) => {
-                    self.submit(core, conn, endpoint, req, framing, out, close)
-                }
+                Routed::Lock(endpoint, req) => self.submit(core, conn, endpoint, req, framing, out, close),
             }
             if !head.keep_alive {
                 *close = true;
@@ -160,14 +135,7 @@ impl Session {
     }
 
     /// The reply for `slot` has come.
-    pub fn on_reply(
-        &mut self,
-        core: &Core,
-        slot: usize,
-        reply: Reply,
-        out: &mut Vec<u8>,
-        close: &mut bool,
-    ) {
+    pub fn on_reply(&mut self, core: &Core, slot: usize, reply: Reply, out: &mut Vec<u8>, close: &mut bool) {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
@@ -202,10 +170,7 @@ impl Session {
 
     fn withdraw_waits(&mut self, core: &Core, conn: u32) {
         for (key, slot) in self.slots.iter_mut() {
-            if let SlotState::Pending {
-                wait: Some((resource, owner)),
-            } = &slot.state
-            {
+            if let SlotState::Pending { wait: Some((resource, owner)) } = &slot.state {
                 core.cancel_wait(core.ticket(conn, key), resource, owner);
                 slot.state = SlotState::Ready(lock_reply(slot.endpoint, &Reply::TimedOut));
             }
@@ -231,17 +196,11 @@ impl Session {
                     let (locks, next) = merge_lists(vec![mine], *limit);
                     SlotState::Ready(list_reply(&locks, next.as_deref()))
                 }
-                (mine, left) => SlotState::Listing {
-                    left,
-                    parts: vec![mine],
-                    limit: *limit,
-                },
+                (mine, left) => SlotState::Listing { left, parts: vec![mine], limit: *limit },
             },
             _ => match core.submit(ticket, &req) {
                 Some(reply) => SlotState::Ready(lock_reply(endpoint, &reply)),
-                None => SlotState::Pending {
-                    wait: waiting(&req),
-                },
+                None => SlotState::Pending { wait: waiting(&req) },
             },
         };
         match state {
@@ -249,12 +208,8 @@ impl Session {
                 self.encode(core, &response, framing, out, close)
             }
             state => {
-                let slot = Slot {
-                    endpoint,
-                    keep_alive: framing.keep_alive,
-                    head_only: framing.head_only,
-                    state,
-                };
+                let slot =
+                    Slot { endpoint, keep_alive: framing.keep_alive, head_only: framing.head_only, state };
                 let at = self.slots.insert(slot);
                 debug_assert_eq!(at, key);
                 self.order.push_back(key);
@@ -295,10 +250,7 @@ impl Session {
             self.order.pop_front();
             let slot = self.slots.remove(key);
             if let SlotState::Ready(response) = slot.state {
-                let framing = Framing {
-                    keep_alive: slot.keep_alive,
-                    head_only: slot.head_only,
-                };
+                let framing = Framing { keep_alive: slot.keep_alive, head_only: slot.head_only };
                 self.encode(core, &response, framing, out, close);
             }
         }
@@ -322,12 +274,9 @@ impl Session {
 /// What withdrawing a waiting acquire takes, if `req` is one.
 fn waiting(req: &BodyRequest<'_>) -> Option<(Box<str>, Box<str>)> {
     match req {
-        Request::Acquire {
-            resource,
-            owner,
-            wait,
-            ..
-        } if *wait > 0 => Some((resource.as_ref().into(), owner.as_ref().into())),
+        Request::Acquire { resource, owner, wait, .. } if *wait > 0 => {
+            Some((resource.as_ref().into(), owner.as_ref().into()))
+        }
         _ => None,
     }
 }
@@ -336,23 +285,15 @@ fn waiting(req: &BodyRequest<'_>) -> Option<(Box<str>, Box<str>)> {
 fn refusal(e: HeadError) -> Response {
     let (status, reason) = match e {
         HeadError::Malformed(why) => (Status::BadRequest, format!("ERR Bad request: {why}")),
-        HeadError::BadLength => (
-            Status::BadRequest,
-            "ERR Bad request: invalid Content-Length".into(),
-        ),
-        HeadError::Chunked => (
-            Status::LengthRequired,
-            "ERR Transfer-Encoding is not supported; send Content-Length".into(),
-        ),
+        HeadError::BadLength => (Status::BadRequest, "ERR Bad request: invalid Content-Length".into()),
+        HeadError::Chunked => {
+            (Status::LengthRequired, "ERR Transfer-Encoding is not supported; send Content-Length".into())
+        }
         HeadError::TargetTooLong => (Status::UriTooLong, "ERR Request target too long".into()),
-        HeadError::TooLarge => (
-            Status::HeaderFieldsTooLarge,
-            "ERR Request head too large".into(),
-        ),
-        HeadError::Version => (
-            Status::VersionNotSupported,
-            "ERR Only HTTP/1.0 and HTTP/1.1 are served".into(),
-        ),
+        HeadError::TooLarge => (Status::HeaderFieldsTooLarge, "ERR Request head too large".into()),
+        HeadError::Version => {
+            (Status::VersionNotSupported, "ERR Only HTTP/1.0 and HTTP/1.1 are served".into())
+        }
     };
     Response::error(status, reason).closing()
 }

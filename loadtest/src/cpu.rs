@@ -1,0 +1,79 @@
+//! CPU time of a process (the server under test, or the generator itself) from
+//! `/proc/PID/stat`: user plus system time of all its threads. Sampled before and after the
+//! measured window, it gives CPU per request, which stays meaningful when the generator, not
+//! the server, limits the throughput.
+
+use std::time::Duration;
+
+/// The CPU time (user + system) in a `/proc/PID/stat` line, in clock ticks. The command name
+/// (field 2) is in parentheses and may hold spaces and parentheses itself, so fields are
+/// counted from the last `)`: utime and stime are fields 14 and 15 of the line.
+pub fn parse_stat(line: &str) -> Option<u64> {
+    let after_name = &line[line.rfind(')')? + 1..];
+    let mut fields = after_name.split_ascii_whitespace();
+    // Fields 3 (state) to 13 come before utime.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second, the unit of `/proc/PID/stat` times (100 on Linux everywhere in
+/// practice, but asked rather than assumed).
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a configuration value; it has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+/// The CPU time `pid` has used so far, or `None` if it cannot be read (gone, or not Linux).
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let line = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(ticks_to_duration(parse_stat(&line)?, ticks_per_second()))
+}
+
+/// The generator's own CPU time so far.
+pub fn own_cpu() -> Option<Duration> {
+    process_cpu(std::process::id())
+}
+
+/// `ticks` clock ticks as a duration, at `per_second` ticks a second.
+pub fn ticks_to_duration(ticks: u64, per_second: u64) -> Duration {
+    Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_second)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_utime_and_stime() {
+        let line = "4242 (ringlock) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
+                    250 75 0 0 20 0 2 0 123456 1000000 500 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(325));
+    }
+
+    #[test]
+    fn a_command_name_with_spaces_and_parentheses_does_not_shift_fields() {
+        let line = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 11 22 0 0 20 0 1 0 1 1 1";
+        assert_eq!(parse_stat(line), Some(33));
+    }
+
+    #[test]
+    fn short_or_garbled_lines_give_none() {
+        assert_eq!(parse_stat("1 (x) S 1 2 3"), None);
+        assert_eq!(parse_stat("no parenthesis"), None);
+        assert_eq!(parse_stat("1 (x) S 1 1 1 0 -1 0 0 0 0 0 ten 2 0"), None);
+    }
+
+    #[test]
+    fn ticks_convert_at_the_given_rate() {
+        assert_eq!(ticks_to_duration(250, 100), Duration::from_millis(2500));
+        assert_eq!(ticks_to_duration(3, 1000), Duration::from_millis(3));
+    }
+
+    #[test]
+    fn the_generator_can_read_its_own_cpu_time() {
+        assert!(ticks_per_second() > 0);
+        assert!(own_cpu().is_some());
+    }
+}

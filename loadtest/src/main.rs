@@ -1,0 +1,52 @@
+//! The `loadtest` command: parses the command line and runs a load test or the responder.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use loadtest::cli::{Cli, Command, check_loopback};
+use loadtest::{responder, run};
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run(args) => {
+            let plan = match args.plan() {
+                Ok(plan) => plan,
+                Err(why) => {
+                    eprintln!("loadtest: {why}");
+                    return ExitCode::from(2);
+                }
+            };
+            match run::run(&plan) {
+                Ok(report) if args.json => {
+                    println!("{}", serde_json::to_string(&report).expect("a report serializes"));
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("loadtest: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Responder(args) => {
+            if let Err(why) = check_loopback(args.bind, args.allow_remote) {
+                eprintln!("loadtest: {why}");
+                return ExitCode::from(2);
+            }
+            let duration = args.duration.map(Duration::from_secs_f64);
+            let addr = SocketAddr::new(args.bind, args.port);
+            match responder::bind_and_serve(addr, args.kind, duration) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("loadtest: responder on {addr}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

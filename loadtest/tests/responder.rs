@@ -1,0 +1,129 @@
+//! The generator against its own responder, in-process on 127.0.0.1:0: a short closed-loop
+//! run of each target must complete requests with no errors. Needs no server of the project.
+
+use std::net::TcpListener;
+use std::thread;
+
+use clap::Parser;
+use loadtest::cli::{Cli, Command};
+use loadtest::responder::{self, Kind};
+use loadtest::stats::Report;
+
+/// Starts a responder on a free loopback port; it lives as long as the test process.
+fn start_responder(kind: Kind) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || responder::serve(listener, kind, None).unwrap());
+    addr
+}
+
+fn run(args: &[&str]) -> Report {
+    let mut argv = vec!["loadtest", "run", "--quiet"];
+    argv.extend_from_slice(args);
+    let Command::Run(args) = Cli::parse_from(argv).command else { unreachable!() };
+    loadtest::run::run(&args.plan().unwrap()).unwrap()
+}
+
+#[test]
+fn closed_loop_http_against_the_responder_completes_without_errors() {
+    let addr = start_responder(Kind::Http);
+    let r = run(&[
+        "--target",
+        "http",
+        "--addr",
+        &addr,
+        "-c",
+        "4",
+        "-d",
+        "8",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.5",
+    ]);
+    assert!(r.requests > 1000, "{r}");
+    assert_eq!(r.counts.errors, 0, "{r}");
+    assert_eq!(r.counts.conflicts, 0, "{r}");
+    // The responder grants every acquire and accepts every release; the run stops between
+    // cycles, so each acquire's release was answered too, give or take the warm-up boundary.
+    assert_eq!(r.counts.replies, r.counts.grants + r.counts.done);
+    assert!(r.counts.grants.abs_diff(r.counts.done) <= 4 * 8, "{r}");
+    assert!(r.elapsed_s > 0.4 && r.elapsed_s < 1.0, "{r}");
+    let acquire = r.acquire_us.unwrap();
+    assert_eq!(acquire.count, r.counts.grants);
+    assert!(acquire.p50 > 0.0 && acquire.p50 <= acquire.p99 && acquire.p99 <= acquire.max);
+    assert!(r.generator_cpu_share.is_some());
+    assert_eq!(r.server_cpu_s, None);
+}
+
+#[test]
+fn request_bound_stops_the_run() {
+    let addr = start_responder(Kind::Http);
+    let r = run(&[
+        "--target",
+        "health",
+        "--addr",
+        &addr,
+        "-c",
+        "2",
+        "--warmup",
+        "0",
+        "--duration",
+        "5",
+        "--requests",
+        "500",
+    ]);
+    assert_eq!(r.counts.errors, 0, "{r}");
+    assert_eq!(r.counts.replies, 500, "{r}");
+    assert_eq!(r.counts.done, 500, "{r}");
+    assert!(r.elapsed_s < 2.0, "{r}");
+}
+
+#[test]
+fn open_loop_redis_ttl_against_the_responder_keeps_the_rate() {
+    let addr = start_responder(Kind::Redis);
+    let r = run(&[
+        "--target",
+        "redis",
+        "--addr",
+        &addr,
+        "--workload",
+        "ttl",
+        "--ttl-ms",
+        "1000",
+        "-c",
+        "4",
+        "--rate",
+        "2000",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.5",
+    ]);
+    assert_eq!(r.counts.errors, 0, "{r}");
+    // 2000/s for 0.5 s: about 1000 measured requests, every one an acquire granted.
+    assert!((900..=1100).contains(&r.requests), "{r}");
+    assert_eq!(r.counts.grants, r.requests);
+    assert_eq!(r.send_lag_us.unwrap().count, r.requests);
+    assert_eq!(r.rate, Some(2000));
+}
+
+#[test]
+fn a_server_pid_gives_cpu_per_request() {
+    let addr = start_responder(Kind::Http);
+    let pid = std::process::id().to_string();
+    let r = run(&[
+        "--target",
+        "health",
+        "--addr",
+        &addr,
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.3",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(r.server_cpu_s.is_some(), "{r}");
+    assert!(r.server_cpu_us_per_request.is_some(), "{r}");
+}

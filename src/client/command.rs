@@ -1,0 +1,267 @@
+//! The client subcommands of the `ringlock` binary: `ringlock lock NAME -- COMMAND...` runs a
+//! command while holding a lock (like `flock(1)`, `etcdctl lock`, `consul lock`), and
+//! `ringlock status NAME` shows who holds one.
+//!
+//! `lock` takes a session lock (released by the server if this process dies), renews its
+//! lease every third of its length while the command runs, passes the command's exit status
+//! through, and releases the lock when the command ends. If the lock is lost while the command
+//! runs (a renewal refused, the lease pushed as lost, the connection gone) the command is
+//! stopped with SIGTERM, since it no longer holds what it thinks it holds.
+
+use std::ffi::OsString;
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use super::blocking::Client;
+use super::{AcquireOptions, Config, DEFAULT_ADDR, Error};
+
+/// Exit status when the lock cannot be had in time (`EX_TEMPFAIL`).
+pub const EXIT_BUSY: u8 = 75;
+/// Exit status when the server cannot be reached or refuses us (`EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit status when the command cannot be started (as shells use).
+pub const EXIT_NOT_STARTED: u8 = 127;
+/// Exit status when the lock was lost while the command ran.
+pub const EXIT_LOST: u8 = 70;
+
+/// Where the server is and who we are; the secret comes from `LOCKSERVER_SECRET` only, so
+/// that it never shows in a process listing.
+#[derive(clap::Args, Debug)]
+pub struct ClientArgs {
+    /// The server, as host:port.
+    #[arg(long, env = "LOCKSERVER_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    /// Owner name to lock as [default: <host>-<pid>].
+    #[arg(long, env = "LOCKSERVER_OWNER")]
+    pub owner: Option<String>,
+}
+
+impl ClientArgs {
+    fn config(&self) -> Config {
+        let mut config = Config::from_env();
+        config.addr = self.addr.clone();
+        if let Some(owner) = &self.owner {
+            config.owner = owner.clone();
+        }
+        config
+    }
+}
+
+/// `ringlock lock`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Exit status: the command's own; 75 if the lock could not be had in time; 69 if the \
+server could not be reached; 70 if the lock was lost while the command ran (the command is sent \
+SIGTERM); 127 if the command could not be started. A command killed by a signal gives 128 + the signal.")]
+pub struct LockArgs {
+    /// The lock's name.
+    pub name: String,
+    /// Wait up to this many seconds for the lock (0: give up at once if it is held).
+    #[arg(short, long, default_value_t = 0.0, value_parser = seconds)]
+    pub wait: f64,
+    /// Lease length in seconds; renewed every third of it while the command runs.
+    #[arg(long, default_value_t = 30.0, value_parser = seconds)]
+    pub ttl: f64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The command to run, and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// `ringlock status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// The lock's name.
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1e9).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds >= 0")),
+    }
+}
+
+fn connect(args: &ClientArgs) -> Result<Client, ExitCode> {
+    Client::connect(&args.config()).map_err(|e| {
+        eprintln!("ringlock: cannot use the server at {}: {e}", args.addr);
+        ExitCode::from(EXIT_UNAVAILABLE)
+    })
+}
+
+/// Runs `ringlock lock`.
+pub fn lock(args: LockArgs) -> ExitCode {
+    let client = match connect(&args.client) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let ttl = Duration::from_secs_f64(args.ttl);
+    let wait = (args.wait > 0.0).then(|| Duration::from_secs_f64(args.wait));
+    let opts = AcquireOptions { ttl: Some(ttl), wait, session: true };
+    let lease = match client.acquire(&args.name, opts) {
+        Ok(lease) => lease,
+        Err(Error::Busy | Error::TimedOut | Error::QueueFull) => {
+            let waited =
+                if args.wait > 0.0 { format!(" after waiting {} s", args.wait) } else { String::new() };
+            eprintln!("ringlock lock: {} is held by someone else{waited}", args.name);
+            return ExitCode::from(EXIT_BUSY);
+        }
+        Err(e) => {
+            eprintln!("ringlock lock: cannot take {}: {e}", args.name);
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let mut lost_notices = client.lost();
+    let forwarder = Forwarder::start();
+    let mut child = match Command::new(&args.command[0]).args(&args.command[1..]).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("ringlock lock: cannot run {:?}: {e}", args.command[0]);
+            let _ = client.release(&lease.resource, Some(lease.token));
+            return ExitCode::from(EXIT_NOT_STARTED);
+        }
+    };
+    let pid = child.id() as libc::pid_t;
+    if let Some(f) = &forwarder {
+        f.started(pid);
+    }
+    let (done, finished) = mpsc::channel::<()>();
+    let (client_ref, lease_ref) = (&client, &lease);
+    let lost = std::thread::scope(|scope| {
+        let renewer = scope.spawn(move || {
+            let (client, lease) = (client_ref, lease_ref);
+            // Renew every third of the lease, so two renewals can fail before it runs out.
+            let every = ttl / 3;
+            loop {
+                match finished.recv_timeout(every) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return None,
+                }
+                let lost_push = lost_notices.try_recv().ok().filter(|l| l.token == lease.token);
+                let renewed = client.extend(&lease.resource, Some(lease.token), Some(ttl));
+                if let Some(why) =
+                    lost_push.map(|_| "its lease ran out".to_owned()).or(renewed.err().map(|e| e.to_string()))
+                {
+                    eprintln!(
+                        "ringlock lock: lost the lock on {} ({why}); stopping the command",
+                        lease.resource
+                    );
+                    // SAFETY: sending a signal to our own child, which we have not reaped.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                    return Some(());
+                }
+            }
+        });
+        let status = child.wait();
+        let _ = done.send(());
+        (renewer.join().ok().flatten(), status)
+    });
+    drop(forwarder);
+    let (lost, status) = lost;
+    let _ = client.release(&lease.resource, Some(lease.token));
+    if lost.is_some() {
+        return ExitCode::from(EXIT_LOST);
+    }
+    match status {
+        Ok(status) => exit_code(status),
+        Err(e) => {
+            eprintln!("ringlock lock: waiting for the command failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command's exit status as ours: its code, or 128 + the signal that killed it.
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, Some(signal)) => ExitCode::from(128u8.wrapping_add(signal as u8)),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Passes SIGINT, SIGTERM and SIGHUP sent to us on to the command, and keeps them from
+/// killing us first (which would release the lock while the command still runs).
+struct Forwarder {
+    /// The command's pid once it runs (0 before).
+    child: Arc<AtomicI32>,
+    /// A signal that came before the command ran (0: none).
+    early: Arc<AtomicI32>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Forwarder {
+    /// Starts catching the signals; call before starting the command.
+    fn start() -> Option<Forwarder> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (mut int, mut term, mut hup) = {
+            let _in_runtime = runtime.enter();
+            let catch = |kind| signal(kind).ok();
+            (catch(SignalKind::interrupt())?, catch(SignalKind::terminate())?, catch(SignalKind::hangup())?)
+        };
+        let (child, early) = (Arc::new(AtomicI32::new(0)), Arc::new(AtomicI32::new(0)));
+        let (to, pending) = (child.clone(), early.clone());
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                loop {
+                    let number = tokio::select! {
+                        _ = &mut stopped => return,
+                        Some(()) = int.recv() => libc::SIGINT,
+                        Some(()) = term.recv() => libc::SIGTERM,
+                        Some(()) = hup.recv() => libc::SIGHUP,
+                    };
+                    match to.load(Ordering::SeqCst) {
+                        0 => pending.store(number, Ordering::SeqCst),
+                        // SAFETY: sending a signal to our own child.
+                        pid => unsafe {
+                            libc::kill(pid, number);
+                        },
+                    }
+                }
+            })
+        });
+        Some(Forwarder { child, early, _stop: stop })
+    }
+
+    /// The command runs as `pid`; passes on a signal that came before it did.
+    fn started(&self, pid: libc::pid_t) {
+        self.child.store(pid, Ordering::SeqCst);
+        let early = self.early.swap(0, Ordering::SeqCst);
+        if early != 0 {
+            // SAFETY: sending a signal to our own child.
+            unsafe { libc::kill(pid, early) };
+        }
+    }
+}
+
+/// Runs `ringlock status`.
+pub fn status(args: StatusArgs) -> ExitCode {
+    let client = match connect(&args.client) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    match client.inspect(&args.name) {
+        Ok(None) => println!("{}: free", args.name),
+        Ok(Some(info)) => {
+            let expires = info
+                .expires_in
+                .map_or("never expires".to_owned(), |d| format!("expires in {:.3} s", d.as_secs_f64()));
+            println!(
+                "{}: held by {}, token {}, {expires}, {} waiting",
+                args.name, info.owner, info.token, info.waiters
+            );
+        }
+        Err(e) => {
+            eprintln!("ringlock status: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,433 @@
+//! ringlock's Rust client, for the wire protocol (`docs/PROTOCOL.md`): async, with any number
+//! of requests in flight on one connection, and [`blocking`], a synchronous wrapper with a
+//! guard that releases on drop. Configured like the reference server's SDKs:
+//! `LOCKSERVER_ADDR`, `LOCKSERVER_OWNER`, `LOCKSERVER_SECRET`, from the environment or `.env`.
+//!
+//! One connection is two tasks on the caller's tokio runtime: a writer that batches every
+//! queued request into one write, and a reader that hands each reply to its caller by id.
+//! A caller that stops waiting (its future dropped) does not strand a lock: a grant that
+//! arrives for nobody is released at once.
+
+pub mod blocking;
+pub mod command;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::api::Request;
+use crate::proto::wire::frame::{self, FrameError, WireReply, WireRequest};
+
+/// Where the SDKs connect when `LOCKSERVER_ADDR` is not set.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Bytes read from the socket at a time.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Lost-lease notices kept for a subscriber that is not reading (older ones are dropped).
+const LOST_BACKLOG: usize = 64;
+
+/// Where and who: the server's address, this client's owner name, the shared secret.
+#[derive(Clone)]
+pub struct Config {
+    /// `host:port`.
+    pub addr: String,
+    pub owner: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config").field("addr", &self.addr).field("owner", &self.owner).finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// `LOCKSERVER_ADDR` (default `127.0.0.1:8080`), `LOCKSERVER_OWNER` (default
+    /// `<host>-<pid>`, unique to this process) and `LOCKSERVER_SECRET` (default `changeme`),
+    /// from the environment, or from `.env` for what the environment does not set.
+    pub fn from_env() -> Config {
+        let _ = dotenvy::dotenv();
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Config {
+            addr: var("LOCKSERVER_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned()),
+            owner: var("LOCKSERVER_OWNER").unwrap_or_else(default_owner),
+            secret: var("LOCKSERVER_SECRET").unwrap_or_else(|| crate::auth::DEFAULT_SECRET.to_owned()),
+        }
+    }
+}
+
+/// This host's name and this process's id: an owner name no other process shares.
+fn default_owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!("{}-{}", if host.is_empty() { "ringlock" } else { host }, std::process::id())
+}
+
+/// What can go wrong.
+#[derive(Debug)]
+pub enum Error {
+    /// Could not connect, or the connection failed.
+    Io(io::Error),
+    /// The connection closed with the request unanswered.
+    Closed,
+    /// The server refused the secret.
+    Unauthorized,
+    /// The server could not read what we sent, or we could not read what it sent.
+    Protocol(String),
+    /// The lock is held (and the request did not wait).
+    Busy,
+    /// The request waited its whole wait time.
+    TimedOut,
+    /// Too many requests already wait for the lock.
+    QueueFull,
+    /// Nobody holds the lock.
+    NotFound,
+    /// Somebody else holds the lock.
+    NotHolder,
+    /// We hold the lock under another token (a newer grant).
+    TokenMismatch,
+    /// The server refused the request's fields (the reason says which).
+    Invalid(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "connection failed: {e}"),
+            Error::Closed => f.write_str("connection closed"),
+            Error::Unauthorized => f.write_str("the server refused the secret"),
+            Error::Protocol(why) => write!(f, "protocol error: {why}"),
+            Error::Busy => f.write_str("the lock is held"),
+            Error::TimedOut => f.write_str("timed out waiting for the lock"),
+            Error::QueueFull => f.write_str("too many requests wait for the lock"),
+            Error::NotFound => f.write_str("nobody holds the lock"),
+            Error::NotHolder => f.write_str("another owner holds the lock"),
+            Error::TokenMismatch => f.write_str("the lock is held under another token"),
+            Error::Invalid(why) => write!(f, "invalid request: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::Io(e)
+    }
+}
+
+/// How to acquire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcquireOptions {
+    /// Lease length; `None` holds until released (or, for a session lock, until disconnect).
+    pub ttl: Option<Duration>,
+    /// How long to wait server-side if the lock is held; `None` answers at once.
+    pub wait: Option<Duration>,
+    /// Bind the lock to this connection: released when it closes.
+    pub session: bool,
+}
+
+/// A granted lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub resource: String,
+    /// Its fencing token: pass it to the storage you write to, which should refuse a lower one.
+    pub token: u64,
+}
+
+/// A lock as the server sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockInfo {
+    pub owner: String,
+    pub token: u64,
+    /// Time left of the lease; `None` for no expiry.
+    pub expires_in: Option<Duration>,
+    pub waiters: u32,
+}
+
+/// A session lock whose lease ran out (pushed by the server).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lost {
+    pub resource: String,
+    pub token: u64,
+}
+
+/// A reply as the caller receives it (owned: it crosses from the reader task).
+#[derive(Debug)]
+enum Answer {
+    Granted(u64),
+    Done,
+    Pong,
+    Lock(Option<LockInfo>),
+}
+
+/// A request on its way to the writer.
+struct Call {
+    frame: Vec<u8>,
+    /// For an acquire: what releasing a grant that nobody waits for takes.
+    on_orphan: Option<(String, String)>,
+    reply: oneshot::Sender<Result<Answer, Error>>,
+}
+
+/// Replies the reader still owes, by id.
+type Pending = Arc<Mutex<HashMap<u32, (oneshot::Sender<Result<Answer, Error>>, Option<(String, String)>)>>>;
+
+/// A connection to a ringlock server. Cheap to clone; clones share the connection, which
+/// closes when the last one is dropped.
+#[derive(Clone)]
+pub struct Client {
+    calls: mpsc::UnboundedSender<Call>,
+    owner: Arc<str>,
+    lost: broadcast::Sender<Lost>,
+}
+
+impl Client {
+    /// Connects, and presents the secret. Must be called within a tokio runtime (the
+    /// connection's tasks run on it).
+    pub async fn connect(config: &Config) -> Result<Client, Error> {
+        let stream = TcpStream::connect(&config.addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut rd, mut wr) = stream.into_split();
+        let mut hello = frame::PREFACE.to_vec();
+        frame::encode_request(&mut hello, 0, &WireRequest::Hello { secret: config.secret.as_bytes() });
+        wr.write_all(&hello).await?;
+        let mut buf = Vec::with_capacity(READ_CHUNK_BYTES);
+        let first = loop {
+            if let Some(n) = frame::check(&buf).map_err(protocol)? {
+                break n;
+            }
+            if rd.read_buf(&mut buf).await? == 0 {
+                return Err(Error::Closed);
+            }
+        };
+        match frame::parse_reply(&buf[..first]).map_err(protocol)?.1 {
+            WireReply::HelloOk { .. } => {}
+            WireReply::Unauthorized => return Err(Error::Unauthorized),
+            other => return Err(Error::Protocol(format!("unexpected answer to HELLO: {other:?}"))),
+        }
+        buf.drain(..first);
+
+        let (calls, queue) = mpsc::unbounded_channel();
+        let (lost, _) = broadcast::channel(LOST_BACKLOG);
+        let pending: Pending = Arc::default();
+        let client = Client { calls, owner: config.owner.as_str().into(), lost: lost.clone() };
+        tokio::spawn(write_loop(wr, queue, pending.clone()));
+        tokio::spawn(read_loop(rd, buf, pending, lost, client.calls.downgrade()));
+        Ok(client)
+    }
+
+    /// The owner name this client acquires and releases as.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Session locks whose lease ran out from now on.
+    pub fn lost(&self) -> broadcast::Receiver<Lost> {
+        self.lost.subscribe()
+    }
+
+    /// Takes `resource`, waiting server-side up to `opts.wait` if it is held.
+    pub async fn acquire(&self, resource: &str, opts: AcquireOptions) -> Result<Lease, Error> {
+        let req = Request::Acquire {
+            resource,
+            owner: &*self.owner,
+            ttl: opts.ttl.map(millis),
+            wait: opts.wait.map_or(0, millis),
+            session: opts.session,
+        };
+        let orphan = Some((resource.to_owned(), self.owner.to_string()));
+        match self.call(&WireRequest::Op(req), orphan).await? {
+            Answer::Granted(token) => Ok(Lease { resource: resource.to_owned(), token }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Releases `resource` if this client's owner holds it (under `token`, if given).
+    pub async fn release(&self, resource: &str, token: Option<u64>) -> Result<(), Error> {
+        let req = Request::Release { resource, owner: &*self.owner, token };
+        match self.call(&WireRequest::Op(req), None).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Renews the lease on `resource`: it now ends `ttl` from now (`None`: never).
+    pub async fn extend(
+        &self,
+        resource: &str,
+        token: Option<u64>,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let req = Request::Extend { resource, owner: &*self.owner, token, ttl: ttl.map(millis) };
+        match self.call(&WireRequest::Op(req), None).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Who holds `resource`, if anybody.
+    pub async fn inspect(&self, resource: &str) -> Result<Option<LockInfo>, Error> {
+        match self.call(&WireRequest::Op(Request::Inspect { resource }), None).await {
+            Ok(Answer::Lock(info)) => Ok(info),
+            Err(Error::NotFound) => Ok(None),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A round trip that does nothing (keeps the connection in use, measures latency).
+    pub async fn ping(&self) -> Result<(), Error> {
+        match self.call(&WireRequest::Ping, None).await? {
+            Answer::Pong => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn call(
+        &self,
+        req: &WireRequest<'_>,
+        on_orphan: Option<(String, String)>,
+    ) -> Result<Answer, Error> {
+        let mut frame = Vec::new();
+        // The writer stamps the id; 0 is a placeholder.
+        frame::encode_request(&mut frame, 0, req);
+        let (reply, answer) = oneshot::channel();
+        self.calls.send(Call { frame, on_orphan, reply }).map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+}
+
+/// Milliseconds of a duration, rounded up (a lease or wait is never shorter than asked).
+fn millis(d: Duration) -> u64 {
+    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+fn protocol(e: FrameError) -> Error {
+    match e {
+        FrameError::Fatal(why) | FrameError::Invalid { reason: why, .. } => Error::Protocol(why.to_owned()),
+    }
+}
+
+fn unexpected(answer: Answer) -> Error {
+    Error::Protocol(format!("unexpected reply {answer:?}"))
+}
+
+/// Sends queued requests, as many per write as are queued, numbering them.
+async fn write_loop(mut wr: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<Call>, pending: Pending) {
+    let mut next_id: u32 = 1;
+    let mut batch = Vec::with_capacity(64);
+    let mut buf = Vec::new();
+    while queue.recv_many(&mut batch, 64).await > 0 {
+        buf.clear();
+        {
+            let mut pending = pending.lock().expect("pending map");
+            for mut call in batch.drain(..) {
+                let id = next_id;
+                // Id 0 is the server's, for pushes.
+                next_id = next_id.checked_add(1).unwrap_or(1);
+                call.frame[frame::LEN_BYTES + 1..frame::LEN_BYTES + 5].copy_from_slice(&id.to_le_bytes());
+                buf.extend_from_slice(&call.frame);
+                pending.insert(id, (call.reply, call.on_orphan));
+            }
+        }
+        if wr.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Hands each reply to its caller, pushes to subscribers; fails every pending call when the
+/// connection ends.
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    mut buf: Vec<u8>,
+    pending: Pending,
+    lost: broadcast::Sender<Lost>,
+    calls: mpsc::WeakUnboundedSender<Call>,
+) {
+    let failure = 'conn: loop {
+        loop {
+            let n = match frame::check(&buf) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => break 'conn protocol(e),
+            };
+            let (id, reply) = match frame::parse_reply(&buf[..n]) {
+                Ok(parsed) => parsed,
+                Err(e) => break 'conn protocol(e),
+            };
+            if let WireReply::Lost { token, resource } = reply {
+                let _ = lost.send(Lost { resource: resource.to_owned(), token });
+            } else if let WireReply::ProtocolError { reason } = reply {
+                break 'conn Error::Protocol(reason.to_owned());
+            } else if let Some((caller, on_orphan)) = pending.lock().expect("pending map").remove(&id) {
+                let granted = if let WireReply::Granted { token } = reply { Some(token) } else { None };
+                if caller.send(answer(reply)).is_err() {
+                    release_orphan(&calls, on_orphan, granted);
+                }
+            }
+            buf.drain(..n);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => break Error::Closed,
+            Ok(_) => {}
+            Err(e) => break Error::Io(e),
+        }
+    };
+    let mut pending = pending.lock().expect("pending map");
+    for (_, (caller, _)) in pending.drain() {
+        let _ = caller.send(Err(match &failure {
+            Error::Io(e) => Error::Io(io::Error::new(e.kind(), e.to_string())),
+            Error::Protocol(why) => Error::Protocol(why.clone()),
+            _ => Error::Closed,
+        }));
+    }
+}
+
+/// A grant arrived for a caller that stopped waiting: give the lock back.
+fn release_orphan(
+    calls: &mpsc::WeakUnboundedSender<Call>,
+    on_orphan: Option<(String, String)>,
+    granted: Option<u64>,
+) {
+    let (Some((resource, owner)), Some(token), Some(calls)) = (on_orphan, granted, calls.upgrade()) else {
+        return;
+    };
+    let mut frame = Vec::new();
+    let req = Request::Release { resource: resource.as_str(), owner: owner.as_str(), token: Some(token) };
+    frame::encode_request(&mut frame, 0, &WireRequest::Op(req));
+    let (reply, _) = oneshot::channel();
+    let _ = calls.send(Call { frame, on_orphan: None, reply });
+}
+
+fn answer(reply: WireReply<'_>) -> Result<Answer, Error> {
+    match reply {
+        WireReply::Granted { token } => Ok(Answer::Granted(token)),
+        WireReply::Released { .. } | WireReply::Extended { .. } => Ok(Answer::Done),
+        WireReply::Pong | WireReply::HelloOk { .. } => Ok(Answer::Pong),
+        WireReply::Lock { token, expires_in, waiters, owner } => Ok(Answer::Lock(Some(LockInfo {
+            owner: owner.to_owned(),
+            token,
+            expires_in: expires_in.map(Duration::from_millis),
+            waiters,
+        }))),
+        WireReply::NotFound => Err(Error::NotFound),
+        WireReply::Busy => Err(Error::Busy),
+        WireReply::TimedOut => Err(Error::TimedOut),
+        WireReply::QueueFull => Err(Error::QueueFull),
+        WireReply::NotHolder => Err(Error::NotHolder),
+        WireReply::TokenMismatch => Err(Error::TokenMismatch),
+        WireReply::Invalid { reason } => Err(Error::Invalid(reason.to_owned())),
+        WireReply::Unauthorized => Err(Error::Unauthorized),
+        WireReply::ProtocolError { reason } => Err(Error::Protocol(reason.to_owned())),
+        WireReply::Lost { .. } => Err(Error::Protocol("a push where a reply was due".into())),
+    }
+}

@@ -1,0 +1,274 @@
+//! Drives one wire-protocol connection: reads the preface and frames, holds the connection
+//! to its `HELLO`, submits requests to the core and writes each reply as soon as it comes (ids
+//! pair them up, so a waiting acquire holds back nothing behind it). Owns the connection's
+//! session locks: released when it closes, and reported with a `LOST` push if their lease
+//! runs out first.
+
+use slab::Slab;
+
+use crate::api::{MAX_OWNER_BYTES, MAX_RESOURCE_BYTES, MAX_TTL_MS, MAX_WAIT_MS, Reply, Request, check_name};
+use crate::runtime::core::{Core, SESSION_SLOT};
+
+use super::frame::{self, FrameError, VERSION, WireReply, WireRequest};
+
+/// One wire connection's state.
+#[derive(Default)]
+pub struct Session {
+    /// The preface has been read.
+    prefaced: bool,
+    /// `HELLO` with the right secret has been seen.
+    authorized: bool,
+    /// Requests waiting for their reply; the key is the ticket's slot.
+    pending: Slab<Pending>,
+    /// Session locks this connection holds.
+    held: Vec<Held>,
+}
+
+/// Which operation a request was, so its reply can be told apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Acquire,
+    Release,
+    Extend,
+    Inspect,
+}
+
+struct Pending {
+    id: u32,
+    op: Op,
+    /// Resource and owner, kept for a waiting or session acquire (to withdraw it, or to
+    /// record the session lock) and for a release (to forget a session lock).
+    names: Option<(Box<str>, Box<str>)>,
+    wait: bool,
+    session: bool,
+}
+
+struct Held {
+    resource: Box<str>,
+    owner: Box<str>,
+    token: u64,
+}
+
+impl Session {
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Serves every complete frame at the start of `buf`; returns the bytes used.
+    pub fn on_bytes(
+        &mut self,
+        core: &Core,
+        conn: u32,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) -> usize {
+        let mut used = 0;
+        if !self.prefaced {
+            match frame::check_preface(buf) {
+                Ok(false) => return 0,
+                Ok(true) => {
+                    self.prefaced = true;
+                    used = frame::PREFACE.len();
+                }
+                Err(e) => return fatal(e, out, close),
+            }
+        }
+        while !*close && self.pending.len() < core.limits.max_in_flight {
+            let rest = &buf[used..];
+            let n = match frame::check(rest) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => return used + fatal(e, out, close),
+            };
+            used += n;
+            match frame::parse_request(&rest[..n]) {
+                Ok((id, req)) => self.serve(core, conn, id, req, out, close),
+                Err(FrameError::Invalid { id, reason }) => {
+                    frame::encode_reply(out, id, &WireReply::Invalid { reason })
+                }
+                Err(e) => return used + fatal(e, out, close),
+            }
+        }
+        used
+    }
+
+    fn serve(
+        &mut self,
+        core: &Core,
+        conn: u32,
+        id: u32,
+        req: WireRequest<'_>,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
+        let req = match (self.authorized, req) {
+            (false, WireRequest::Hello { secret }) if core.secret.matches(secret) => {
+                self.authorized = true;
+                return frame::encode_reply(out, id, &WireReply::HelloOk { version: VERSION });
+            }
+            (false, _) => {
+                frame::encode_reply(out, id, &WireReply::Unauthorized);
+                *close = true;
+                return;
+            }
+            (true, WireRequest::Hello { .. }) => {
+                return frame::encode_reply(out, id, &WireReply::Invalid { reason: "already authorized" });
+            }
+            (true, WireRequest::Ping) => return frame::encode_reply(out, id, &WireReply::Pong),
+            (true, WireRequest::Op(req)) => req,
+        };
+        if let Err(reason) = check(&req) {
+            return frame::encode_reply(out, id, &WireReply::Invalid { reason: &reason });
+        }
+        let (op, wait, session) = match &req {
+            Request::Acquire { wait, session, .. } => (Op::Acquire, *wait > 0, *session),
+            Request::Release { .. } => (Op::Release, false, false),
+            Request::Extend { .. } => (Op::Extend, false, false),
+            Request::Inspect { .. } | Request::List { .. } => (Op::Inspect, false, false),
+        };
+        let slot = self.pending.vacant_key();
+        match core.submit(core.ticket(conn, slot), &req) {
+            Some(reply) => {
+                let names = owned_names(&req);
+                self.answer(id, op, names.as_ref().map(|(r, o)| (&**r, &**o)), session, &reply, out);
+            }
+            None => {
+                let keep =
+                    (op == Op::Acquire && (wait || session)) || (op == Op::Release && !self.held.is_empty());
+                let names = if keep { owned_names(&req) } else { None };
+                self.pending.insert(Pending { id, op, names, wait, session });
+            }
+        }
+    }
+
+    /// A reply, or news of a session lock, has come.
+    pub fn on_reply(&mut self, slot: usize, reply: Reply, out: &mut Vec<u8>) {
+        if slot == SESSION_SLOT {
+            if let Reply::Lost { token } = reply {
+                if let Some(at) = self.held.iter().position(|h| h.token == token) {
+                    let held = self.held.swap_remove(at);
+                    frame::encode_reply(out, 0, &WireReply::Lost { token, resource: &held.resource });
+                }
+            }
+            return;
+        }
+        let Some(p) = self.pending.try_remove(slot) else { return };
+        let names = p.names.as_ref().map(|(r, o)| (&**r, &**o));
+        self.answer(p.id, p.op, names, p.session, &reply, out);
+    }
+
+    /// Writes the reply to request `id`, and keeps the session's locks up to date.
+    fn answer(
+        &mut self,
+        id: u32,
+        op: Op,
+        names: Option<(&str, &str)>,
+        session: bool,
+        reply: &Reply,
+        out: &mut Vec<u8>,
+    ) {
+        match (op, reply, names) {
+            (Op::Acquire, Reply::Granted { token }, Some((resource, owner))) if session => {
+                self.held.push(Held { resource: resource.into(), owner: owner.into(), token: *token });
+            }
+            (Op::Release, Reply::Done { .. }, Some((resource, owner))) => {
+                self.held.retain(|h| !(&*h.resource == resource && &*h.owner == owner));
+            }
+            _ => {}
+        }
+        frame::encode_reply(out, id, &wire_reply(op, reply));
+    }
+
+    /// The client closed its side: withdraw what waits (nobody will read its answer), so the
+    /// connection can close at once.
+    pub fn on_eof(&mut self, core: &Core, conn: u32) {
+        self.withdraw(core, conn);
+    }
+
+    /// The connection is gone: withdraw what waits, and release its session locks.
+    pub fn teardown(&mut self, core: &Core, conn: u32) {
+        self.withdraw(core, conn);
+        for held in self.held.drain(..) {
+            core.release_for_gone(&held.resource, &held.owner, held.token);
+        }
+    }
+
+    /// Withdraws every request in flight. A waiting acquire is cancelled, and a session
+    /// acquire still on its way is noted, so that a grant that comes anyway is released.
+    fn withdraw(&mut self, core: &Core, conn: u32) {
+        for (slot, p) in std::mem::take(&mut self.pending) {
+            let (Op::Acquire, Some((resource, owner))) = (p.op, &p.names) else { continue };
+            let ticket = core.ticket(conn, slot);
+            if p.wait {
+                core.cancel_wait(ticket, resource, owner);
+            } else if p.session {
+                core.orphan(ticket, resource, owner);
+            }
+        }
+    }
+}
+
+/// Checks a request's names and durations against the limits every protocol shares.
+fn check<S: AsRef<str>>(req: &Request<S>) -> Result<(), String> {
+    let (resource, owner, ttl, wait) = match req {
+        Request::Acquire { resource, owner, ttl, wait, .. } => (resource, Some(owner), *ttl, *wait),
+        Request::Release { resource, owner, .. } => (resource, Some(owner), None, 0),
+        Request::Extend { resource, owner, ttl, .. } => (resource, Some(owner), *ttl, 0),
+        Request::Inspect { resource } | Request::List { prefix: resource, .. } => (resource, None, None, 0),
+    };
+    check_name(resource.as_ref(), MAX_RESOURCE_BYTES, false).map_err(|e| e.describe("resource"))?;
+    if let Some(owner) = owner {
+        check_name(owner.as_ref(), MAX_OWNER_BYTES, true).map_err(|e| e.describe("owner"))?;
+    }
+    if ttl.is_some_and(|t| t > MAX_TTL_MS) {
+        return Err(format!("ttl must be at most {MAX_TTL_MS} ms"));
+    }
+    if wait > MAX_WAIT_MS {
+        return Err(format!("wait must be at most {MAX_WAIT_MS} ms"));
+    }
+    Ok(())
+}
+
+fn owned_names<S: AsRef<str>>(req: &Request<S>) -> Option<(Box<str>, Box<str>)> {
+    match req {
+        Request::Acquire { resource, owner, .. } | Request::Release { resource, owner, .. } => {
+            Some((resource.as_ref().into(), owner.as_ref().into()))
+        }
+        _ => None,
+    }
+}
+
+/// How a reply to `op` reads on the wire.
+fn wire_reply(op: Op, reply: &Reply) -> WireReply<'_> {
+    match (op, reply) {
+        (_, Reply::Granted { token }) => WireReply::Granted { token: *token },
+        (Op::Extend, Reply::Done { token }) => WireReply::Extended { token: *token },
+        (_, Reply::Done { token }) => WireReply::Released { token: *token },
+        (_, Reply::Busy) => WireReply::Busy,
+        (_, Reply::TimedOut) => WireReply::TimedOut,
+        (_, Reply::QueueFull) => WireReply::QueueFull,
+        (_, Reply::NotFound | Reply::Info(None)) => WireReply::NotFound,
+        (_, Reply::NotHolder) => WireReply::NotHolder,
+        (_, Reply::TokenMismatch) => WireReply::TokenMismatch,
+        (_, Reply::Info(Some(lock))) => WireReply::Lock {
+            token: lock.token,
+            expires_in: lock.expires_in,
+            waiters: u32::try_from(lock.waiters).unwrap_or(u32::MAX),
+            owner: &lock.owner,
+        },
+        (_, Reply::Listed(_) | Reply::Lost { .. }) => WireReply::Invalid { reason: "unexpected reply" },
+    }
+}
+
+/// Answers a stream that cannot be read further, and asks to close; returns 0 bytes used
+/// (nothing after it will be read).
+fn fatal(e: FrameError, out: &mut Vec<u8>, close: &mut bool) -> usize {
+    let reason = match e {
+        FrameError::Fatal(reason) | FrameError::Invalid { reason, .. } => reason,
+    };
+    frame::encode_reply(out, 0, &WireReply::ProtocolError { reason });
+    *close = true;
+    0
+}
