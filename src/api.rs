@@ -1,15 +1,12 @@
 //! The protocol-neutral request and reply. Every protocol parses into a [`Request`] and encodes
-//! a [`Reply`]; [`apply`] is the one place where a request meets a shard. Also owns the limits
-//! on what a request may ask for, which every protocol checks alike ([`check_name`] and the
-//! constants below).
+//! a [`Reply`]; [`apply`] is the one place where a request meets a shard. Also owns what a
+//! request may ask for, which every protocol checks alike ([`check`], with the configured
+//! [`Limits`] and the constants below).
 
+use crate::config::Limits;
+use crate::metrics::CoreStats;
 use crate::shard::{AcquireOpts, Acquired, Changed, EventKind, Listed, Shard, Ticket};
 
-/// Longest resource name, in bytes. Names are keys, not payloads; 1 KiB fits any path or URL
-/// a worker fleet locks, and keeps a held lock's memory bounded.
-pub const MAX_RESOURCE_BYTES: usize = 1024;
-/// Longest owner name, in bytes (host names, pod names, UUIDs and a suffix fit easily).
-pub const MAX_OWNER_BYTES: usize = 256;
 /// Longest lease, in ms: one year. Longer asks are refused rather than clamped.
 pub const MAX_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
 /// Longest server-side wait, in ms: one day.
@@ -53,6 +50,8 @@ pub enum Request<S = Box<str>> {
         after: Option<S>,
         limit: usize,
     },
+    /// What a core has done: counts for `/metrics`.
+    Stats,
 }
 
 /// The answer to a request (or a later word about it, for waits and sessions).
@@ -80,6 +79,8 @@ pub enum Reply {
     Listed(Vec<Listed>),
     /// A session lock's lease ran out.
     Lost { token: u64 },
+    /// One core's share of a stats answer.
+    Stats(Box<CoreStats>),
 }
 
 /// Why a name was refused.
@@ -91,20 +92,17 @@ pub enum NameError {
 }
 
 impl NameError {
-    /// A one-line reason naming the field.
-    pub fn describe(self, field: &str) -> String {
+    /// A one-line reason naming the field and its limit.
+    pub fn describe(self, field: &str, max: usize) -> String {
         match self {
             NameError::Empty => format!("{field} must not be empty"),
-            NameError::TooLong => {
-                let max = if field == "owner" { MAX_OWNER_BYTES } else { MAX_RESOURCE_BYTES };
-                format!("{field} is longer than {max} bytes")
-            }
+            NameError::TooLong => format!("{field} is longer than {max} bytes"),
             NameError::Nul => format!("{field} must not contain NUL"),
         }
     }
 }
 
-/// Checks a resource (`max` = [`MAX_RESOURCE_BYTES`], not empty) or owner name.
+/// Checks a name: at most `max` bytes, no NUL, and not empty unless `may_be_empty`.
 pub fn check_name(name: &str, max: usize, may_be_empty: bool) -> Result<(), NameError> {
     if name.is_empty() && !may_be_empty {
         Err(NameError::Empty)
@@ -117,15 +115,49 @@ pub fn check_name(name: &str, max: usize, may_be_empty: bool) -> Result<(), Name
     }
 }
 
+/// Checks a request's names and durations against `limits` and the maxima above; the error
+/// is a one-line reason for the client.
+pub fn check<S: AsRef<str>>(req: &Request<S>, limits: &Limits) -> Result<(), String> {
+    let (resource, owner, ttl, wait) = match req {
+        Request::Acquire { resource, owner, ttl, wait, .. } => (Some(resource), Some(owner), *ttl, *wait),
+        Request::Release { resource, owner, .. } => (Some(resource), Some(owner), None, 0),
+        Request::Extend { resource, owner, ttl, .. } => (Some(resource), Some(owner), *ttl, 0),
+        Request::Inspect { resource } => (Some(resource), None, None, 0),
+        Request::List { prefix, after, .. } => {
+            let long = |s: &S| s.as_ref().len() > limits.max_resource_bytes;
+            if long(prefix) || after.as_ref().is_some_and(long) {
+                return Err(format!("prefix and after must be at most {} bytes", limits.max_resource_bytes));
+            }
+            (None, None, None, 0)
+        }
+        Request::Stats => (None, None, None, 0),
+    };
+    if let Some(r) = resource {
+        check_name(r.as_ref(), limits.max_resource_bytes, false)
+            .map_err(|e| e.describe("resource", limits.max_resource_bytes))?;
+    }
+    if let Some(o) = owner {
+        check_name(o.as_ref(), limits.max_owner_bytes, true)
+            .map_err(|e| e.describe("owner", limits.max_owner_bytes))?;
+    }
+    if ttl.is_some_and(|t| t > MAX_TTL_MS) {
+        return Err(format!("ttl must be at most {MAX_TTL_MS} ms"));
+    }
+    if wait > MAX_WAIT_MS {
+        return Err(format!("wait must be at most {MAX_WAIT_MS} ms"));
+    }
+    Ok(())
+}
+
 impl<S: AsRef<str>> Request<S> {
-    /// The resource the request is about; `None` for a list, which asks every shard.
+    /// The resource the request is about; `None` for a list or stats, which ask every shard.
     pub fn resource(&self) -> Option<&str> {
         match self {
             Request::Acquire { resource, .. }
             | Request::Release { resource, .. }
             | Request::Extend { resource, .. }
             | Request::Inspect { resource } => Some(resource.as_ref()),
-            Request::List { .. } => None,
+            Request::List { .. } | Request::Stats => None,
         }
     }
 
@@ -150,6 +182,7 @@ impl<S: AsRef<str>> Request<S> {
             Request::List { prefix, after, limit } => {
                 Request::List { prefix: own(prefix), after: after.as_ref().map(own), limit: *limit }
             }
+            Request::Stats => Request::Stats,
         }
     }
 }
@@ -192,6 +225,7 @@ pub fn apply<S: AsRef<str>>(
         Request::List { prefix, after, limit } => {
             Reply::Listed(shard.list(prefix.as_ref(), after.as_ref().map(AsRef::as_ref), *limit, now))
         }
+        Request::Stats => Reply::Stats(Box::new(CoreStats { shard: shard.stats(), ..CoreStats::default() })),
     })
 }
 
@@ -234,12 +268,39 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert_eq!(check_name("a", MAX_RESOURCE_BYTES, false), Ok(()));
-        assert_eq!(check_name("", MAX_RESOURCE_BYTES, false), Err(NameError::Empty));
-        assert_eq!(check_name("", MAX_OWNER_BYTES, true), Ok(()));
-        assert_eq!(check_name(&"x".repeat(1025), MAX_RESOURCE_BYTES, false), Err(NameError::TooLong));
-        assert_eq!(check_name("a\0b", MAX_RESOURCE_BYTES, false), Err(NameError::Nul));
-        assert_eq!(NameError::TooLong.describe("owner"), "owner is longer than 256 bytes");
+        assert_eq!(check_name("a", 1024, false), Ok(()));
+        assert_eq!(check_name("", 1024, false), Err(NameError::Empty));
+        assert_eq!(check_name("", 256, true), Ok(()));
+        assert_eq!(check_name(&"x".repeat(1025), 1024, false), Err(NameError::TooLong));
+        assert_eq!(check_name("a\0b", 1024, false), Err(NameError::Nul));
+        assert_eq!(NameError::TooLong.describe("owner", 256), "owner is longer than 256 bytes");
+    }
+
+    #[test]
+    fn requests_are_checked_against_the_limits() {
+        let limits = Limits { max_resource_bytes: 4, max_owner_bytes: 2, ..Limits::default() };
+        let acq =
+            |resource, owner, ttl, wait| Request::Acquire { resource, owner, ttl, wait, session: false };
+        assert_eq!(check(&acq("abcd", "xy", Some(MAX_TTL_MS), MAX_WAIT_MS), &limits), Ok(()));
+        assert_eq!(
+            check(&acq("abcde", "x", None, 0), &limits),
+            Err("resource is longer than 4 bytes".into())
+        );
+        assert_eq!(check(&acq("a", "xyz", None, 0), &limits), Err("owner is longer than 2 bytes".into()));
+        assert_eq!(
+            check(&acq("a", "x", Some(MAX_TTL_MS + 1), 0), &limits),
+            Err("ttl must be at most 31536000000 ms".into())
+        );
+        assert_eq!(
+            check(&acq("a", "x", None, MAX_WAIT_MS + 1), &limits),
+            Err("wait must be at most 86400000 ms".into())
+        );
+        assert_eq!(
+            check(&Request::Inspect { resource: "" }, &limits),
+            Err("resource must not be empty".into())
+        );
+        let list = Request::List { prefix: "abcde", after: None, limit: 1 };
+        assert_eq!(check(&list, &limits), Err("prefix and after must be at most 4 bytes".into()));
     }
 
     #[test]

@@ -1,12 +1,22 @@
 //! Server configuration: command line, then environment, then `.env` (loaded into the
 //! environment at start-up without overriding it), then the defaults below. The names are the
 //! reference server's (`--bind/-b`, `--port/-p`, `LOCKSERVER_BIND_IP`, `LOCKSERVER_PORT`,
-//! `LOCKSERVER_SECRET`), so an existing deployment's settings carry over.
+//! `LOCKSERVER_SECRET`), so an existing deployment's settings carry over. Any of these
+//! variables may instead name a file holding the value, as `<VAR>_FILE` (the convention of
+//! container secrets), so that the secret need not sit in the environment.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use clap::builder::TypedValueParser;
 
 use crate::auth::{DEFAULT_SECRET, Secret};
+use crate::log::Level;
+
+/// The environment variables that may come from a `<VAR>_FILE` instead.
+pub const FILE_VARS: [&str; 4] =
+    ["LOCKSERVER_SECRET", "LOCKSERVER_BIND_IP", "LOCKSERVER_PORT", "LOCKSERVER_ADDR"];
 
 /// The server's command-line arguments and their environment variables.
 #[derive(clap::Args, Clone, Debug)]
@@ -15,7 +25,7 @@ pub struct ServerArgs {
     #[arg(short, long, env = "LOCKSERVER_BIND_IP", default_value = "0.0.0.0")]
     pub bind: IpAddr,
 
-    /// TCP port of the API (0: any free port).
+    /// TCP port of the API, HTTP and wire protocol alike (0: any free port).
     #[arg(short, long, env = "LOCKSERVER_PORT", default_value_t = 8080)]
     pub port: u16,
 
@@ -23,26 +33,131 @@ pub struct ServerArgs {
     /// [default: the cores this process may run on].
     #[arg(long, env = "RINGLOCK_THREADS")]
     pub threads: Option<NonZeroUsize>,
+
+    /// Log level: error, warn, info or debug.
+    #[arg(long, env = "RINGLOCK_LOG", default_value = "info")]
+    pub log: Level,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
-/// Per-connection and per-request limits. Each has a unit in its name and a reason at its
-/// default.
-#[derive(Clone, Debug)]
+/// The limits, as flags (see [`Limits`] for what each bounds and why).
+#[derive(clap::Args, Clone, Debug)]
+pub struct LimitArgs {
+    /// Most open connections (spread over the cores); more are answered 503.
+    #[arg(long, env = "RINGLOCK_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT.max_connections)]
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), in bytes; larger: 431.
+    #[arg(long, env = "RINGLOCK_MAX_HEAD_BYTES", default_value_t = Limits::DEFAULT.max_head_bytes,
+          value_parser = clap::value_parser!(u32).range(256..=1 << 20).map(|v| v as usize))]
+    pub max_head_bytes: usize,
+    /// Largest request body, in bytes; larger: 413.
+    #[arg(long, env = "RINGLOCK_MAX_BODY_BYTES", default_value_t = Limits::DEFAULT.max_body_bytes,
+          value_parser = clap::value_parser!(u32).range(64..=1 << 24).map(|v| v as usize))]
+    pub max_body_bytes: usize,
+    /// Longest resource name, in bytes.
+    #[arg(long, env = "RINGLOCK_MAX_RESOURCE_BYTES", default_value_t = Limits::DEFAULT.max_resource_bytes,
+          value_parser = clap::value_parser!(u16).range(1..=4000).map(usize::from))]
+    pub max_resource_bytes: usize,
+    /// Longest owner name, in bytes.
+    #[arg(long, env = "RINGLOCK_MAX_OWNER_BYTES", default_value_t = Limits::DEFAULT.max_owner_bytes,
+          value_parser = clap::value_parser!(u16).range(1..=4000).map(usize::from))]
+    pub max_owner_bytes: usize,
+    /// Requests one connection may have in flight before we stop reading from it.
+    #[arg(long, env = "RINGLOCK_MAX_IN_FLIGHT", default_value_t = Limits::DEFAULT.max_in_flight,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20).map(|v| v as usize))]
+    pub max_in_flight: usize,
+    /// Answer bytes a connection may leave unread before we stop reading from it.
+    #[arg(long, env = "RINGLOCK_MAX_UNSENT_BYTES", default_value_t = Limits::DEFAULT.max_unsent_bytes)]
+    pub max_unsent_bytes: usize,
+    /// Seconds a client may take to send a whole request once it has started one; slower:
+    /// 408 and close.
+    #[arg(long, env = "RINGLOCK_HEADER_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub header_timeout: Duration,
+    /// Seconds a connection may sit idle (nothing sent, nothing in flight) before we close it.
+    #[arg(long, env = "RINGLOCK_IDLE_TIMEOUT", default_value = "300", value_parser = seconds)]
+    pub idle_timeout: Duration,
+    /// Seconds a graceful shutdown waits for answers in flight before it closes everything.
+    #[arg(long, env = "RINGLOCK_SHUTDOWN_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub shutdown_timeout: Duration,
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.001..=1e7).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("{s:?} is not a number of seconds from 0.001 to 10000000")),
+    }
+}
+
+/// What one connection, one request and the whole server may use. Every limit answers
+/// clearly when hit (a status, or a wire error) and leaves everyone else served.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest request body. The lock endpoints' JSON is two names and three numbers; 64 KiB
+    /// Open connections, all cores together. Each costs a few KiB while idle; the default
+    /// keeps a full house within a few hundred MiB. Past it new connections get 503.
+    pub max_connections: usize,
+    /// Request head bytes. The SDKs send about 250; 8 KiB is what most servers allow, and
+    /// bounds what a slow or hostile client can make us buffer.
+    pub max_head_bytes: usize,
+    /// Request body bytes. The lock endpoints' JSON is two names and three numbers; 64 KiB
     /// leaves room for any name we accept and refuses anything else early (413).
     pub max_body_bytes: usize,
-    /// Requests one connection may have in flight (parsed, not yet answered); past it we stop
-    /// reading from that connection until answers go out.
+    /// Resource name bytes. Names are keys, not payloads; 1 KiB fits any path or URL a fleet
+    /// locks, and bounds a held lock's memory.
+    pub max_resource_bytes: usize,
+    /// Owner name bytes (host names, pod names, UUIDs and a suffix fit easily).
+    pub max_owner_bytes: usize,
+    /// Requests one connection may have parsed and unanswered; past it we stop reading from
+    /// that connection until answers go out.
     pub max_in_flight: usize,
     /// Answer bytes queued for a connection that is not reading them; past it we stop reading
     /// its requests, so a client that never reads cannot grow our memory.
     pub max_unsent_bytes: usize,
+    /// Time from a request's first byte to its last (slowloris).
+    pub header_timeout: Duration,
+    /// Time a connection may be idle: nothing arriving, nothing owed to it.
+    pub idle_timeout: Duration,
+    /// Time a graceful shutdown waits for what is in flight.
+    pub shutdown_timeout: Duration,
+}
+
+impl Limits {
+    /// The defaults, with the reasons given at each field.
+    pub const DEFAULT: Limits = Limits {
+        max_connections: 100_000,
+        max_head_bytes: 8 * 1024,
+        max_body_bytes: 64 * 1024,
+        max_resource_bytes: 1024,
+        max_owner_bytes: 256,
+        max_in_flight: 1024,
+        max_unsent_bytes: 1024 * 1024,
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(300),
+        shutdown_timeout: Duration::from_secs(10),
+    };
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 64 * 1024, max_in_flight: 1024, max_unsent_bytes: 1024 * 1024 }
+        Limits::DEFAULT
+    }
+}
+
+impl From<&LimitArgs> for Limits {
+    fn from(a: &LimitArgs) -> Limits {
+        Limits {
+            max_connections: a.max_connections,
+            max_head_bytes: a.max_head_bytes,
+            max_body_bytes: a.max_body_bytes,
+            max_resource_bytes: a.max_resource_bytes,
+            max_owner_bytes: a.max_owner_bytes,
+            max_in_flight: a.max_in_flight,
+            max_unsent_bytes: a.max_unsent_bytes,
+            header_timeout: a.header_timeout,
+            idle_timeout: a.idle_timeout,
+            shutdown_timeout: a.shutdown_timeout,
+        }
     }
 }
 
@@ -66,7 +181,7 @@ impl Config {
             addr: SocketAddr::new(args.bind, args.port),
             threads: args.threads.map_or_else(available_cores, NonZeroUsize::get),
             secret: Secret::new(secret),
-            limits: Limits::default(),
+            limits: Limits::from(&args.limits),
             token_seed: None,
         }
     }
@@ -86,4 +201,64 @@ impl Config {
 /// The cores this process may run on (its affinity mask, so `taskset` is respected).
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// Resolves `<VAR>_FILE` for each of [`FILE_VARS`]: the file's contents (less a final line
+/// break) become `<VAR>`'s value, for the code that reads the environment later. Setting both
+/// is refused, as is a file that cannot be read. Returns the variables it set.
+pub fn env_from_files(get: impl Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>, String> {
+    let mut set = Vec::new();
+    for var in FILE_VARS {
+        let file_var = format!("{var}_FILE");
+        let Some(path) = get(&file_var).filter(|p| !p.is_empty()) else { continue };
+        if get(var).is_some() {
+            return Err(format!("both {var} and {file_var} are set; set one"));
+        }
+        let value =
+            std::fs::read_to_string(&path).map_err(|e| format!("{file_var}: cannot read {path}: {e}"))?;
+        let value = value.strip_suffix('\n').map_or(value.as_str(), |v| v.strip_suffix('\r').unwrap_or(v));
+        set.push((var.to_owned(), value.to_owned()));
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_variables_become_values() {
+        let dir = std::env::temp_dir().join(format!("ringlock-file-vars-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cr3t\n").unwrap();
+        let path = secret.to_str().unwrap().to_owned();
+        let env = |vars: Vec<(&'static str, String)>| {
+            move |name: &str| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            env_from_files(env(vec![("LOCKSERVER_SECRET_FILE", path.clone())])),
+            Ok(vec![("LOCKSERVER_SECRET".into(), "s3cr3t".into())])
+        );
+        assert_eq!(
+            env_from_files(env(vec![
+                ("LOCKSERVER_SECRET_FILE", path.clone()),
+                ("LOCKSERVER_SECRET", "x".into())
+            ])),
+            Err("both LOCKSERVER_SECRET and LOCKSERVER_SECRET_FILE are set; set one".into())
+        );
+        let missing =
+            env_from_files(env(vec![("LOCKSERVER_SECRET_FILE", "/nonexistent/s".into())])).unwrap_err();
+        assert!(missing.starts_with("LOCKSERVER_SECRET_FILE: cannot read /nonexistent/s: "), "{missing}");
+        assert_eq!(env_from_files(env(vec![])), Ok(vec![]));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn durations_in_seconds() {
+        assert_eq!(seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert!(seconds("0").is_err());
+        assert!(seconds("-1").is_err());
+        assert!(seconds("soon").is_err());
+    }
 }

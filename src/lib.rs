@@ -18,6 +18,8 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod route;

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ringlock::client::command::{self, LockArgs, StatusArgs};
-use ringlock::config::{Config, ServerArgs};
+use ringlock::config::{self, Config, ServerArgs};
+use ringlock::log::{self, Level};
 use ringlock::runtime::Server;
 
 #[global_allocator]
@@ -32,6 +33,14 @@ enum Cmd {
 fn main() -> ExitCode {
     // Before parsing, so that `.env` values reach the arguments' environment fallbacks.
     let _ = dotenvy::dotenv();
+    match config::env_from_files(|var| std::env::var(var).ok()) {
+        // SAFETY: no other thread runs yet, so nothing reads the environment meanwhile.
+        Ok(vars) => vars.into_iter().for_each(|(var, value)| unsafe { std::env::set_var(var, value) }),
+        Err(e) => {
+            eprintln!("ringlock: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Cmd::Lock(args)) => command::lock(args),
@@ -41,6 +50,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &ServerArgs) -> ExitCode {
+    log::set_level(args.log);
     let config = Config::from_args(args);
     let server = match Server::start(config.clone()) {
         Ok(server) => server,
@@ -49,12 +59,44 @@ fn serve(args: &ServerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mode = if config.secret.is_default() {
+        "protected mode: the secret is the default, so only clients on this machine are served"
+    } else {
+        "secret set"
+    };
     println!(
-        "ringlock {} listening on {} ({} threads, secret required)",
+        "ringlock {} listening on {} ({} threads, {mode})",
         env!("CARGO_PKG_VERSION"),
         server.local_addr(),
         config.threads
     );
-    server.wait();
+    if config.secret.is_default() {
+        ringlock::log!(
+            Level::Warn,
+            "set LOCKSERVER_SECRET (or LOCKSERVER_SECRET_FILE) to serve other machines"
+        );
+    }
+    let signal = wait_for_signal();
+    ringlock::log!(Level::Info, "{signal}: shutting down (at most {:?})", config.limits.shutdown_timeout);
+    server.shutdown();
+    ringlock::log!(Level::Info, "stopped");
     ExitCode::SUCCESS
+}
+
+/// Blocks until SIGINT or SIGTERM; returns its name.
+fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a signal runtime");
+    runtime.block_on(async {
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            // Without handlers the default action (exit) applies; wait for it.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    })
 }

@@ -10,6 +10,15 @@ mod config;
 /// The HTTP API: the reference server's table row by row, framing, pipelining, waits.
 mod http;
 
+/// The mutual-exclusion checker: many clients, few locks, no two holders ever.
+mod exclusion;
+
+/// Hostile and broken clients: limits, timeouts, caps, garbage.
+mod hostile;
+
+/// Running the server: metrics, graceful shutdown, secret files, protected mode, logs.
+mod ops;
+
 /// The binary protocol: golden vectors, the Rust client, sessions, the `lock` command.
 mod wire;
 

@@ -1,20 +1,45 @@
 //! CPU time of a process (the server under test, or the generator itself) from
-//! `/proc/PID/stat`: user plus system time of all its threads. Sampled before and after the
+//! `/proc/PID/stat`: user and system time of all its threads. Sampled before and after the
 //! measured window, it gives CPU per request, which stays meaningful when the generator, not
-//! the server, limits the throughput.
+//! the server, limits the throughput; the user/system split tells a process's own work from
+//! the kernel's (on loopback, most of the TCP cost).
 
 use std::time::Duration;
 
-/// The CPU time (user + system) in a `/proc/PID/stat` line, in clock ticks. The command name
+/// CPU time used by a process: in user space, and in the kernel on its behalf.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    /// Time in user space.
+    pub user: Duration,
+    /// Time in the kernel.
+    pub system: Duration,
+}
+
+impl CpuTime {
+    /// User plus system.
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The time used since `earlier` (zero where a clock went backwards).
+    pub fn since(&self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+/// The user and system times in a `/proc/PID/stat` line, in clock ticks. The command name
 /// (field 2) is in parentheses and may hold spaces and parentheses itself, so fields are
 /// counted from the last `)`: utime and stime are fields 14 and 15 of the line.
-pub fn parse_stat(line: &str) -> Option<u64> {
+pub fn parse_stat(line: &str) -> Option<(u64, u64)> {
     let after_name = &line[line.rfind(')')? + 1..];
     let mut fields = after_name.split_ascii_whitespace();
     // Fields 3 (state) to 13 come before utime.
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// Clock ticks per second, the unit of `/proc/PID/stat` times (100 on Linux everywhere in
@@ -26,13 +51,15 @@ pub fn ticks_per_second() -> u64 {
 }
 
 /// The CPU time `pid` has used so far, or `None` if it cannot be read (gone, or not Linux).
-pub fn process_cpu(pid: u32) -> Option<Duration> {
+pub fn process_cpu(pid: u32) -> Option<CpuTime> {
     let line = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(ticks_to_duration(parse_stat(&line)?, ticks_per_second()))
+    let (user, system) = parse_stat(&line)?;
+    let hz = ticks_per_second();
+    Some(CpuTime { user: ticks_to_duration(user, hz), system: ticks_to_duration(system, hz) })
 }
 
 /// The generator's own CPU time so far.
-pub fn own_cpu() -> Option<Duration> {
+pub fn own_cpu() -> Option<CpuTime> {
     process_cpu(std::process::id())
 }
 
@@ -46,16 +73,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sums_utime_and_stime() {
+    fn reads_utime_and_stime() {
         let line = "4242 (ringlock) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
                     250 75 0 0 20 0 2 0 123456 1000000 500 18446744073709551615";
-        assert_eq!(parse_stat(line), Some(325));
+        assert_eq!(parse_stat(line), Some((250, 75)));
     }
 
     #[test]
     fn a_command_name_with_spaces_and_parentheses_does_not_shift_fields() {
         let line = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 11 22 0 0 20 0 1 0 1 1 1";
-        assert_eq!(parse_stat(line), Some(33));
+        assert_eq!(parse_stat(line), Some((11, 22)));
     }
 
     #[test]
@@ -69,6 +96,16 @@ mod tests {
     fn ticks_convert_at_the_given_rate() {
         assert_eq!(ticks_to_duration(250, 100), Duration::from_millis(2500));
         assert_eq!(ticks_to_duration(3, 1000), Duration::from_millis(3));
+    }
+
+    #[test]
+    fn differences_split_user_and_system() {
+        let ms = Duration::from_millis;
+        let a = CpuTime { user: ms(100), system: ms(50) };
+        let b = CpuTime { user: ms(130), system: ms(90) };
+        assert_eq!(b.since(a), CpuTime { user: ms(30), system: ms(40) });
+        assert_eq!(b.since(a).total(), ms(70));
+        assert_eq!(a.since(b), CpuTime::default());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::proto::redis::{self, RedisClient, Value};
 use crate::proto::{Outcome, Protocol};
 use crate::schedule::{self, Wait};
 use crate::stats::{Latency, Report, Stats, describe_reply, progress_line};
-use crate::workload::{OpKind, Script, Step, Workload};
+use crate::workload::{Event, OpKind, Script, Step, Workload};
 
 /// Bytes each connection reads into; at least one whole reply of the largest kind accepted
 /// (an HTTP head of 8 KiB plus a body of 64 KiB).
@@ -107,8 +107,8 @@ struct Pending {
 #[derive(Clone, Copy, Debug)]
 struct CpuSample {
     at: Instant,
-    server: Option<Duration>,
-    generator: Option<Duration>,
+    server: Option<cpu::CpuTime>,
+    generator: Option<cpu::CpuTime>,
 }
 
 impl CpuSample {
@@ -129,6 +129,8 @@ struct Shared {
     in_flight: Cell<u64>,
     /// When the last reply of the measured window arrived.
     last_reply: Cell<Option<Instant>>,
+    /// Hold-and-release: when each hot name was last released (and not granted since).
+    released_at: RefCell<Vec<Option<Instant>>>,
     stats: RefCell<Stats>,
 }
 
@@ -181,10 +183,19 @@ impl Shared {
             if reply.outcome == Outcome::Error {
                 stats.note_error(|| describe_reply(&input.data()[..reply.len]));
             }
-            if let Some(script) = script.as_deref_mut()
-                && let Some(wait) = script.on_reply(p.kind, reply.outcome, now)
-            {
-                stats.record_handoff(wait, measured);
+            if let Some(script) = script.as_deref_mut() {
+                match script.on_reply(p.kind, reply.outcome, now) {
+                    Some(Event::Granted { key, waited }) => {
+                        stats.record_wait(waited, measured);
+                        if let Some(freed) = self.released_at.borrow_mut()[key as usize].take() {
+                            stats.record_handoff(now.saturating_duration_since(freed), measured);
+                        }
+                    }
+                    Some(Event::Released { key }) => {
+                        self.released_at.borrow_mut()[key as usize] = Some(now);
+                    }
+                    None => {}
+                }
             }
             if measured {
                 self.last_reply.set(Some(now));
@@ -322,6 +333,10 @@ where
         budget: Cell::new(plan.max_requests),
         in_flight: Cell::new(0),
         last_reply: Cell::new(None),
+        released_at: RefCell::new(match plan.workload {
+            Workload::Hold { hot, .. } => vec![None; hot as usize],
+            _ => Vec::new(),
+        }),
         stats: RefCell::new(Stats::new()),
     });
 
@@ -347,9 +362,9 @@ where
                 depth,
                 shared.clone(),
             ))),
-            Load::Open { rate, .. } => {
-                let (writer, reader) =
-                    open_loop(make(conn), stream, script, conn, conns, rate, shared.clone());
+            Load::Open { rate, batch, .. } => {
+                let schedule = Schedule { conn, conns, rate, batch };
+                let (writer, reader) = open_loop(make(conn), stream, script, schedule, shared.clone());
                 tasks.push(writer);
                 readers.push(reader);
             }
@@ -388,13 +403,13 @@ fn report(plan: &Plan, shared: &Shared, first: Option<CpuSample>, end: CpuSample
         .map_or(Duration::ZERO, |t| t.saturating_duration_since(shared.warmup_end))
         .as_secs_f64();
     let requests = stats.measured.replies;
-    let cpu_delta = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+    let cpu_delta = |a: Option<cpu::CpuTime>, b: Option<cpu::CpuTime>| Some(b?.since(a?));
     let window = first.map(|f| end.at.saturating_duration_since(f.at).as_secs_f64());
     let server_cpu = first.and_then(|f| cpu_delta(f.server, end.server));
     let generator_cpu = first.and_then(|f| cpu_delta(f.generator, end.generator));
     let (connections, depth, rate) = match plan.load {
-        Load::Closed { connections, depth } => (connections, Some(depth), None),
-        Load::Open { connections, rate } => (connections, None, Some(rate)),
+        Load::Closed { connections, depth } => (connections, depth, None),
+        Load::Open { connections, rate, batch } => (connections, batch, Some(rate)),
     };
     Report {
         label: plan.label.clone(),
@@ -417,16 +432,21 @@ fn report(plan: &Plan, shared: &Shared, first: Option<CpuSample>, end: CpuSample
         first_error: stats.first_error.clone(),
         acquire_us: Latency::of(&stats.acquire),
         all_us: Latency::of(&stats.all),
+        wait_us: Latency::of(&stats.wait),
         handoff_us: Latency::of(&stats.handoff),
         send_lag_us: Latency::of(&stats.send_lag),
-        server_cpu_s: server_cpu.map(|d| d.as_secs_f64()),
+        server_cpu_s: server_cpu.map(|t| t.total().as_secs_f64()),
         server_cpu_us_per_request: server_cpu
             .filter(|_| requests > 0)
-            .map(|d| d.as_secs_f64() * 1e6 / requests as f64),
+            .map(|t| t.total().as_secs_f64() * 1e6 / requests as f64),
         generator_cpu_share: generator_cpu
             .zip(window)
             .filter(|&(_, w)| w > 0.0)
-            .map(|(d, w)| d.as_secs_f64() / w),
+            .map(|(t, w)| t.total().as_secs_f64() / w),
+        generator_user_share: generator_cpu
+            .zip(window)
+            .filter(|&(_, w)| w > 0.0)
+            .map(|(t, w)| t.user.as_secs_f64() / w),
     }
 }
 
@@ -515,6 +535,22 @@ struct OpenConn {
     broken: Cell<bool>,
 }
 
+/// One open-loop connection's place in the run's schedule.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    conn: usize,
+    conns: usize,
+    rate: u64,
+    batch: usize,
+}
+
+impl Schedule {
+    /// When this connection's `k`-th batch is due, from the start of the run.
+    fn due(&self, k: u64) -> Duration {
+        schedule::due(self.conn, k, self.conns, self.rate, self.batch)
+    }
+}
+
 /// One open-loop connection: a writer sending on schedule and a reader measuring replies from
 /// their intended times. Returns both tasks; the writer ends at the deadline, the reader is
 /// ended by the run once nothing is in flight.
@@ -522,12 +558,10 @@ fn open_loop<P: Protocol + Clone + 'static>(
     proto: P,
     stream: TcpStream,
     script: Script,
-    conn: usize,
-    conns: usize,
-    rate: u64,
+    schedule: Schedule,
     shared: Rc<Shared>,
 ) -> (JoinHandle<()>, JoinHandle<()>) {
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, mut wr) = stream.into_split();
     let state = Rc::new(OpenConn { pending: RefCell::new(VecDeque::new()), broken: Cell::new(false) });
     let reader = {
         let (proto, state, shared) = (proto.clone(), state.clone(), shared.clone());
@@ -549,18 +583,22 @@ fn open_loop<P: Protocol + Clone + 'static>(
             }
         })
     };
-    let writer = tokio::task::spawn_local(open_writer(proto, wr, script, conn, conns, rate, shared, state));
+    let writer = tokio::task::spawn_local(async move {
+        send_on_schedule(proto, &mut wr, script, schedule, shared, state).await;
+        // Dropping the write half would send FIN, and a server may close the connection before
+        // it has answered what is in flight; the socket closes when the reader ends.
+        wr.forget();
+    });
     (writer, reader)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn open_writer<P: Protocol>(
+/// The open-loop writer: sends each batch when it is due (late, never early, if it cannot
+/// keep up), until the run stops.
+async fn send_on_schedule<P: Protocol>(
     mut proto: P,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
     mut script: Script,
-    conn: usize,
-    conns: usize,
-    rate: u64,
+    schedule: Schedule,
     shared: Rc<Shared>,
     state: Rc<OpenConn>,
 ) {
@@ -588,20 +626,22 @@ async fn open_writer<P: Protocol>(
             } else {
                 let since_start = now - shared.start;
                 while pending.len() < MAX_OPEN_IN_FLIGHT && shared.budget.get() > 0 {
-                    let due = schedule::due(conn, k, conns, rate);
+                    let due = schedule.due(k);
                     if due > since_start {
                         break;
                     }
-                    let Step::Send(op) = script.next(now) else {
-                        break;
-                    };
                     let intended = shared.start + due;
-                    shared.spend();
-                    proto.encode(&op, &mut out);
-                    pending.push_back(Pending { kind: op.kind(), at: intended });
-                    stats.record_lag(now - intended, shared.measured(intended));
+                    for _ in 0..schedule.batch {
+                        let Step::Send(op) = script.next(now) else {
+                            break;
+                        };
+                        shared.spend();
+                        proto.encode(&op, &mut out);
+                        pending.push_back(Pending { kind: op.kind(), at: intended });
+                        stats.record_lag(now - intended, shared.measured(intended));
+                        sent += 1;
+                    }
                     k += 1;
-                    sent += 1;
                 }
             }
         }
@@ -624,8 +664,7 @@ async fn open_writer<P: Protocol>(
             tokio::time::sleep(FULL_BACKOFF).await;
             continue;
         }
-        let since_start = now - shared.start;
-        match schedule::wait(since_start, schedule::due(conn, k, conns, rate)) {
+        match schedule::wait(now - shared.start, schedule.due(k)) {
             Wait::Send => {}
             Wait::Spin => tokio::task::yield_now().await,
             Wait::Sleep(until) => {

@@ -65,6 +65,8 @@ pub struct Stats {
     /// Latency of every measured request.
     pub all: Histogram<u64>,
     /// Hold-and-release: from a cycle's first acquire attempt to its grant.
+    pub wait: Histogram<u64>,
+    /// Hold-and-release: from a lock's release to its next grant (to another connection).
     pub handoff: Histogram<u64>,
     /// Open loop: how late each request left after its intended send time.
     pub send_lag: Histogram<u64>,
@@ -86,6 +88,7 @@ impl Stats {
             measured: Counts::default(),
             acquire: histogram(),
             all: histogram(),
+            wait: histogram(),
             handoff: histogram(),
             send_lag: histogram(),
             first_error: None,
@@ -106,10 +109,17 @@ impl Stats {
         }
     }
 
-    /// Records a hold-and-release hand-off time.
-    pub fn record_handoff(&mut self, wait: Duration, measured: bool) {
+    /// Records how long a hold-and-release cycle waited for its grant.
+    pub fn record_wait(&mut self, wait: Duration, measured: bool) {
         if measured {
-            self.handoff.saturating_record(nanos(wait));
+            self.wait.saturating_record(nanos(wait));
+        }
+    }
+
+    /// Records how long a lock stayed free between a release and the next grant.
+    pub fn record_handoff(&mut self, gap: Duration, measured: bool) {
+        if measured {
+            self.handoff.saturating_record(nanos(gap));
         }
     }
 
@@ -231,8 +241,8 @@ pub struct Report {
     pub mode: &'static str,
     /// Connections.
     pub connections: usize,
-    /// Closed loop: requests in flight per connection.
-    pub depth: Option<usize>,
+    /// Closed loop: requests in flight per connection. Open loop: requests per write.
+    pub depth: usize,
     /// Open loop: the offered rate, requests/s over all connections.
     pub rate: Option<u64>,
     /// The lease each acquire asked for, in ms.
@@ -253,7 +263,11 @@ pub struct Report {
     pub acquire_us: Option<Latency>,
     /// Latency of every request, µs.
     pub all_us: Option<Latency>,
-    /// Hold-and-release: first attempt to grant, µs.
+    /// Hold-and-release: a cycle's first attempt to its grant, µs (queueing behind the other
+    /// connections included).
+    pub wait_us: Option<Latency>,
+    /// Hold-and-release: a release's reply to the next grant's reply of the same name, µs:
+    /// how long a freed lock sat free before a waiter had it.
     pub handoff_us: Option<Latency>,
     /// Open loop: lateness of sends after their intended time, µs. Large values mean the
     /// generator, not the server, could not keep the rate.
@@ -265,6 +279,9 @@ pub struct Report {
     /// The generator's own CPU time over the measured window, as a share of one core. Near
     /// 1.0, the generator itself was the limit.
     pub generator_cpu_share: Option<f64>,
+    /// The part of `generator_cpu_share` spent in user space, the generator's own code; the
+    /// rest is the kernel's (on loopback, most of the TCP cost of both directions).
+    pub generator_user_share: Option<f64>,
 }
 
 impl fmt::Display for Report {
@@ -272,10 +289,12 @@ impl fmt::Display for Report {
         if let Some(label) = &self.label {
             writeln!(f, "label        {label}")?;
         }
-        let shape = match (self.depth, self.rate) {
-            (Some(d), _) => format!("closed loop, {} connections x depth {d}", self.connections),
-            (None, Some(r)) => format!("open loop, {r} req/s over {} connections", self.connections),
-            (None, None) => format!("{} connections", self.connections),
+        let shape = match self.rate {
+            None => format!("closed loop, {} connections x depth {}", self.connections, self.depth),
+            Some(r) => format!(
+                "open loop, {r} req/s over {} connections, {} per write",
+                self.connections, self.depth
+            ),
         };
         writeln!(f, "target       {} {} ({})", self.target, self.addr, self.workload)?;
         writeln!(f, "load         {shape}")?;
@@ -300,6 +319,7 @@ impl fmt::Display for Report {
         for (name, l) in [
             ("acquire", &self.acquire_us),
             ("all", &self.all_us),
+            ("wait", &self.wait_us),
             ("hand-off", &self.handoff_us),
             ("send lag", &self.send_lag_us),
         ] {
@@ -317,7 +337,11 @@ impl fmt::Display for Report {
             _ => {}
         }
         if let Some(share) = self.generator_cpu_share {
-            writeln!(f, "generator    {:.0}% of one core", share * 100.0)?;
+            write!(f, "generator    {:.0}% of one core", share * 100.0)?;
+            if let Some(user) = self.generator_user_share {
+                write!(f, " ({:.0}% in user space)", user * 100.0)?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }

@@ -106,8 +106,17 @@ enum Hold {
     Retrying { key: u64, since: Instant, at: Instant },
     /// `key` is ours until `until`, then we release it.
     Holding { key: u64, until: Instant },
-    /// The release is in flight.
-    Releasing,
+    /// The release of `key` is in flight.
+    Releasing { key: u64 },
+}
+
+/// What a hold-and-release reply means for the hand-off measurements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `key` is ours, `waited` after the cycle's first attempt.
+    Granted { key: u64, waited: Duration },
+    /// We gave `key` back.
+    Released { key: u64 },
 }
 
 /// One connection's sequence of requests.
@@ -149,13 +158,13 @@ impl Script {
                 }
                 Hold::Holding { key, until } => {
                     if now >= until {
-                        self.hold = Hold::Releasing;
+                        self.hold = Hold::Releasing { key };
                         Step::Send(Op::Release { key })
                     } else {
                         Step::Wait(until - now)
                     }
                 }
-                Hold::Acquiring { .. } | Hold::Releasing => Step::AwaitReply,
+                Hold::Acquiring { .. } | Hold::Releasing { .. } => Step::AwaitReply,
             },
         }
     }
@@ -172,20 +181,24 @@ impl Script {
         }
     }
 
-    /// Learns the outcome of a request of kind `kind`, answered at `now`. Returns the hand-off
-    /// time when a hold-and-release acquire is granted: from the cycle's first attempt to now.
-    pub fn on_reply(&mut self, kind: OpKind, outcome: Outcome, now: Instant) -> Option<Duration> {
+    /// Learns the outcome of a request of kind `kind`, answered at `now`. Hold-and-release
+    /// reports its grants and releases, from which the run measures hand-offs.
+    pub fn on_reply(&mut self, kind: OpKind, outcome: Outcome, now: Instant) -> Option<Event> {
         let Workload::Hold { hold, retry, .. } = self.workload else {
             return None;
         };
         match (self.hold, kind, outcome) {
             (Hold::Acquiring { key, since }, OpKind::Acquire, Outcome::Granted) => {
                 self.hold = Hold::Holding { key, until: now + hold };
-                Some(now - since)
+                Some(Event::Granted { key, waited: now - since })
             }
             (Hold::Acquiring { key, since }, OpKind::Acquire, Outcome::Conflict) => {
                 self.hold = Hold::Retrying { key, since, at: now + retry };
                 None
+            }
+            (Hold::Releasing { key }, OpKind::Release, Outcome::Done) => {
+                self.hold = Hold::Idle;
+                Some(Event::Released { key })
             }
             // An error ends the cycle; the next one starts afresh on a new name.
             _ => {
@@ -289,16 +302,22 @@ mod tests {
         assert_eq!(s.next(t0 + ms(2)), Step::Wait(ms(1)));
         assert_eq!(s.next(t0 + ms(3)), Step::Send(Op::Acquire { key: 0 }));
         // Won 4 ms after the first attempt; hold until 9 ms.
-        assert_eq!(s.on_reply(OpKind::Acquire, Outcome::Granted, t0 + ms(4)), Some(ms(4)));
+        assert_eq!(
+            s.on_reply(OpKind::Acquire, Outcome::Granted, t0 + ms(4)),
+            Some(Event::Granted { key: 0, waited: ms(4) })
+        );
         assert!(s.mid_cycle());
         assert_eq!(s.next(t0 + ms(6)), Step::Wait(ms(3)));
         assert_eq!(s.next(t0 + ms(9)), Step::Send(Op::Release { key: 0 }));
         assert!(!s.mid_cycle());
         assert_eq!(s.next(t0 + ms(9)), Step::AwaitReply);
-        assert_eq!(s.on_reply(OpKind::Release, Outcome::Done, t0 + ms(10)), None);
+        assert_eq!(s.on_reply(OpKind::Release, Outcome::Done, t0 + ms(10)), Some(Event::Released { key: 0 }));
         // A new cycle, timed from its own first attempt.
         assert_eq!(s.next(t0 + ms(20)), Step::Send(Op::Acquire { key: 0 }));
-        assert_eq!(s.on_reply(OpKind::Acquire, Outcome::Granted, t0 + ms(21)), Some(ms(1)));
+        assert_eq!(
+            s.on_reply(OpKind::Acquire, Outcome::Granted, t0 + ms(21)),
+            Some(Event::Granted { key: 0, waited: ms(1) })
+        );
     }
 
     #[test]
@@ -310,6 +329,14 @@ mod tests {
         assert_eq!(s.on_reply(OpKind::Acquire, Outcome::Error, t0), None);
         assert!(!s.mid_cycle());
         assert_eq!(s.next(t0), Step::Send(Op::Acquire { key: 0 }));
+        // A release refused (the lease ran out and another owner took the lock) is no hand-off.
+        assert_eq!(
+            s.on_reply(OpKind::Acquire, Outcome::Granted, t0),
+            Some(Event::Granted { key: 0, waited: ms(0) })
+        );
+        assert_eq!(s.next(t0 + ms(5)), Step::Send(Op::Release { key: 0 }));
+        assert_eq!(s.on_reply(OpKind::Release, Outcome::Conflict, t0 + ms(5)), None);
+        assert_eq!(s.next(t0 + ms(5)), Step::Send(Op::Acquire { key: 0 }));
     }
 
     #[test]

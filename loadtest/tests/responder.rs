@@ -106,6 +106,67 @@ fn open_loop_redis_ttl_against_the_responder_keeps_the_rate() {
     assert_eq!(r.counts.grants, r.requests);
     assert_eq!(r.send_lag_us.unwrap().count, r.requests);
     assert_eq!(r.rate, Some(2000));
+    // Finishing must not look like the server hanging up.
+    assert_eq!(r.first_error, None);
+}
+
+#[test]
+fn open_loop_batches_are_written_together_and_counted_at_the_rate() {
+    let addr = start_responder(Kind::Http);
+    let r = run(&[
+        "--target",
+        "http",
+        "--addr",
+        &addr,
+        "--ttl-ms",
+        "1500",
+        "-c",
+        "2",
+        "-d",
+        "16",
+        "--rate",
+        "8000",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.5",
+    ]);
+    assert_eq!(r.counts.errors, 0, "{r}");
+    assert_eq!(r.first_error, None, "{r}");
+    assert!((3600..=4400).contains(&r.requests), "{r}");
+    assert_eq!(r.depth, 16);
+    assert_eq!(r.counts.grants.abs_diff(r.counts.done), 0, "{r}");
+}
+
+#[test]
+fn hold_and_release_measures_waits_and_hand_offs() {
+    let addr = start_responder(Kind::Http);
+    let r = run(&[
+        "--target",
+        "http",
+        "--addr",
+        &addr,
+        "--workload",
+        "hold",
+        "--hot",
+        "1",
+        "--hold-ms",
+        "2",
+        "-c",
+        "2",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.5",
+    ]);
+    assert_eq!(r.counts.errors, 0, "{r}");
+    // The responder grants everything: every acquire wins, and each hold lasts 2 ms or more,
+    // so each connection completes at most 250 cycles in 0.5 s.
+    assert_eq!(r.counts.conflicts, 0, "{r}");
+    let wait = r.wait_us.unwrap();
+    assert_eq!(wait.count, r.counts.grants);
+    assert!(r.counts.grants > 20 && r.counts.grants <= 2 * 250, "{r}");
+    assert!(r.handoff_us.is_some(), "{r}");
 }
 
 #[test]

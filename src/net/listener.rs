@@ -7,6 +7,8 @@ use std::rc::Rc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::log::Level;
+use crate::net::conn;
 use crate::runtime::core::Core;
 
 /// Connections the kernel may queue per listener before we accept them.
@@ -54,16 +56,25 @@ fn socket(addr: SocketAddr) -> io::Result<Socket> {
     Ok(s)
 }
 
-/// Accepts connections until the core stops, serving each on its own task.
+/// Accepts connections until the core stops, serving each on its own task; past this core's
+/// share of the connection limit, new ones are refused.
 pub async fn accept_loop(core: Rc<Core>, listener: tokio_uring::net::TcpListener) {
+    let per_core = core.limits.max_connections.div_ceil(core.cores()).max(1);
     while !core.stopping.get() {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = core.stop.notified() => return,
         };
         match accepted {
-            Ok((stream, _peer)) => {
-                tokio_uring::spawn(crate::net::conn::serve(core.clone(), stream));
+            Ok((stream, _)) if core.conn_count() >= per_core => {
+                crate::log!(
+                    Level::Warn,
+                    "refused a connection: {per_core} open on this core (--max-connections)"
+                );
+                tokio_uring::spawn(conn::refuse(stream));
+            }
+            Ok((stream, peer)) => {
+                tokio_uring::spawn(conn::serve(core.clone(), stream, peer));
             }
             // Out of descriptors or memory, or a connection reset before we took it: keep
             // serving the connections we have and try again.

@@ -3,7 +3,9 @@
 //!
 //! Both protocols share one port: a wire-protocol client opens with a NUL byte
 //! ([`wire::frame::PREFACE`]), which no HTTP request can start with, so the first byte a
-//! connection sends decides its protocol for good.
+//! connection sends decides its protocol for good. Here too is **protected mode**: while the
+//! server has the well-known default secret, a client from another machine is refused (in
+//! its protocol) and the connection closed.
 
 pub mod http;
 pub mod wire;
@@ -11,22 +13,34 @@ pub mod wire;
 use crate::api::Reply;
 use crate::runtime::core::Core;
 
+use http::response::{Response, Status};
+use wire::frame::{self as wire_frame, WireReply};
+
+/// What a client refused by protected mode is told.
+pub const PROTECTED: &str = "ERR Protected mode: this server still has the default secret, so it serves \
+only clients on its own machine. Set LOCKSERVER_SECRET (or LOCKSERVER_SECRET_FILE) on the server and on \
+its clients, and restart it.";
+
 /// A connection's protocol state. See [`http::session::Session`] and
 /// [`wire::session::Session`] for what each call means.
-#[derive(Default)]
 pub enum Session {
-    /// No byte has arrived yet.
-    #[default]
-    Unknown,
+    /// No byte has arrived yet; `protected`: refuse the client once its protocol is known.
+    Unknown {
+        protected: bool,
+    },
     Http(http::session::Session),
     Wire(wire::session::Session),
 }
 
 impl Session {
+    pub fn new(protected: bool) -> Session {
+        Session::Unknown { protected }
+    }
+
     /// Requests parsed and not yet answered.
     pub fn in_flight(&self) -> usize {
         match self {
-            Session::Unknown => 0,
+            Session::Unknown { .. } => 0,
             Session::Http(s) => s.in_flight(),
             Session::Wire(s) => s.in_flight(),
         }
@@ -41,15 +55,27 @@ impl Session {
         out: &mut Vec<u8>,
         close: &mut bool,
     ) -> usize {
-        if let Session::Unknown = self {
-            match buf.first() {
-                None => return 0,
-                Some(&first) if first == wire::frame::PREFACE[0] => *self = Session::Wire(Default::default()),
-                Some(_) => *self = Session::Http(Default::default()),
+        if let Session::Unknown { protected } = *self {
+            let Some(&first) = buf.first() else { return 0 };
+            let wire = first == wire_frame::PREFACE[0];
+            if protected {
+                if wire {
+                    wire_frame::encode_reply(out, 0, &WireReply::ProtocolError { reason: PROTECTED });
+                } else {
+                    Response::text(Status::Forbidden, PROTECTED).closing().encode(
+                        out,
+                        false,
+                        false,
+                        &core.date(),
+                    );
+                }
+                *close = true;
+                return buf.len();
             }
+            *self = if wire { Session::Wire(Default::default()) } else { Session::Http(Default::default()) };
         }
         match self {
-            Session::Unknown => 0,
+            Session::Unknown { .. } => 0,
             Session::Http(s) => s.on_bytes(core, conn, buf, out, close),
             Session::Wire(s) => s.on_bytes(core, conn, buf, out, close),
         }
@@ -58,27 +84,120 @@ impl Session {
     /// A reply (or later news) for the request in `slot`.
     pub fn on_reply(&mut self, core: &Core, slot: usize, reply: Reply, out: &mut Vec<u8>, close: &mut bool) {
         match self {
-            Session::Unknown => {}
+            Session::Unknown { .. } => {}
             Session::Http(s) => s.on_reply(core, slot, reply, out, close),
-            Session::Wire(s) => s.on_reply(slot, reply, out),
+            Session::Wire(s) => s.on_reply(core, slot, reply, out),
         }
     }
 
     /// The client closed its side.
     pub fn on_eof(&mut self, core: &Core, conn: u32, out: &mut Vec<u8>, close: &mut bool) {
         match self {
-            Session::Unknown => {}
+            Session::Unknown { .. } => {}
             Session::Http(s) => s.on_eof(core, conn, out, close),
             Session::Wire(s) => s.on_eof(core, conn),
         }
     }
 
+    /// A request began to arrive and did not finish in time: say so, and close.
+    pub fn on_timeout(&mut self, core: &Core, out: &mut Vec<u8>, close: &mut bool) {
+        match self {
+            Session::Wire(_) => {
+                wire_frame::encode_reply(out, 0, &WireReply::ProtocolError { reason: "request timeout" })
+            }
+            _ => Response::text(Status::RequestTimeout, "ERR Request timeout").closing().encode(
+                out,
+                false,
+                false,
+                &core.date(),
+            ),
+        }
+        *close = true;
+    }
+
+    /// The server is shutting down: answer what can be answered, withdraw the waits, close.
+    pub fn on_shutdown(&mut self, core: &Core, conn: u32, out: &mut Vec<u8>, close: &mut bool) {
+        match self {
+            Session::Unknown { .. } => {}
+            Session::Http(s) => s.on_shutdown(core, conn, out, close),
+            Session::Wire(s) => {
+                s.on_eof(core, conn);
+                wire_frame::encode_reply(
+                    out,
+                    0,
+                    &WireReply::ProtocolError { reason: "server shutting down" },
+                );
+            }
+        }
+        *close = true;
+    }
+
     /// The connection is gone.
     pub fn teardown(&mut self, core: &Core, conn: u32) {
         match self {
-            Session::Unknown => {}
+            Session::Unknown { .. } => {}
             Session::Http(s) => s.teardown(core, conn),
             Session::Wire(s) => s.teardown(core, conn),
         }
+    }
+}
+
+/// The answer to a connection over the limit, in its protocol.
+pub fn busy_answer(wire: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    if wire {
+        wire_frame::encode_reply(&mut out, 0, &WireReply::ProtocolError { reason: "too many connections" });
+    } else {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        Response::text(Status::ServiceUnavailable, "ERR Too many connections").closing().encode(
+            &mut out,
+            false,
+            false,
+            date.as_bytes(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::core::lone_core;
+
+    fn feed(session: &mut Session, bytes: &[u8]) -> (Vec<u8>, bool) {
+        let core = lone_core("changeme");
+        let (mut out, mut close) = (Vec::new(), false);
+        session.on_bytes(&core, 1, bytes, &mut out, &mut close);
+        (out, close)
+    }
+
+    #[test]
+    fn protected_mode_refuses_other_machines_in_their_protocol() {
+        let (out, close) = feed(&mut Session::new(true), b"GET /health HTTP/1.1\r\n\r\n");
+        let text = String::from_utf8(out).unwrap();
+        assert!(close);
+        assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text}");
+        assert!(text.contains("connection: close\r\n") && text.ends_with(PROTECTED), "{text}");
+
+        let mut hello = wire_frame::PREFACE.to_vec();
+        wire_frame::encode_request(&mut hello, 1, &wire_frame::WireRequest::Hello { secret: b"changeme" });
+        let (out, close) = feed(&mut Session::new(true), &hello);
+        assert!(close);
+        assert_eq!(wire_frame::parse_reply(&out), Ok((0, WireReply::ProtocolError { reason: PROTECTED })));
+
+        let (out, close) = feed(&mut Session::new(false), b"GET /health HTTP/1.1\r\n\r\n");
+        assert!(!close && out.starts_with(b"HTTP/1.1 200 OK\r\n"), "this machine is served");
+    }
+
+    #[test]
+    fn the_first_byte_picks_the_protocol() {
+        let mut s = Session::new(false);
+        assert_eq!(feed(&mut s, b""), (Vec::new(), false));
+        assert!(matches!(s, Session::Unknown { .. }));
+        feed(&mut s, b"\0RL\x01");
+        assert!(matches!(s, Session::Wire(_)));
+        let mut s = Session::new(false);
+        feed(&mut s, b"P");
+        assert!(matches!(s, Session::Http(_)));
     }
 }

@@ -25,9 +25,10 @@ use tokio::sync::Notify;
 use crate::api::{self, Reply, Request};
 use crate::auth::Secret;
 use crate::config::Limits;
+use crate::metrics::Histogram;
 use crate::net::conn::Conn;
 use crate::route::{ResourceHasher, shard_for};
-use crate::shard::{ADVANCE_BUDGET, Listed, Shard, Ticket, TokenSeries};
+use crate::shard::{ADVANCE_BUDGET, Shard, Ticket, TokenSeries};
 
 use super::mesh::{Batch, Mesh, Msg};
 
@@ -81,9 +82,13 @@ pub struct Core {
     /// The tick the timer task sleeps until (`u64::MAX`: no deadline).
     armed: Cell<u64>,
     date: DateCache,
-    /// Set by [`Msg::Shutdown`].
+    /// Set by [`Msg::Shutdown`]; `stop` wakes everything that waits, to stop.
     pub stopping: Cell<bool>,
     pub stop: Notify,
+    /// Wakes [`Core::drain`] when a connection closes.
+    conns_changed: Notify,
+    /// Service times of the requests this core's connections sent.
+    pub service_times: Histogram,
 }
 
 /// Parameters of one core.
@@ -121,6 +126,8 @@ impl Core {
             date: DateCache::default(),
             stopping: Cell::new(false),
             stop: Notify::new(),
+            conns_changed: Notify::new(),
+            service_times: Histogram::default(),
         }
     }
 
@@ -134,8 +141,8 @@ impl Core {
         self.date.get()
     }
 
-    /// Registers a new connection.
-    pub fn add_conn(&self) -> Rc<Conn> {
+    /// Registers a new connection (`protected`: see [`Conn::new`]).
+    pub fn add_conn(&self, protected: bool) -> Rc<Conn> {
         let mut id = self.next_conn.get().wrapping_add(1);
         let conns = self.conns.borrow();
         while id == NOBODY || conns.contains_key(&id) {
@@ -143,7 +150,7 @@ impl Core {
         }
         drop(conns);
         self.next_conn.set(id);
-        let conn = Rc::new(Conn::new(id));
+        let conn = Rc::new(Conn::new(id, protected));
         self.conns.borrow_mut().insert(id, conn.clone());
         conn
     }
@@ -151,6 +158,28 @@ impl Core {
     /// Forgets a connection; replies still on their way to it become orphans' or are dropped.
     pub fn remove_conn(&self, id: u32) {
         self.conns.borrow_mut().remove(&id);
+        self.conns_changed.notify_waiters();
+    }
+
+    /// Waits until every connection has closed, or `timeout` has passed; returns how many
+    /// are still open.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.conns_changed.notified();
+            let open = self.conn_count();
+            if open == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return open;
+            }
+        }
+    }
+
+    /// Cores of the server.
+    pub fn cores(&self) -> usize {
+        self.cores
     }
 
     /// Connections open on this core.
@@ -180,17 +209,13 @@ impl Core {
         None
     }
 
-    /// Serves a list request: this core's share now, and how many shares will follow as
-    /// [`Reply::Listed`] for `ticket`.
-    pub fn submit_list<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> (Vec<Listed>, usize) {
+    /// Serves a request for every core (a list, stats): this core's share now, and how many
+    /// shares will follow for `ticket`.
+    pub fn submit_all<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> (Option<Reply>, usize) {
         for core in (0..self.cores).filter(|&c| c != self.id) {
             self.mesh.post(core, Msg::Request { ticket, req: req.to_owned() });
         }
-        let mine = match self.apply(ticket, req) {
-            Some(Reply::Listed(locks)) => locks,
-            _ => Vec::new(),
-        };
-        (mine, self.cores - 1)
+        (self.apply(ticket, req), self.cores - 1)
     }
 
     /// Withdraws the waiting acquire `ticket` (its connection closed). If it was granted
@@ -219,8 +244,13 @@ impl Core {
 
     /// Serves `req` on this core's shard, collecting the events it caused.
     fn apply<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> Option<Reply> {
-        let reply = api::apply(&mut self.shard.borrow_mut(), req, ticket, session_of(ticket), self.now());
+        let mut reply = api::apply(&mut self.shard.borrow_mut(), req, ticket, session_of(ticket), self.now());
         self.collect_events();
+        if let Some(Reply::Stats(stats)) = &mut reply {
+            stats.core = self.id;
+            stats.connections = self.conn_count();
+            stats.latency = self.service_times.snapshot();
+        }
         reply
     }
 
@@ -326,6 +356,22 @@ impl Core {
             }
         }
     }
+}
+
+/// A core of its own, for tests that drive a session without sockets.
+#[cfg(test)]
+pub fn lone_core(secret: &str) -> Core {
+    let (senders, _) = super::mesh::channels(1);
+    Core::new(CoreSetup {
+        id: 0,
+        cores: 1,
+        hasher: ResourceHasher::new(),
+        secret: Secret::new(secret),
+        limits: Limits::default(),
+        epoch: Instant::now(),
+        token_seed: 0,
+        mesh: Mesh::new(senders),
+    })
 }
 
 /// The `Date` header value, formatted once a second.

@@ -7,6 +7,7 @@ pub mod mesh;
 
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -15,6 +16,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::config::Config;
+use crate::log::Level;
 use crate::net::listener;
 use crate::route::ResourceHasher;
 
@@ -84,7 +86,9 @@ impl Server {
         self.addr
     }
 
-    /// Stops every core and waits for their threads.
+    /// Shuts down gracefully: every core stops accepting, answers what is in flight (waits
+    /// are withdrawn), closes its connections (at the latest after the shutdown timeout), and
+    /// its thread ends. Returns when all have.
     pub fn shutdown(self) {
         for core in &self.cores {
             let _ = core.send(vec![Msg::Shutdown]);
@@ -113,14 +117,31 @@ fn run_core(
             return;
         }
     };
-    runtime.block_on(async move {
-        let core = Rc::new(Core::new(setup));
-        let listener = tokio_uring::net::TcpListener::from_std(listener);
-        tokio_uring::spawn(core.clone().run_timers());
-        tokio_uring::spawn(inbox_loop(core.clone(), inbox));
-        let _ = ready.send(Ok(()));
-        listener::accept_loop(core, listener).await;
-    });
+    let id = setup.id;
+    let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        runtime.block_on(async move {
+            let core = Rc::new(Core::new(setup));
+            let listener = tokio_uring::net::TcpListener::from_std(listener);
+            tokio_uring::spawn(core.clone().run_timers());
+            tokio_uring::spawn(inbox_loop(core.clone(), inbox));
+            let _ = ready.send(Ok(()));
+            // Returns at shutdown, closing this core's listener.
+            listener::accept_loop(core.clone(), listener).await;
+            let left = core.drain(core.limits.shutdown_timeout).await;
+            if left > 0 {
+                crate::log!(
+                    Level::Warn,
+                    "core {id}: closed {left} connections still busy after the shutdown timeout"
+                );
+            }
+        })
+    }));
+    if served.is_err() {
+        // A core's event loop itself failed (a connection's panic is caught before this):
+        // its share of the locks is gone, so the server must not go on half-alive.
+        crate::log!(Level::Error, "core {id} failed; exiting so that a supervisor restarts the server");
+        std::process::exit(70);
+    }
 }
 
 /// Serves what other cores send this one.

@@ -116,6 +116,25 @@ pub struct Listed {
     pub waiters: usize,
 }
 
+/// What a shard has done since it started, for metrics. Counts, no names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Locks granted, hand-offs to waiters included.
+    pub grants: u64,
+    /// Acquires answered "held" (including a full queue).
+    pub conflicts: u64,
+    pub releases: u64,
+    pub extends: u64,
+    /// Leases that ran out.
+    pub expiries: u64,
+    /// Acquires that queued to wait.
+    pub waits: u64,
+    /// Waits that ran out.
+    pub wait_timeouts: u64,
+    /// Locks held now (including leases that are over but not yet swept).
+    pub held: u64,
+}
+
 /// Something that happened to a request other than the one being answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Event {
@@ -177,6 +196,7 @@ struct Timers {
     waiter: u64,
     events: Vec<Event>,
     fired: Vec<(u64, TimerKey)>,
+    stats: Stats,
 }
 
 impl Shard {
@@ -191,6 +211,7 @@ impl Shard {
                 waiter: 0,
                 events: Vec::new(),
                 fired: Vec::new(),
+                stats: Stats::default(),
             },
         }
     }
@@ -220,6 +241,7 @@ impl Shard {
     /// any, gets it in the same call.
     pub fn release(&mut self, resource: &str, owner: &str, token: Option<u64>, now: u64) -> Changed {
         self.change(resource, owner, token, now, |t, hash, lock| {
+            t.stats.releases += 1;
             t.end_lease(hash, lock);
             t.vacate(hash, lock, now, now, false)
         })
@@ -236,6 +258,7 @@ impl Shard {
         now: u64,
     ) -> Changed {
         self.change(resource, owner, token, now, |t, hash, lock| {
+            t.stats.extends += 1;
             t.end_lease(hash, lock);
             t.start_lease(hash, lock, ttl, now);
             true
@@ -353,6 +376,11 @@ impl Shard {
         self.table.len() == 0
     }
 
+    /// What this shard has done since it started.
+    pub fn stats(&self) -> Stats {
+        Stats { held: self.table.len() as u64, ..self.timers.stats }
+    }
+
     /// Heap bytes held by the table, its locks and the timer wheel.
     pub fn heap_bytes(&self) -> usize {
         self.table.heap_bytes() + self.timers.wheel.heap_bytes()
@@ -409,6 +437,7 @@ impl Timers {
         now: u64,
     ) -> u64 {
         lock.token = self.next_token();
+        self.stats.grants += 1;
         if let Some(w) = watcher {
             lock.extra_mut().watcher = Some(w);
         }
@@ -426,11 +455,14 @@ impl Timers {
         now: u64,
     ) -> Acquired<'a> {
         if opts.wait == 0 {
+            self.stats.conflicts += 1;
             return Acquired::Busy { owner: lock.owner(), token: lock.token };
         }
         if lock.waiter_count() >= MAX_WAITERS_PER_LOCK {
+            self.stats.conflicts += 1;
             return Acquired::QueueFull;
         }
+        self.stats.waits += 1;
         self.waiter += 1;
         let id = WAITER_ID_BIT | self.waiter;
         let deadline = deadline_after(now, opts.wait);
@@ -500,6 +532,7 @@ impl Timers {
     /// if the lease ran out, time out the waiters who gave up by `free_at`, and hand the lock
     /// to the first one left, at `now`. Returns whether the lock is held again.
     fn vacate(&mut self, hash: u64, lock: &mut Lock, free_at: u64, now: u64, expired: bool) -> bool {
+        self.stats.expiries += u64::from(expired);
         let Some(extra) = lock.extra.as_mut() else {
             return false;
         };
@@ -525,11 +558,12 @@ impl Timers {
         let Some(extra) = lock.extra.as_mut() else {
             return;
         };
-        let (wheel, events) = (&mut self.wheel, &mut self.events);
+        let (wheel, events, stats) = (&mut self.wheel, &mut self.events, &mut self.stats);
         extra.waiters.retain(|w| {
             if w.deadline > by {
                 return true;
             }
+            stats.wait_timeouts += 1;
             wheel.cancel(w.timer, &TimerKey { hash, id: w.id });
             events.push(Event { ticket: w.ticket, kind: EventKind::TimedOut });
             false

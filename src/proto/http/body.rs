@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::api::{MAX_OWNER_BYTES, MAX_RESOURCE_BYTES, MAX_TTL_MS, MAX_WAIT_MS, Request, check_name};
+use crate::api::{MAX_TTL_MS, MAX_WAIT_MS, Request};
 
 /// A lock request read from a body.
 pub type BodyRequest<'b> = Request<Cow<'b, str>>;
@@ -54,10 +54,7 @@ pub fn extend(body: &[u8]) -> Result<BodyRequest<'_>, String> {
 }
 
 fn lock_body(body: &[u8]) -> Result<LockBody<'_>, String> {
-    let b: LockBody = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    check_name(&b.resource, MAX_RESOURCE_BYTES, false).map_err(|e| e.describe("resource"))?;
-    check_name(&b.owner, MAX_OWNER_BYTES, true).map_err(|e| e.describe("owner"))?;
-    Ok(b)
+    serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
 /// Seconds (possibly fractional) to whole milliseconds, rounded up so that a lease or wait is
@@ -160,8 +157,6 @@ mod tests {
             "expire must be at most 31536000 seconds"
         );
         assert_eq!(err(r#"{"resource":"r","owner":"o","wait":86401}"#), "wait must be at most 86400 seconds");
-        assert_eq!(err(r#"{"resource":"","owner":"o"}"#), "resource must not be empty");
-        assert_eq!(err(r#"{"resource":"a\u0000","owner":"o"}"#), "resource must not contain NUL");
         assert_eq!(
             err("{\"resource\":\"r\",\"owner\":\"o\""),
             "EOF while parsing an object at line 1 column 27"

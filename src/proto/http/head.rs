@@ -4,10 +4,8 @@
 
 use std::ops::Range;
 
-/// Longest request head (request line + headers), in bytes. The SDKs send about 200; 8 KiB is
-/// what most servers allow, and bounds what a slow or hostile client can make us buffer.
-pub const MAX_HEAD_BYTES: usize = 8 * 1024;
-/// Most header fields in one request.
+/// Most header fields in one request (the parser's array is sized at compile time; the SDKs
+/// send 7 to 9).
 pub const MAX_HEADERS: usize = 32;
 /// Longest request target (path and query), in bytes: a resource name fits three times over
 /// even percent-encoded.
@@ -52,19 +50,19 @@ pub enum HeadError {
     Chunked,
     /// 414: the target is longer than [`MAX_TARGET_BYTES`].
     TargetTooLong,
-    /// 431: the head is over [`MAX_HEAD_BYTES`] or has more than [`MAX_HEADERS`] fields.
+    /// 431: the head is over its limit or has more than [`MAX_HEADERS`] fields.
     TooLarge,
     /// 505: not HTTP/1.0 or 1.1.
     Version,
 }
 
-/// Parses the head at the start of `buf`.
-pub fn parse(buf: &[u8]) -> Result<Option<Head>, HeadError> {
+/// Parses the head at the start of `buf`; a head over `max_bytes` is refused.
+pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Option<Head>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+        Ok(httparse::Status::Partial) if buf.len() > max_bytes => {
             return Err(HeadError::TooLarge);
         }
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -72,7 +70,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         Err(httparse::Error::Version) => return Err(HeadError::Version),
         Err(e) => return Err(HeadError::Malformed(describe(e))),
     };
-    if len > MAX_HEAD_BYTES {
+    if len > max_bytes {
         return Err(HeadError::TooLarge);
     }
     let at = |s: &[u8]| {
@@ -165,8 +163,10 @@ fn describe(e: httparse::Error) -> &'static str {
 mod tests {
     use super::*;
 
+    const MAX: usize = 8 * 1024;
+
     fn ok(raw: &str) -> Head {
-        parse(raw.as_bytes()).expect("valid").expect("complete")
+        parse(raw.as_bytes(), MAX).expect("valid").expect("complete")
     }
 
     fn text<'a>(raw: &'a str, r: &Range<usize>) -> &'a str {
@@ -192,9 +192,9 @@ mod tests {
     fn partial_heads_are_incomplete_not_errors() {
         let raw = b"POST /acquire HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
         for end in 0..raw.len() {
-            assert_eq!(parse(&raw[..end]), Ok(None), "prefix of {end} bytes");
+            assert_eq!(parse(&raw[..end], MAX), Ok(None), "prefix of {end} bytes");
         }
-        assert!(parse(raw).unwrap().is_some());
+        assert!(parse(raw, MAX).unwrap().is_some());
     }
 
     #[test]
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn refuses_ambiguous_or_unsupported_framing() {
-        let e = |raw: &str| parse(raw.as_bytes()).unwrap_err();
+        let e = |raw: &str| parse(raw.as_bytes(), MAX).unwrap_err();
         assert_eq!(
             e("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
             HeadError::BadLength
@@ -235,11 +235,11 @@ mod tests {
     #[test]
     fn size_limits() {
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()), Err(HeadError::TooLarge));
-        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "v".repeat(MAX_HEAD_BYTES));
-        assert_eq!(parse(big.as_bytes()), Err(HeadError::TooLarge), "over the limit before it ends");
+        assert_eq!(parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(), MAX), Err(HeadError::TooLarge));
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "v".repeat(MAX));
+        assert_eq!(parse(big.as_bytes(), MAX), Err(HeadError::TooLarge), "over the limit before it ends");
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_TARGET_BYTES));
-        assert_eq!(parse(long.as_bytes()), Err(HeadError::TargetTooLong));
+        assert_eq!(parse(long.as_bytes(), MAX), Err(HeadError::TargetTooLong));
     }
 
     #[test]

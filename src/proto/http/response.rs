@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use crate::api::Reply;
+use crate::api::{Reply, merge_lists};
+use crate::metrics::{self, CoreStats};
 use crate::shard::Listed;
 
 use super::route::Endpoint;
@@ -90,6 +91,8 @@ pub enum Body {
     /// Plain text made for this response (an error's reason).
     Owned(String),
     Json(Vec<u8>),
+    /// Prometheus text exposition.
+    Metrics(String),
 }
 
 /// A response, before encoding.
@@ -140,6 +143,7 @@ impl Response {
             Body::Text(t) => (t.as_bytes(), b"text/plain; charset=utf-8"),
             Body::Owned(t) => (t.as_bytes(), b"text/plain; charset=utf-8"),
             Body::Json(j) => (j, b"application/json"),
+            Body::Metrics(m) => (m.as_bytes(), b"text/plain; version=0.0.4; charset=utf-8"),
         };
         let mut n = itoa::Buffer::new();
         out.extend_from_slice(self.status.line());
@@ -228,6 +232,26 @@ pub fn lock_reply(endpoint: Endpoint, reply: &Reply) -> Response {
 /// The answer to `GET /locks?...`.
 pub fn list_reply(locks: &[Listed], next: Option<&str>) -> Response {
     Response::json(Status::Ok, &ListView { locks: locks.iter().map(LockView::from).collect(), next })
+}
+
+/// The answer to a request every core answered a share of (`GET /locks?...`, `/metrics`).
+pub fn gathered_reply(endpoint: Endpoint, parts: Vec<Reply>, limit: usize) -> Response {
+    match endpoint {
+        Endpoint::Metrics => {
+            let mut cores: Vec<CoreStats> = parts
+                .into_iter()
+                .filter_map(|p| if let Reply::Stats(s) = p { Some(*s) } else { None })
+                .collect();
+            cores.sort_by_key(|c| c.core);
+            Response { body: Body::Metrics(metrics::render(&cores)), ..Response::text(Status::Ok, "") }
+        }
+        _ => {
+            let shares =
+                parts.into_iter().filter_map(|p| if let Reply::Listed(l) = p { Some(l) } else { None });
+            let (locks, next) = merge_lists(shares.collect(), limit);
+            list_reply(&locks, next.as_deref())
+        }
+    }
 }
 
 #[cfg(test)]

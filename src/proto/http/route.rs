@@ -6,7 +6,8 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
-use crate::api::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, MAX_RESOURCE_BYTES, Request, check_name};
+use crate::api::{self, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, Request};
+use crate::config::Limits;
 
 use super::body::{self, BodyRequest};
 use super::head::Method;
@@ -20,6 +21,7 @@ pub enum Endpoint {
     Extend,
     Inspect,
     List,
+    Metrics,
 }
 
 /// Where a request goes.
@@ -34,6 +36,7 @@ pub enum Routed<'b> {
 /// What a path names, before its method, secret and body are checked.
 enum Resource<'b> {
     Health,
+    Metrics,
     Lock(Endpoint),
     /// `/locks/{name}`, still percent-encoded.
     Named(&'b str),
@@ -45,11 +48,12 @@ pub fn preflight(method: Method, target: &str, authorized: impl FnOnce() -> bool
     resolve(method, target, authorized).err()
 }
 
-/// Routes a complete request.
+/// Routes a complete request; names and times are checked against `limits`.
 pub fn route<'b>(
     method: Method,
     target: &'b str,
     body: &'b [u8],
+    limits: &Limits,
     authorized: impl FnOnce() -> bool,
 ) -> Routed<'b> {
     let resource = match resolve(method, target, authorized) {
@@ -58,13 +62,14 @@ pub fn route<'b>(
     };
     let parsed = match resource {
         Resource::Health => return Routed::Respond(Response::text(Status::Ok, "OK")),
+        Resource::Metrics => return Routed::Lock(Endpoint::Metrics, Request::Stats),
         Resource::Lock(Endpoint::Acquire) => body::acquire(body).map(|r| (Endpoint::Acquire, r)),
         Resource::Lock(Endpoint::Release) => body::release(body).map(|r| (Endpoint::Release, r)),
         Resource::Lock(Endpoint::Extend) => body::extend(body).map(|r| (Endpoint::Extend, r)),
         Resource::Lock(_) => list(query_of(target)).map(|r| (Endpoint::List, r)),
         Resource::Named(name) => inspect(name).map(|r| (Endpoint::Inspect, r)),
     };
-    match parsed {
+    match parsed.and_then(|(endpoint, req)| api::check(&req, limits).map(|()| (endpoint, req))) {
         Ok((endpoint, req)) => Routed::Lock(endpoint, req),
         Err(reason) => {
             Routed::Respond(Response::error(Status::BadRequest, format!("ERR Bad request: {reason}")))
@@ -80,6 +85,7 @@ fn resolve(
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let (resource, allow) = match path {
         "/health" => (Resource::Health, "GET, HEAD"),
+        "/metrics" => (Resource::Metrics, "GET, HEAD"),
         "/acquire" => (Resource::Lock(Endpoint::Acquire), "POST"),
         "/release" => (Resource::Lock(Endpoint::Release), "POST"),
         "/extend" => (Resource::Lock(Endpoint::Extend), "POST"),
@@ -99,7 +105,9 @@ fn resolve(
             ..Response::text(Status::MethodNotAllowed, "Method Not Allowed")
         });
     }
-    if !matches!(resource, Resource::Health) && !authorized() {
+    // Health and metrics need no secret: probes and scrapers have none, and neither says
+    // anything about a lock's name, owner or token.
+    if !matches!(resource, Resource::Health | Resource::Metrics) && !authorized() {
         return Err(Response::text(Status::Unauthorized, UNAUTHORIZED));
     }
     Ok(resource)
@@ -111,7 +119,6 @@ fn query_of(target: &str) -> &str {
 
 fn inspect(encoded: &str) -> Result<BodyRequest<'_>, String> {
     let name = percent_decode_str(encoded).decode_utf8().map_err(|_| "resource is not UTF-8".to_string())?;
-    check_name(&name, MAX_RESOURCE_BYTES, false).map_err(|e| e.describe("resource"))?;
     Ok(Request::Inspect { resource: name })
 }
 
@@ -133,9 +140,6 @@ fn list(query: &str) -> Result<BodyRequest<'_>, String> {
             _ => {}
         }
     }
-    if prefix.len() > MAX_RESOURCE_BYTES || after.as_ref().is_some_and(|a| a.len() > MAX_RESOURCE_BYTES) {
-        return Err(format!("prefix and after must be at most {MAX_RESOURCE_BYTES} bytes"));
-    }
     Ok(Request::List { prefix, after, limit })
 }
 
@@ -149,7 +153,7 @@ mod tests {
             Routed::Respond(resp) => {
                 let body = match resp.body {
                     Body::Text(t) => t.to_string(),
-                    Body::Owned(t) => t,
+                    Body::Owned(t) | Body::Metrics(t) => t,
                     Body::Json(j) => String::from_utf8(j).unwrap(),
                 };
                 (resp.status.code(), body)
@@ -163,66 +167,81 @@ mod tests {
     #[test]
     fn the_secret_is_checked_before_the_body_is_read() {
         let mut asked = false;
-        let r = route(Method::Post, "/acquire", b"not json at all", || {
+        let r = route(Method::Post, "/acquire", b"not json at all", &Limits::default(), || {
             asked = true;
             false
         });
         assert!(asked);
         assert_eq!(status(r), (401, "Missing or invalid secret".into()));
-        assert_eq!(status(route(Method::Post, "/acquire", b"{", || true)).0, 400);
+        assert_eq!(status(route(Method::Post, "/acquire", b"{", &Limits::default(), || true)).0, 400);
     }
 
     #[test]
     fn endpoints_methods_and_paths() {
-        assert_eq!(status(route(Method::Post, "/acquire", BODY, || true)), (0, "Acquire".into()));
-        assert_eq!(status(route(Method::Post, "/release", BODY, || true)), (0, "Release".into()));
         assert_eq!(
-            status(route(Method::Get, "/health", b"", || false)),
+            status(route(Method::Post, "/acquire", BODY, &Limits::default(), || true)),
+            (0, "Acquire".into())
+        );
+        assert_eq!(
+            status(route(Method::Post, "/release", BODY, &Limits::default(), || true)),
+            (0, "Release".into())
+        );
+        assert_eq!(
+            status(route(Method::Get, "/health", b"", &Limits::default(), || false)),
             (200, "OK".into()),
             "no secret needed"
         );
-        assert_eq!(status(route(Method::Head, "/health?probe=1", b"", || false)).0, 200);
-        assert_eq!(status(route(Method::Post, "/nope", BODY, || true)), (404, "Not Found".into()));
-        assert_eq!(status(route(Method::Post, "", BODY, || true)).0, 404);
-        let r = route(Method::Get, "/acquire", b"", || true);
+        assert_eq!(status(route(Method::Head, "/health?probe=1", b"", &Limits::default(), || false)).0, 200);
+        assert_eq!(
+            status(route(Method::Post, "/nope", BODY, &Limits::default(), || true)),
+            (404, "Not Found".into())
+        );
+        assert_eq!(status(route(Method::Post, "", BODY, &Limits::default(), || true)).0, 404);
+        let r = route(Method::Get, "/acquire", b"", &Limits::default(), || true);
         assert!(matches!(&r, Routed::Respond(resp) if resp.allow == Some("POST")));
         assert_eq!(status(r).0, 405);
-        assert_eq!(status(route(Method::Post, "/health", b"", || true)).0, 405);
-        assert_eq!(status(route(Method::Other, "/locks", b"", || true)).0, 405);
+        assert_eq!(status(route(Method::Post, "/health", b"", &Limits::default(), || true)).0, 405);
+        assert_eq!(status(route(Method::Other, "/locks", b"", &Limits::default(), || true)).0, 405);
     }
 
     #[test]
     fn inspect_decodes_the_name() {
-        match route(Method::Get, "/locks/s3%3A%2F%2Fb/k%20ey", b"", || true) {
+        match route(Method::Get, "/locks/s3%3A%2F%2Fb/k%20ey", b"", &Limits::default(), || true) {
             Routed::Lock(Endpoint::Inspect, Request::Inspect { resource }) => {
                 assert_eq!(resource, "s3://b/k ey")
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            status(route(Method::Get, "/locks/%ff", b"", || true)),
+            status(route(Method::Get, "/locks/%ff", b"", &Limits::default(), || true)),
             (400, "ERR Bad request: resource is not UTF-8".into())
         );
-        assert_eq!(status(route(Method::Get, "/locks/a%00", b"", || true)).0, 400);
-        assert_eq!(status(route(Method::Get, "/locks/x", b"", || false)).0, 401);
+        assert_eq!(status(route(Method::Get, "/locks/a%00", b"", &Limits::default(), || true)).0, 400);
+        assert_eq!(status(route(Method::Get, "/locks/x", b"", &Limits::default(), || false)).0, 401);
     }
 
     #[test]
     fn list_query() {
-        match route(Method::Get, "/locks?prefix=job%2F&after=job%2F3&limit=2&x=y", b"", || true) {
+        match route(
+            Method::Get,
+            "/locks?prefix=job%2F&after=job%2F3&limit=2&x=y",
+            b"",
+            &Limits::default(),
+            || true,
+        ) {
             Routed::Lock(Endpoint::List, Request::List { prefix, after, limit }) => {
                 assert_eq!((prefix.as_ref(), after.as_deref(), limit), ("job/", Some("job/3"), 2));
             }
             other => panic!("{other:?}"),
         }
-        match route(Method::Get, "/locks", b"", || true) {
+        match route(Method::Get, "/locks", b"", &Limits::default(), || true) {
             Routed::Lock(Endpoint::List, Request::List { prefix, after, limit }) => {
                 assert_eq!((prefix.as_ref(), after, limit), ("", None, DEFAULT_LIST_LIMIT));
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(status(route(Method::Get, "/locks?limit=1001", b"", || true)).0, 400);
-        assert_eq!(status(route(Method::Get, "/locks?limit=-1", b"", || true)).0, 400);
+        assert_eq!(status(route(Method::Get, "/locks?limit=1001", b"", &Limits::default(), || true)).0, 400);
+        assert_eq!(status(route(Method::Get, "/locks?limit=-1", b"", &Limits::default(), || true)).0, 400);
     }
 
     #[test]

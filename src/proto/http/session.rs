@@ -2,18 +2,19 @@
 //! lock requests to the core, and writes the answers in request order. Pipelining: every
 //! complete request in the buffer is served, and answers that are ready leave together; an
 //! answer that must wait (a lock wait, another core) holds back only the ones behind it.
+//! Records each request's service time in the core's histogram.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use slab::Slab;
 
-use crate::api::{Reply, Request, merge_lists};
+use crate::api::{Reply, Request};
 use crate::runtime::core::Core;
-use crate::shard::Listed;
 
 use super::body::BodyRequest;
 use super::head::{self, HeadError, Method};
-use super::response::{CONTINUE, Response, Status, list_reply, lock_reply};
+use super::response::{CONTINUE, Response, Status, gathered_reply, lock_reply};
 use super::route::{self, Endpoint, Routed};
 
 /// One HTTP connection's requests in flight, in order.
@@ -28,8 +29,9 @@ pub struct Session {
 
 struct Slot {
     endpoint: Endpoint,
-    keep_alive: bool,
-    head_only: bool,
+    framing: Framing,
+    /// When the request arrived (for its service time).
+    since: Instant,
     state: SlotState,
 }
 
@@ -39,10 +41,10 @@ enum SlotState {
     Pending {
         wait: Option<(Box<str>, Box<str>)>,
     },
-    /// A list request, gathering one share from every core.
-    Listing {
+    /// A request for every core (a list, stats), gathering their shares.
+    Gathering {
         left: usize,
-        parts: Vec<Vec<Listed>>,
+        parts: Vec<Reply>,
         limit: usize,
     },
     Ready(Response),
@@ -54,6 +56,9 @@ struct Framing {
     keep_alive: bool,
     head_only: bool,
 }
+
+/// The framing of an answer after which the connection closes.
+const CLOSING: Framing = Framing { keep_alive: false, head_only: false };
 
 impl Session {
     /// Requests parsed and not yet answered.
@@ -72,20 +77,16 @@ impl Session {
         out: &mut Vec<u8>,
         close: &mut bool,
     ) -> usize {
+        let since = Instant::now();
+        let mut answered = 0;
         let mut used = 0;
         while !*close && self.order.len() < core.limits.max_in_flight {
             let rest = &buf[used..];
-            let head = match head::parse(rest) {
+            let head = match head::parse(rest, core.limits.max_head_bytes) {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(e) => {
-                    self.answer(
-                        core,
-                        refusal(e),
-                        Framing { keep_alive: false, head_only: false },
-                        out,
-                        close,
-                    );
+                    self.answer(core, refusal(e), CLOSING, since, out, close);
                     *close = true;
                     break;
                 }
@@ -95,7 +96,7 @@ impl Session {
             let authorized = || head.secret.clone().is_some_and(|at| core.secret.matches(&rest[at]));
             if head.content_length > core.limits.max_body_bytes {
                 let too_large = Response::text(Status::PayloadTooLarge, "ERR Request body too large");
-                self.answer(core, too_large, Framing { keep_alive: false, head_only: false }, out, close);
+                self.answer(core, too_large, CLOSING, since, out, close);
                 *close = true;
                 break;
             }
@@ -106,13 +107,7 @@ impl Session {
                     if let Some(refused) = route::preflight(head.method, target, authorized) {
                         // Refused before the body was sent: answer, and close rather than
                         // guess whether the client will send the body anyway.
-                        self.answer(
-                            core,
-                            refused,
-                            Framing { keep_alive: false, head_only: false },
-                            out,
-                            close,
-                        );
+                        self.answer(core, refused, CLOSING, since, out, close);
                         *close = true;
                     } else if self.order.is_empty() {
                         out.extend_from_slice(CONTINUE);
@@ -122,36 +117,42 @@ impl Session {
             }
             self.continued = false;
             used += end;
+            answered += 1;
             let framing = Framing { keep_alive: head.keep_alive, head_only: head.method == Method::Head };
-            match route::route(head.method, target, &rest[head.len..end], authorized) {
-                Routed::Respond(response) => self.answer(core, response, framing, out, close),
-                Routed::Lock(endpoint, req) => self.submit(core, conn, endpoint, req, framing, out, close),
+            match route::route(head.method, target, &rest[head.len..end], &core.limits, authorized) {
+                Routed::Respond(response) => self.answer(core, response, framing, since, out, close),
+                Routed::Lock(endpoint, req) => {
+                    self.submit(core, conn, endpoint, req, framing, since, out, close)
+                }
             }
             if !head.keep_alive {
                 *close = true;
             }
+        }
+        if answered > 0 {
+            // One clock reading for the whole batch: what was answered at once took this long
+            // (waiting answers are timed when they come).
+            core.service_times.record(since.elapsed(), answered);
         }
         used
     }
 
     /// The reply for `slot` has come.
     pub fn on_reply(&mut self, core: &Core, slot: usize, reply: Reply, out: &mut Vec<u8>, close: &mut bool) {
-        let Some(s) = self.slots.get_mut(slot) else {
-            return;
-        };
+        let Some(s) = self.slots.get_mut(slot) else { return };
         match &mut s.state {
             SlotState::Pending { .. } => s.state = SlotState::Ready(lock_reply(s.endpoint, &reply)),
-            SlotState::Listing { left, parts, limit } => {
-                if let Reply::Listed(share) = reply {
-                    parts.push(share);
-                    *left -= 1;
-                }
+            SlotState::Gathering { left, parts, limit } => {
+                parts.push(reply);
+                *left -= 1;
                 if *left == 0 {
-                    let (locks, next) = merge_lists(std::mem::take(parts), *limit);
-                    s.state = SlotState::Ready(list_reply(&locks, next.as_deref()));
+                    s.state = SlotState::Ready(gathered_reply(s.endpoint, std::mem::take(parts), *limit));
                 }
             }
             SlotState::Ready(_) => return,
+        }
+        if matches!(s.state, SlotState::Ready(_)) {
+            core.service_times.record(s.since.elapsed(), 1);
         }
         self.drain(core, out, close);
     }
@@ -159,20 +160,29 @@ impl Session {
     /// The client closed its side: withdraw its waits (they answer 409, as a wait that ran
     /// out would), and let the other answers go out.
     pub fn on_eof(&mut self, core: &Core, conn: u32, out: &mut Vec<u8>, close: &mut bool) {
-        self.withdraw_waits(core, conn);
+        self.withdraw_waits(core, conn, || lock_reply(Endpoint::Acquire, &Reply::TimedOut));
+        self.drain(core, out, close);
+    }
+
+    /// The server is shutting down: withdraw the waits (answered 503), and let the other
+    /// answers go out.
+    pub fn on_shutdown(&mut self, core: &Core, conn: u32, out: &mut Vec<u8>, close: &mut bool) {
+        self.withdraw_waits(core, conn, || {
+            Response::text(Status::ServiceUnavailable, "ERR Server shutting down")
+        });
         self.drain(core, out, close);
     }
 
     /// The connection is gone: withdraw whatever still waits.
     pub fn teardown(&mut self, core: &Core, conn: u32) {
-        self.withdraw_waits(core, conn);
+        self.withdraw_waits(core, conn, || lock_reply(Endpoint::Acquire, &Reply::TimedOut));
     }
 
-    fn withdraw_waits(&mut self, core: &Core, conn: u32) {
+    fn withdraw_waits(&mut self, core: &Core, conn: u32, answer: impl Fn() -> Response) {
         for (key, slot) in self.slots.iter_mut() {
             if let SlotState::Pending { wait: Some((resource, owner)) } = &slot.state {
                 core.cancel_wait(core.ticket(conn, key), resource, owner);
-                slot.state = SlotState::Ready(lock_reply(slot.endpoint, &Reply::TimedOut));
+                slot.state = SlotState::Ready(answer());
             }
         }
     }
@@ -185,32 +195,30 @@ impl Session {
         endpoint: Endpoint,
         req: BodyRequest<'_>,
         framing: Framing,
+        since: Instant,
         out: &mut Vec<u8>,
         close: &mut bool,
     ) {
         let key = self.slots.vacant_key();
         let ticket = core.ticket(conn, key);
-        let state = match (&req, endpoint) {
-            (Request::List { limit, .. }, _) => match core.submit_list(ticket, &req) {
-                (mine, 0) => {
-                    let (locks, next) = merge_lists(vec![mine], *limit);
-                    SlotState::Ready(list_reply(&locks, next.as_deref()))
-                }
-                (mine, left) => SlotState::Listing { left, parts: vec![mine], limit: *limit },
-            },
-            _ => match core.submit(ticket, &req) {
+        let state = if req.resource().is_none() {
+            let limit = if let Request::List { limit, .. } = &req { *limit } else { 0 };
+            match core.submit_all(ticket, &req) {
+                (mine, 0) => SlotState::Ready(gathered_reply(endpoint, mine.into_iter().collect(), limit)),
+                (mine, left) => SlotState::Gathering { left, parts: mine.into_iter().collect(), limit },
+            }
+        } else {
+            match core.submit(ticket, &req) {
                 Some(reply) => SlotState::Ready(lock_reply(endpoint, &reply)),
                 None => SlotState::Pending { wait: waiting(&req) },
-            },
+            }
         };
         match state {
             SlotState::Ready(response) if self.order.is_empty() => {
                 self.encode(core, &response, framing, out, close)
             }
             state => {
-                let slot =
-                    Slot { endpoint, keep_alive: framing.keep_alive, head_only: framing.head_only, state };
-                let at = self.slots.insert(slot);
+                let at = self.slots.insert(Slot { endpoint, framing, since, state });
                 debug_assert_eq!(at, key);
                 self.order.push_back(key);
             }
@@ -223,19 +231,15 @@ impl Session {
         core: &Core,
         response: Response,
         framing: Framing,
+        since: Instant,
         out: &mut Vec<u8>,
         close: &mut bool,
     ) {
         if self.order.is_empty() {
             self.encode(core, &response, framing, out, close);
         } else {
-            let state = SlotState::Ready(response);
-            let slot = Slot {
-                endpoint: Endpoint::Acquire,
-                keep_alive: framing.keep_alive,
-                head_only: framing.head_only,
-                state,
-            };
+            let slot =
+                Slot { endpoint: Endpoint::Acquire, framing, since, state: SlotState::Ready(response) };
             let key = self.slots.insert(slot);
             self.order.push_back(key);
         }
@@ -250,8 +254,7 @@ impl Session {
             self.order.pop_front();
             let slot = self.slots.remove(key);
             if let SlotState::Ready(response) = slot.state {
-                let framing = Framing { keep_alive: slot.keep_alive, head_only: slot.head_only };
-                self.encode(core, &response, framing, out, close);
+                self.encode(core, &response, slot.framing, out, close);
             }
         }
     }

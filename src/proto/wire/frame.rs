@@ -305,8 +305,8 @@ pub fn encode_request(out: &mut Vec<u8>, id: u32, req: &WireRequest<'_>) {
         WireRequest::Op(Request::Inspect { resource }) => {
             frame(out, kind::INSPECT, id, |o| put_str(o, resource.as_bytes()))
         }
-        // Listing is an HTTP admin call; the wire protocol has no frame for it.
-        WireRequest::Op(Request::List { .. }) => frame(out, kind::PING, id, |_| {}),
+        // Listing and stats are HTTP admin calls with no frame: nothing is written.
+        WireRequest::Op(Request::List { .. } | Request::Stats) => {}
     }
 }
 

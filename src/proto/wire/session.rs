@@ -4,9 +4,11 @@
 //! session locks: released when it closes, and reported with a `LOST` push if their lease
 //! runs out first.
 
+use std::time::Instant;
+
 use slab::Slab;
 
-use crate::api::{MAX_OWNER_BYTES, MAX_RESOURCE_BYTES, MAX_TTL_MS, MAX_WAIT_MS, Reply, Request, check_name};
+use crate::api::{self, Reply, Request};
 use crate::runtime::core::{Core, SESSION_SLOT};
 
 use super::frame::{self, FrameError, VERSION, WireReply, WireRequest};
@@ -41,6 +43,8 @@ struct Pending {
     names: Option<(Box<str>, Box<str>)>,
     wait: bool,
     session: bool,
+    /// When the request arrived (for its service time).
+    since: Instant,
 }
 
 struct Held {
@@ -64,6 +68,7 @@ impl Session {
         out: &mut Vec<u8>,
         close: &mut bool,
     ) -> usize {
+        let since = Instant::now();
         let mut used = 0;
         if !self.prefaced {
             match frame::check_preface(buf) {
@@ -75,6 +80,7 @@ impl Session {
                 Err(e) => return fatal(e, out, close),
             }
         }
+        let mut served = 0;
         while !*close && self.pending.len() < core.limits.max_in_flight {
             let rest = &buf[used..];
             let n = match frame::check(rest) {
@@ -83,13 +89,18 @@ impl Session {
                 Err(e) => return used + fatal(e, out, close),
             };
             used += n;
+            served += 1;
             match frame::parse_request(&rest[..n]) {
-                Ok((id, req)) => self.serve(core, conn, id, req, out, close),
+                Ok((id, req)) => self.serve(core, conn, id, req, since, out, close),
                 Err(FrameError::Invalid { id, reason }) => {
                     frame::encode_reply(out, id, &WireReply::Invalid { reason })
                 }
                 Err(e) => return used + fatal(e, out, close),
             }
+        }
+        if served > 0 {
+            // One clock reading for the batch; answers that wait are timed when they come.
+            core.service_times.record(since.elapsed(), served);
         }
         used
     }
@@ -100,6 +111,7 @@ impl Session {
         conn: u32,
         id: u32,
         req: WireRequest<'_>,
+        since: Instant,
         out: &mut Vec<u8>,
         close: &mut bool,
     ) {
@@ -119,14 +131,14 @@ impl Session {
             (true, WireRequest::Ping) => return frame::encode_reply(out, id, &WireReply::Pong),
             (true, WireRequest::Op(req)) => req,
         };
-        if let Err(reason) = check(&req) {
+        if let Err(reason) = api::check(&req, &core.limits) {
             return frame::encode_reply(out, id, &WireReply::Invalid { reason: &reason });
         }
         let (op, wait, session) = match &req {
             Request::Acquire { wait, session, .. } => (Op::Acquire, *wait > 0, *session),
             Request::Release { .. } => (Op::Release, false, false),
             Request::Extend { .. } => (Op::Extend, false, false),
-            Request::Inspect { .. } | Request::List { .. } => (Op::Inspect, false, false),
+            Request::Inspect { .. } | Request::List { .. } | Request::Stats => (Op::Inspect, false, false),
         };
         let slot = self.pending.vacant_key();
         match core.submit(core.ticket(conn, slot), &req) {
@@ -138,13 +150,13 @@ impl Session {
                 let keep =
                     (op == Op::Acquire && (wait || session)) || (op == Op::Release && !self.held.is_empty());
                 let names = if keep { owned_names(&req) } else { None };
-                self.pending.insert(Pending { id, op, names, wait, session });
+                self.pending.insert(Pending { id, op, names, wait, session, since });
             }
         }
     }
 
     /// A reply, or news of a session lock, has come.
-    pub fn on_reply(&mut self, slot: usize, reply: Reply, out: &mut Vec<u8>) {
+    pub fn on_reply(&mut self, core: &Core, slot: usize, reply: Reply, out: &mut Vec<u8>) {
         if slot == SESSION_SLOT {
             if let Reply::Lost { token } = reply {
                 if let Some(at) = self.held.iter().position(|h| h.token == token) {
@@ -155,6 +167,7 @@ impl Session {
             return;
         }
         let Some(p) = self.pending.try_remove(slot) else { return };
+        core.service_times.record(p.since.elapsed(), 1);
         let names = p.names.as_ref().map(|(r, o)| (&**r, &**o));
         self.answer(p.id, p.op, names, p.session, &reply, out);
     }
@@ -210,27 +223,6 @@ impl Session {
     }
 }
 
-/// Checks a request's names and durations against the limits every protocol shares.
-fn check<S: AsRef<str>>(req: &Request<S>) -> Result<(), String> {
-    let (resource, owner, ttl, wait) = match req {
-        Request::Acquire { resource, owner, ttl, wait, .. } => (resource, Some(owner), *ttl, *wait),
-        Request::Release { resource, owner, .. } => (resource, Some(owner), None, 0),
-        Request::Extend { resource, owner, ttl, .. } => (resource, Some(owner), *ttl, 0),
-        Request::Inspect { resource } | Request::List { prefix: resource, .. } => (resource, None, None, 0),
-    };
-    check_name(resource.as_ref(), MAX_RESOURCE_BYTES, false).map_err(|e| e.describe("resource"))?;
-    if let Some(owner) = owner {
-        check_name(owner.as_ref(), MAX_OWNER_BYTES, true).map_err(|e| e.describe("owner"))?;
-    }
-    if ttl.is_some_and(|t| t > MAX_TTL_MS) {
-        return Err(format!("ttl must be at most {MAX_TTL_MS} ms"));
-    }
-    if wait > MAX_WAIT_MS {
-        return Err(format!("wait must be at most {MAX_WAIT_MS} ms"));
-    }
-    Ok(())
-}
-
 fn owned_names<S: AsRef<str>>(req: &Request<S>) -> Option<(Box<str>, Box<str>)> {
     match req {
         Request::Acquire { resource, owner, .. } | Request::Release { resource, owner, .. } => {
@@ -258,7 +250,9 @@ fn wire_reply(op: Op, reply: &Reply) -> WireReply<'_> {
             waiters: u32::try_from(lock.waiters).unwrap_or(u32::MAX),
             owner: &lock.owner,
         },
-        (_, Reply::Listed(_) | Reply::Lost { .. }) => WireReply::Invalid { reason: "unexpected reply" },
+        (_, Reply::Listed(_) | Reply::Lost { .. } | Reply::Stats(_)) => {
+            WireReply::Invalid { reason: "unexpected reply" }
+        }
     }
 }
 

@@ -1,0 +1,152 @@
+//! Metrics: owns the service-time histogram each core keeps, the snapshot a core gives of
+//! itself, and the Prometheus text exposition of all cores' snapshots (`GET /metrics`).
+//! Counts and times only: never a resource or owner name, never the secret.
+
+use std::cell::Cell;
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::shard::Stats;
+
+/// Upper bounds of the service-time buckets, in microseconds (the last bucket is +Inf).
+/// Lock work itself takes a microsecond or two; waits and other cores' answers fill the rest.
+pub const BUCKETS_US: [u64; 14] =
+    [10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000];
+
+/// Service times (from a request's arrival to its answer being ready), one core's.
+#[derive(Default)]
+pub struct Histogram {
+    /// `counts[i]`: times in `(BUCKETS_US[i-1], BUCKETS_US[i]]`; the last: above them all.
+    counts: [Cell<u64>; BUCKETS_US.len() + 1],
+    sum_us: Cell<u64>,
+}
+
+impl Histogram {
+    /// Records `n` requests that each took `took`.
+    pub fn record(&self, took: Duration, n: u64) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len());
+        self.counts[bucket].set(self.counts[bucket].get() + n);
+        self.sum_us.set(self.sum_us.get().saturating_add(us.saturating_mul(n)));
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot { counts: self.counts.each_ref().map(Cell::get), sum_us: self.sum_us.get() }
+    }
+}
+
+/// A histogram's counts at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    pub counts: [u64; BUCKETS_US.len() + 1],
+    pub sum_us: u64,
+}
+
+/// One core at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    pub core: usize,
+    pub shard: Stats,
+    pub connections: usize,
+    pub latency: HistogramSnapshot,
+}
+
+/// The Prometheus text of every core's snapshot: totals summed, gauges per core.
+pub fn render(cores: &[CoreStats]) -> String {
+    let mut out = String::new();
+    let total = |f: fn(&Stats) -> u64| cores.iter().map(|c| f(&c.shard)).sum::<u64>();
+    let _ =
+        writeln!(out, "# HELP ringlock_build_info The running version.\n# TYPE ringlock_build_info gauge");
+    let _ = writeln!(out, "ringlock_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    let counters: [(&str, &str, fn(&Stats) -> u64); 7] = [
+        ("grants", "Locks granted, hand-offs to waiters included.", |s| s.grants),
+        ("conflicts", "Acquires answered that the lock is held.", |s| s.conflicts),
+        ("releases", "Locks released by their holder.", |s| s.releases),
+        ("extends", "Leases renewed.", |s| s.extends),
+        ("expiries", "Leases that ran out.", |s| s.expiries),
+        ("waits", "Acquires that queued to wait for a lock.", |s| s.waits),
+        ("wait_timeouts", "Waits that ran out.", |s| s.wait_timeouts),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP ringlock_{name}_total {help}\n# TYPE ringlock_{name}_total counter");
+        let _ = writeln!(out, "ringlock_{name}_total {}", total(get));
+    }
+    let gauges: [(&str, &str, fn(&CoreStats) -> u64); 2] = [
+        ("held_locks", "Locks held, per core.", |c| c.shard.held),
+        ("connections", "Open connections, per core.", |c| c.connections as u64),
+    ];
+    for (name, help, get) in gauges {
+        let _ = writeln!(out, "# HELP ringlock_{name} {help}\n# TYPE ringlock_{name} gauge");
+        for c in cores {
+            let _ = writeln!(out, "ringlock_{name}{{core=\"{}\"}} {}", c.core, get(c));
+        }
+    }
+    let name = "ringlock_request_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from a request's arrival to its answer being ready.\n# TYPE {name} histogram"
+    );
+    let mut cumulative = 0;
+    for (i, bound) in
+        BUCKETS_US.iter().map(|&b| format!("{}", b as f64 / 1e6)).chain(["+Inf".to_owned()]).enumerate()
+    {
+        cumulative += cores.iter().map(|c| c.latency.counts[i]).sum::<u64>();
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let sum_us: u64 = cores.iter().map(|c| c.latency.sum_us).sum();
+    let _ = writeln!(out, "{name}_sum {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {cumulative}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(3), 2);
+        h.record(Duration::from_micros(10), 1);
+        h.record(Duration::from_micros(11), 1);
+        h.record(Duration::from_secs(60), 1);
+        let s = h.snapshot();
+        assert_eq!(&s.counts[..3], &[3, 1, 0]);
+        assert_eq!(s.counts[BUCKETS_US.len()], 1);
+        assert_eq!(s.sum_us, 6 + 10 + 11 + 60_000_000);
+    }
+
+    #[test]
+    fn exposition_text() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(40), 3);
+        let a = CoreStats {
+            core: 0,
+            shard: Stats { grants: 5, conflicts: 1, held: 2, ..Stats::default() },
+            connections: 3,
+            latency: h.snapshot(),
+        };
+        let b = CoreStats {
+            core: 1,
+            shard: Stats { grants: 2, held: 1, ..Stats::default() },
+            ..CoreStats::default()
+        };
+        let text = render(&[a, b]);
+        for line in [
+            "ringlock_grants_total 7",
+            "ringlock_conflicts_total 1",
+            "ringlock_expiries_total 0",
+            "ringlock_held_locks{core=\"0\"} 2",
+            "ringlock_held_locks{core=\"1\"} 1",
+            "ringlock_connections{core=\"0\"} 3",
+            "ringlock_request_duration_seconds_bucket{le=\"0.00001\"} 0",
+            "ringlock_request_duration_seconds_bucket{le=\"0.00005\"} 3",
+            "ringlock_request_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "ringlock_request_duration_seconds_sum 0.00012",
+            "ringlock_request_duration_seconds_count 3",
+            "# TYPE ringlock_request_duration_seconds histogram",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Running the server: metrics, graceful shutdown, the secret from a file, protected mode's
+//! start-up line, the log level.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::{Http, SECRET, TestServer, post};
+
+#[test]
+fn metrics_count_what_happened_and_name_nothing() {
+    let s = TestServer::start(2);
+    let mut c = s.connect();
+    for i in 0..5 {
+        assert_eq!(c.acquire(&format!("secret-project-{i}"), "alice").status, 200);
+    }
+    assert_eq!(c.acquire("secret-project-0", "bob").status, 409);
+    assert_eq!(c.release("secret-project-1", "alice").status, 200);
+    c.post("/acquire", SECRET, r#"{"resource":"brief","owner":"o","expire":0.05}"#);
+    c.post("/acquire", SECRET, r#"{"resource":"secret-project-2","owner":"w","wait":0.05}"#);
+    thread::sleep(Duration::from_millis(120));
+    let r = c.call("GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 200, "no secret needed");
+    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let value = |name: &str| -> u64 {
+        r.body
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(value("ringlock_grants_total "), 6);
+    assert_eq!(value("ringlock_conflicts_total "), 1);
+    assert_eq!(value("ringlock_releases_total "), 1);
+    assert_eq!(value("ringlock_expiries_total "), 1);
+    assert_eq!(value("ringlock_waits_total "), 1);
+    assert_eq!(value("ringlock_wait_timeouts_total "), 1);
+    assert_eq!(value("ringlock_held_locks{"), 4);
+    assert_eq!(value("ringlock_connections{"), 1);
+    assert!(value("ringlock_request_duration_seconds_count ") >= 9);
+    assert!(r.body.contains(&format!("ringlock_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+    for secret_word in ["secret-project", "alice", "bob", SECRET] {
+        assert!(!r.body.contains(secret_word), "metrics mention {secret_word:?}");
+    }
+}
+
+/// A `ringlock` server process, killed when dropped.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ringlock() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlock"));
+    cmd.args(["-b", "127.0.0.1", "-p", "0", "--threads", "2"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for var in [
+        "LOCKSERVER_BIND_IP",
+        "LOCKSERVER_PORT",
+        "LOCKSERVER_SECRET",
+        "LOCKSERVER_SECRET_FILE",
+        "RINGLOCK_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn start(mut cmd: Command) -> (Process, String) {
+    let mut child = cmd.spawn().expect("spawn ringlock");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr =
+        line.split_whitespace().skip_while(|w| *w != "on").nth(1).expect("an address").parse().unwrap();
+    (Process { child, addr }, line)
+}
+
+fn sigterm(p: &Process) {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(p.child.id() as libc::pid_t, libc::SIGTERM) };
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let mut cmd = ringlock();
+    cmd.env("LOCKSERVER_SECRET", SECRET).args(["--shutdown-timeout", "3"]);
+    let (mut server, _) = start(cmd);
+    let mut holder = Http::connect(server.addr);
+    assert_eq!(holder.acquire("drain", "a").status, 200);
+    let mut waiter = Http::connect(server.addr);
+    waiter.send(post("/acquire", SECRET, r#"{"resource":"drain","owner":"b","wait":30}"#));
+    let mut idle = Http::connect(server.addr);
+    assert_eq!(idle.call("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    thread::sleep(Duration::from_millis(100));
+
+    let signalled = Instant::now();
+    sigterm(&server);
+    let r = waiter.read();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (503, "ERR Server shutting down"),
+        "the wait is answered, not dropped"
+    );
+    assert!(idle.is_closed(), "idle connections are closed");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exits 0: {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(3), "well within the shutdown timeout");
+    assert!(std::net::TcpStream::connect(server.addr).is_err(), "no longer listening");
+    let mut log = String::new();
+    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains(" INFO SIGTERM: shutting down") && log.contains(" INFO stopped"), "{log}");
+    assert!(!log.contains(SECRET), "the secret is never logged");
+}
+
+#[test]
+fn the_secret_can_come_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("ringlock-secret-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("secret");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    let mut cmd = ringlock();
+    cmd.env("LOCKSERVER_SECRET_FILE", &file);
+    let (server, line) = start(cmd);
+    assert!(line.contains("secret set"), "{line}");
+    let mut c = Http::connect(server.addr);
+    assert_eq!(c.post("/acquire", "from-a-file", r#"{"resource":"f","owner":"o"}"#).status, 200);
+    assert_eq!(c.post("/acquire", "from-a-fil", r#"{"resource":"g","owner":"o"}"#).status, 401);
+    drop(server);
+
+    let out = ringlock().env("LOCKSERVER_SECRET_FILE", &file).env("LOCKSERVER_SECRET", "x").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ringlock: both LOCKSERVER_SECRET and LOCKSERVER_SECRET_FILE are set; set one\n"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_default_secret_starts_in_protected_mode_and_logs_follow_the_level() {
+    let (server, line) = start(ringlock());
+    assert!(
+        line.starts_with(&format!("ringlock {} listening on 127.0.0.1:", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("(2 threads, protected mode: the secret is the default, so only clients on this machine are served)\n"),
+        "{line}"
+    );
+    assert_eq!(
+        Http::connect(server.addr).post("/acquire", "changeme", r#"{"resource":"p","owner":"o"}"#).status,
+        200
+    );
+    sigterm(&server);
+    let mut server = server;
+    server.child.wait().unwrap();
+    let mut log = String::new();
+    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(
+        log.contains(" WARN set LOCKSERVER_SECRET (or LOCKSERVER_SECRET_FILE) to serve other machines"),
+        "{log}"
+    );
+
+    let mut cmd = ringlock();
+    cmd.args(["--log", "warn"]).env("LOCKSERVER_SECRET", SECRET);
+    let (mut server, _) = start(cmd);
+    sigterm(&server);
+    server.child.wait().unwrap();
+    let mut log = String::new();
+    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert_eq!(log, "", "nothing below warn");
+}
