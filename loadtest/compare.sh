@@ -32,6 +32,7 @@ TTL_KEYS=100000000               # key space of the ttl workload: far more names
 HOT=4                            # hot names of the contended workload
 SECRET=loadtest-secret
 BUILD=${BUILD:-1}                # 0: use the binaries already in target/release
+QUIET_WAIT=${QUIET_WAIT:-600}    # longest wait, in seconds, for other processes to leave the cores idle
 
 OUT=$ROOT/target/loadtest
 mkdir -p "$OUT"
@@ -101,11 +102,42 @@ if ! command -v redis-server >/dev/null; then
     apt-get install -y redis-server >&2
 fi
 
+# cpu_idle: idle and total ticks of all cores so far, from /proc/stat.
+cpu_idle() {
+    local _cpu user nice system idle iowait irq softirq steal _rest
+    read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+    echo "$((idle + iowait)) $((user + nice + system + idle + iowait + irq + softirq + steal))"
+}
+
+# wait_quiet: the cores are shared (builds, other tests); wait, QUIET_WAIT seconds at most, for a
+# second in which they are at least 90% idle, so that runs measure the servers and not the
+# neighbours. Each run also reports what other processes took during it (others_cpu_share),
+# and the table marks the rows where that was more than 5% of a core.
+wait_quiet() {
+    local waited=0 a b idle total
+    while [ "$waited" -lt "$QUIET_WAIT" ]; do
+        a=$(cpu_idle)
+        sleep 1
+        b=$(cpu_idle)
+        idle=$((${b% *} - ${a% *}))
+        total=$((${b#* } - ${a#* }))
+        if [ "$total" -gt 0 ] && [ $((idle * 100 / total)) -ge 90 ]; then
+            return 0
+        fi
+        if [ "$waited" -eq 0 ]; then
+            log "waiting for the cores to be idle (other processes are busy)"
+        fi
+        waited=$((waited + 1))
+    done
+    log "the cores never were idle for $QUIET_WAIT s; running anyway"
+}
+
 # run LABEL TARGET PORT PID ARGS...: one bounded run from the generator core; appends its JSON.
 run() {
     local label=$1 target=$2 port=$3 pid=$4
     shift 4
     local json
+    wait_quiet
     json=$(taskset -c "$GEN_CORE" "$LOADTEST" run --quiet --json --label "$label" \
         --target "$target" --addr "127.0.0.1:$port" --secret "$SECRET" --server-pid "$pid" \
         --warmup "$WARMUP" --duration "$DURATION" "$@")
@@ -270,6 +302,14 @@ def bad(r):
     return f" **{n} errors**" if n else ""
 
 
+def disturbed(r):
+    return r is not None and ((r.get("others_cpu_share") or 0) > 0.05 or (r.get("steal_share") or 0) > 0.05)
+
+
+def mark(*rs):
+    return " †" if any(disturbed(r) for r in rs) else ""
+
+
 def shape(r):
     return f"open {r['rate'] / 1000:,.0f}k/s" if r["mode"] == "open" else "closed"
 
@@ -280,8 +320,11 @@ print("|---|---|---:|---:|---:|---:|---:|")
 for r in rows:
     if r["label"].startswith("gen-"):
         target = "http acquire+release" if r["target"] == "http" else "redis SET NX (ttl)"
-        print(f"| {target} | {shape(r)} | {r['connections']} | {r['depth']} | {rate(r)}{bad(r)} | {gen(r)} "
+        print(f"| {target}{mark(r)} | {shape(r)} | {r['connections']} | {r['depth']} | {rate(r)}{bad(r)} | {gen(r)} "
               f"| {p99(r, 'all_us')} |")
+
+if any(disturbed(r) for r in rows if r["label"].startswith("gen-")):
+    print("\n† Other processes took more than 5% of a core during this run.")
 
 print(f"\n### ringlock vs reference vs Redis (server on one core, generator on the other; "
       f"{warmup} s warm-up + {duration} s per run)\n")
@@ -307,9 +350,13 @@ for r in rows:
     cpu_ratio = (f"{rl['server_cpu_us_per_request'] / ref['server_cpu_us_per_request']:.2f}"
                  if rl and ref and rl.get("server_cpu_us_per_request") and ref.get("server_cpu_us_per_request")
                  else "-")
-    print(f"| {w} | {shape(r)} | {c} | {d} | {rate(ceiling)} | {rate(rl)}{bad(rl)} | {pct} | {gen(rl)} "
+    print(f"| {w}{mark(rl, ref, rd, ceiling)} | {shape(r)} | {c} | {d} | {rate(ceiling)} | {rate(rl)}{bad(rl)} | {pct} | {gen(rl)} "
           f"| {rate(ref)}{bad(ref)} | {ratio(rl, ref)} | {rate(rd)}{bad(rd)} | {ratio(rl, rd)} | {cpu(rl)} | {cpu(ref)} "
           f"| {cpu(rd)} | {cpu_ratio} | {p99(rl)} | {p99(ref)} | {p99(rd)} |")
+
+if any(disturbed(r) for r in rows):
+    print("\n† Other processes took more than 5% of a core (or the hypervisor stole it) during at least one run "
+          "of this row: its numbers are less reliable.")
 
 hold = [find(label, "hold") for label in LOCKS]
 if all(hold):

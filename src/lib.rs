@@ -18,6 +18,8 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 pub mod metrics;
 pub mod net;

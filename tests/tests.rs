@@ -13,6 +13,9 @@ mod http;
 /// The mutual-exclusion checker: many clients, few locks, no two holders ever.
 mod exclusion;
 
+/// The fuzzers' seeds and past crashes, replayed.
+mod fuzzed;
+
 /// Hostile and broken clients: limits, timeouts, caps, garbage.
 mod hostile;
 

@@ -2,7 +2,9 @@
 //! `/proc/PID/stat`: user and system time of all its threads. Sampled before and after the
 //! measured window, it gives CPU per request, which stays meaningful when the generator, not
 //! the server, limits the throughput; the user/system split tells a process's own work from
-//! the kernel's (on loopback, most of the TCP cost).
+//! the kernel's (on loopback, most of the TCP cost). The machine-wide times in `/proc/stat`
+//! tell how much CPU other processes took meanwhile, so a run disturbed by them can be told
+//! from one that was not.
 
 use std::time::Duration;
 
@@ -40,6 +42,49 @@ pub fn parse_stat(line: &str) -> Option<(u64, u64)> {
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some((utime, stime))
+}
+
+/// Machine-wide CPU time, all cores together, from the first line of `/proc/stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineTime {
+    /// Time spent running processes (user, nice and system), which per-process times account
+    /// for. Interrupt and softirq time is left out: processes are not charged for it.
+    pub processes: Duration,
+    /// Time the hypervisor gave to other virtual machines while this one wanted to run.
+    pub steal: Duration,
+}
+
+impl MachineTime {
+    /// The time used since `earlier`.
+    pub fn since(&self, earlier: MachineTime) -> MachineTime {
+        MachineTime {
+            processes: self.processes.saturating_sub(earlier.processes),
+            steal: self.steal.saturating_sub(earlier.steal),
+        }
+    }
+}
+
+/// The process and steal ticks in `/proc/stat`'s `cpu` line (`cpu user nice system idle
+/// iowait irq softirq steal ...`).
+pub fn parse_machine_stat(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().next()?;
+    let mut fields = line.split_ascii_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    if ticks.len() < 8 {
+        return None;
+    }
+    Some((ticks[0] + ticks[1] + ticks[2], ticks[7]))
+}
+
+/// The machine's CPU time so far, or `None` if it cannot be read.
+pub fn machine_cpu() -> Option<MachineTime> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let (processes, steal) = parse_machine_stat(&text)?;
+    let hz = ticks_per_second();
+    Some(MachineTime { processes: ticks_to_duration(processes, hz), steal: ticks_to_duration(steal, hz) })
 }
 
 /// Clock ticks per second, the unit of `/proc/PID/stat` times (100 on Linux everywhere in
@@ -109,8 +154,22 @@ mod tests {
     }
 
     #[test]
-    fn the_generator_can_read_its_own_cpu_time() {
+    fn machine_stat_sums_process_time_and_reads_steal() {
+        let text = "cpu  231715 5 73477 513020 3027 0 27206 367 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(parse_machine_stat(text), Some((231715 + 5 + 73477, 367)));
+        assert_eq!(parse_machine_stat("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(parse_machine_stat("cpu 1 2 3\n"), None);
+        assert_eq!(parse_machine_stat(""), None);
+        let ms = Duration::from_millis;
+        let a = MachineTime { processes: ms(10), steal: ms(1) };
+        let b = MachineTime { processes: ms(25), steal: ms(4) };
+        assert_eq!(b.since(a), MachineTime { processes: ms(15), steal: ms(3) });
+    }
+
+    #[test]
+    fn the_generator_can_read_its_own_and_the_machines_cpu_time() {
         assert!(ticks_per_second() > 0);
         assert!(own_cpu().is_some());
+        assert!(machine_cpu().is_some());
     }
 }

@@ -109,11 +109,17 @@ struct CpuSample {
     at: Instant,
     server: Option<cpu::CpuTime>,
     generator: Option<cpu::CpuTime>,
+    machine: Option<cpu::MachineTime>,
 }
 
 impl CpuSample {
     fn take(pid: Option<u32>) -> CpuSample {
-        CpuSample { at: Instant::now(), server: pid.and_then(cpu::process_cpu), generator: cpu::own_cpu() }
+        CpuSample {
+            at: Instant::now(),
+            server: pid.and_then(cpu::process_cpu),
+            generator: cpu::own_cpu(),
+            machine: cpu::machine_cpu(),
+        }
     }
 }
 
@@ -407,6 +413,15 @@ fn report(plan: &Plan, shared: &Shared, first: Option<CpuSample>, end: CpuSample
     let window = first.map(|f| end.at.saturating_duration_since(f.at).as_secs_f64());
     let server_cpu = first.and_then(|f| cpu_delta(f.server, end.server));
     let generator_cpu = first.and_then(|f| cpu_delta(f.generator, end.generator));
+    let machine = first.and_then(|f| Some(end.machine?.since(f.machine?)));
+    let share = |d: Duration| window.filter(|&w| w > 0.0).map(|w| d.as_secs_f64() / w);
+    // Processes other than the server and the generator: the machine's process time less
+    // theirs (without a server PID, the server counts as "other").
+    let others = machine.map(|m| {
+        let ours = server_cpu.map_or(Duration::ZERO, |t| t.total())
+            + generator_cpu.map_or(Duration::ZERO, |t| t.total());
+        m.processes.saturating_sub(ours)
+    });
     let (connections, depth, rate) = match plan.load {
         Load::Closed { connections, depth } => (connections, depth, None),
         Load::Open { connections, rate, batch } => (connections, batch, Some(rate)),
@@ -447,6 +462,8 @@ fn report(plan: &Plan, shared: &Shared, first: Option<CpuSample>, end: CpuSample
             .zip(window)
             .filter(|&(_, w)| w > 0.0)
             .map(|(t, w)| t.user.as_secs_f64() / w),
+        others_cpu_share: others.and_then(share),
+        steal_share: machine.and_then(|m| share(m.steal)),
     }
 }
 

@@ -282,6 +282,11 @@ pub struct Report {
     /// The part of `generator_cpu_share` spent in user space, the generator's own code; the
     /// rest is the kernel's (on loopback, most of the TCP cost of both directions).
     pub generator_user_share: Option<f64>,
+    /// CPU used by every other process on the machine over the measured window, in cores
+    /// (0.1: a tenth of one core). Above a few hundredths, the run shared its cores.
+    pub others_cpu_share: Option<f64>,
+    /// CPU the hypervisor gave to other virtual machines over the window, in cores.
+    pub steal_share: Option<f64>,
 }
 
 impl fmt::Display for Report {
@@ -342,6 +347,14 @@ impl fmt::Display for Report {
                 write!(f, " ({:.0}% in user space)", user * 100.0)?;
             }
             writeln!(f)?;
+        }
+        if let (Some(others), Some(steal)) = (self.others_cpu_share, self.steal_share) {
+            writeln!(
+                f,
+                "machine      other processes {:.0}% of a core, steal {:.0}%",
+                others * 100.0,
+                steal * 100.0
+            )?;
         }
         Ok(())
     }

@@ -1,49 +1,21 @@
 //! The `ringlock` binary's configuration, as an operator meets it: command line over
 //! environment over `.env` over defaults, with the reference server's names.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use crate::support::Http;
+use crate::support::{Http, Process, ringlock_command};
 
-/// A `ringlock` process, killed when dropped.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The binary, with no `LOCKSERVER_*` variables inherited from the test's environment.
+/// The binary, run in `dir`.
 fn ringlock(dir: &PathBuf) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlock"));
-    cmd.current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for var in ["LOCKSERVER_BIND_IP", "LOCKSERVER_PORT", "LOCKSERVER_SECRET", "RINGLOCK_THREADS"] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = ringlock_command();
+    cmd.current_dir(dir);
     cmd
 }
 
-/// Starts the server and reads the address from its start-up line.
-fn start(mut cmd: Command) -> Process {
-    let mut child = cmd.spawn().expect("spawn ringlock");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line
-        .split_whitespace()
-        .skip_while(|w| *w != "on")
-        .nth(1)
-        .unwrap_or_else(|| panic!("start-up line {line:?}"))
-        .parse()
-        .unwrap();
-    Process { child, addr }
+fn start(cmd: Command) -> Process {
+    Process::start(cmd)
 }
 
 fn scratch_dir(name: &str) -> PathBuf {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ringlock::config::{Config, Limits};
 use ringlock::proto::wire::frame::{self, PREFACE, WireReply, WireRequest};
 
-use crate::support::{SECRET, TestServer, plain, post};
+use crate::support::{SECRET, TestServer, plain, post, post_bytes};
 
 /// A server with short timeouts and small caps, so that limits are quick to reach.
 fn tight(threads: usize, limits: Limits) -> TestServer {
@@ -126,13 +126,7 @@ fn invalid_utf8_json_wrong_types_and_nul_in_names() {
         b"{\"resource\":\"r\",\"owner\":\"o\\u0000\"}",
     ];
     for body in bodies {
-        let mut raw = format!(
-            "POST /acquire HTTP/1.1\r\nX-LOCKSERVER-SECRET: {SECRET}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        raw.extend_from_slice(body);
-        let r = c.call(raw);
+        let r = c.call(post_bytes("/acquire", SECRET, body));
         assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(body));
         assert!(r.body.starts_with("ERR Bad request: ") && !r.body.contains('\n'), "one line: {}", r.body);
     }

@@ -4,7 +4,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{Http, SECRET, TestServer, plain, post};
+use crate::support::{Http, SECRET, TestServer, plain, post, post_bytes};
 
 const LOCKED: &str = "ERR Resource is already locked";
 const NOT_FOUND: &str = "ERR Resource not found";
@@ -82,13 +82,7 @@ fn bad_bodies_get_a_one_line_400_and_the_connection_stays_usable() {
         assert_eq!(r.text(), plain("400 Bad Request", reason), "body {body:?}");
     }
     let body = b"{\"resource\":\"\xff\",\"owner\":\"o\"}";
-    let mut raw = format!(
-        "POST /acquire HTTP/1.1\r\nX-LOCKSERVER-SECRET: {SECRET}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body);
-    let r = c.call(raw);
+    let r = c.call(post_bytes("/acquire", SECRET, body));
     assert_eq!(r.status, 400, "invalid UTF-8 in a name");
     assert_eq!(c.acquire("r", "o").status, 200, "the connection is still good");
 }

@@ -1,13 +1,11 @@
 //! Running the server: metrics, graceful shutdown, the secret from a file, protected mode's
 //! start-up line, the log level.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{Http, SECRET, TestServer, post};
+use crate::support::{Http, Process, SECRET, TestServer, post, ringlock_command};
 
 #[test]
 fn metrics_count_what_happened_and_name_nothing() {
@@ -46,53 +44,23 @@ fn metrics_count_what_happened_and_name_nothing() {
     }
 }
 
-/// A `ringlock` server process, killed when dropped.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn ringlock() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlock"));
-    cmd.args(["-b", "127.0.0.1", "-p", "0", "--threads", "2"]).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for var in [
-        "LOCKSERVER_BIND_IP",
-        "LOCKSERVER_PORT",
-        "LOCKSERVER_SECRET",
-        "LOCKSERVER_SECRET_FILE",
-        "RINGLOCK_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = ringlock_command();
+    cmd.args(["-b", "127.0.0.1", "-p", "0", "--threads", "2"]);
     cmd
 }
 
-fn start(mut cmd: Command) -> (Process, String) {
-    let mut child = cmd.spawn().expect("spawn ringlock");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr =
-        line.split_whitespace().skip_while(|w| *w != "on").nth(1).expect("an address").parse().unwrap();
-    (Process { child, addr }, line)
-}
-
-fn sigterm(p: &Process) {
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(p.child.id() as libc::pid_t, libc::SIGTERM) };
+fn start(cmd: Command) -> (Process, String) {
+    let p = Process::start(cmd);
+    let line = p.line.clone();
+    (p, line)
 }
 
 #[test]
 fn sigterm_shuts_down_gracefully() {
     let mut cmd = ringlock();
     cmd.env("LOCKSERVER_SECRET", SECRET).args(["--shutdown-timeout", "3"]);
-    let (mut server, _) = start(cmd);
+    let (server, _) = start(cmd);
     let mut holder = Http::connect(server.addr);
     assert_eq!(holder.acquire("drain", "a").status, 200);
     let mut waiter = Http::connect(server.addr);
@@ -102,7 +70,7 @@ fn sigterm_shuts_down_gracefully() {
     thread::sleep(Duration::from_millis(100));
 
     let signalled = Instant::now();
-    sigterm(&server);
+    server.terminate();
     let r = waiter.read();
     assert_eq!(
         (r.status, r.body.as_str()),
@@ -110,12 +78,11 @@ fn sigterm_shuts_down_gracefully() {
         "the wait is answered, not dropped"
     );
     assert!(idle.is_closed(), "idle connections are closed");
-    let status = server.child.wait().unwrap();
+    let addr = server.addr;
+    let (status, log) = server.finish();
     assert!(status.success(), "exits 0: {status:?}");
     assert!(signalled.elapsed() < Duration::from_secs(3), "well within the shutdown timeout");
-    assert!(std::net::TcpStream::connect(server.addr).is_err(), "no longer listening");
-    let mut log = String::new();
-    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(std::net::TcpStream::connect(addr).is_err(), "no longer listening");
     assert!(log.contains(" INFO SIGTERM: shutting down") && log.contains(" INFO stopped"), "{log}");
     assert!(!log.contains(SECRET), "the secret is never logged");
 }
@@ -159,11 +126,8 @@ fn the_default_secret_starts_in_protected_mode_and_logs_follow_the_level() {
         Http::connect(server.addr).post("/acquire", "changeme", r#"{"resource":"p","owner":"o"}"#).status,
         200
     );
-    sigterm(&server);
-    let mut server = server;
-    server.child.wait().unwrap();
-    let mut log = String::new();
-    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    server.terminate();
+    let (_, log) = server.finish();
     assert!(
         log.contains(" WARN set LOCKSERVER_SECRET (or LOCKSERVER_SECRET_FILE) to serve other machines"),
         "{log}"
@@ -171,10 +135,8 @@ fn the_default_secret_starts_in_protected_mode_and_logs_follow_the_level() {
 
     let mut cmd = ringlock();
     cmd.args(["--log", "warn"]).env("LOCKSERVER_SECRET", SECRET);
-    let (mut server, _) = start(cmd);
-    sigterm(&server);
-    server.child.wait().unwrap();
-    let mut log = String::new();
-    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    let (server, _) = start(cmd);
+    server.terminate();
+    let (_, log) = server.finish();
     assert_eq!(log, "", "nothing below warn");
 }

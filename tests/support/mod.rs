@@ -170,6 +170,80 @@ impl Http {
     }
 }
 
+/// A `POST` request with a body of any bytes (invalid UTF-8 included).
+pub fn post_bytes(path: &str, secret: &str, body: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nX-LOCKSERVER-SECRET: {secret}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// A `ringlock` server process, killed when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    /// Its start-up line.
+    pub line: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts the server `cmd` describes and reads its address from the start-up line.
+    pub fn start(mut cmd: std::process::Command) -> Process {
+        let mut child = cmd.spawn().expect("spawn ringlock");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line
+            .split_whitespace()
+            .skip_while(|w| *w != "on")
+            .nth(1)
+            .unwrap_or_else(|| panic!("start-up line {line:?}"))
+            .parse()
+            .unwrap();
+        Process { child, addr, line }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
+    /// Waits for it to exit; returns its status and everything it wrote to standard error.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        let mut log = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        (status, log)
+    }
+}
+
+/// The `ringlock` binary, with none of its variables inherited from the test's environment.
+pub fn ringlock_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringlock"));
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    for var in [
+        "LOCKSERVER_BIND_IP",
+        "LOCKSERVER_PORT",
+        "LOCKSERVER_SECRET",
+        "LOCKSERVER_SECRET_FILE",
+        "RINGLOCK_THREADS",
+        "RINGLOCK_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// A `POST` request as the SDKs send it.
 pub fn post(path: &str, secret: &str, body: &str) -> String {
     format!(

@@ -200,6 +200,15 @@ pub fn parse_request(frame: &[u8]) -> Result<(u32, WireRequest<'_>), FrameError>
     let (k, id, body) = split(frame);
     let mut r = Reader { rest: body };
     let names = |resource, owner| names(id, resource, owner);
+    // Flag bits this version does not know are refused, so that a newer client learns at once
+    // that it speaks to an older server.
+    let flags_in = |flags: u8, known: u8| {
+        if flags & !known == 0 {
+            Ok(flags)
+        } else {
+            Err(FrameError::Invalid { id, reason: "unknown flag bits" })
+        }
+    };
     let req = match k {
         kind::HELLO => WireRequest::Hello { secret: r.bytes()? },
         kind::PING => WireRequest::Ping,
@@ -207,6 +216,7 @@ pub fn parse_request(frame: &[u8]) -> Result<(u32, WireRequest<'_>), FrameError>
             let (flags, ttl, wait) = (r.u8()?, r.u64()?, r.u64()?);
             let (resource, owner) = (r.bytes()?, r.bytes()?);
             r.end()?;
+            let flags = flags_in(flags, flag::TTL | flag::SESSION)?;
             let (resource, owner) = names(resource, owner)?;
             let (ttl, session) = ((flags & flag::TTL != 0).then_some(ttl), flags & flag::SESSION != 0);
             WireRequest::Op(Request::Acquire { resource, owner, ttl, wait, session })
@@ -215,6 +225,7 @@ pub fn parse_request(frame: &[u8]) -> Result<(u32, WireRequest<'_>), FrameError>
             let (flags, token) = (r.u8()?, r.u64()?);
             let (resource, owner) = (r.bytes()?, r.bytes()?);
             r.end()?;
+            let flags = flags_in(flags, flag::TOKEN)?;
             let (resource, owner) = names(resource, owner)?;
             WireRequest::Op(Request::Release {
                 resource,
@@ -226,6 +237,7 @@ pub fn parse_request(frame: &[u8]) -> Result<(u32, WireRequest<'_>), FrameError>
             let (flags, token, ttl) = (r.u8()?, r.u64()?, r.u64()?);
             let (resource, owner) = (r.bytes()?, r.bytes()?);
             r.end()?;
+            let flags = flags_in(flags, flag::TOKEN | flag::TTL)?;
             let (resource, owner) = names(resource, owner)?;
             let (token, ttl) =
                 ((flags & flag::TOKEN != 0).then_some(token), (flags & flag::TTL != 0).then_some(ttl));

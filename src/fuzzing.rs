@@ -1,0 +1,55 @@
+//! Entry points for the fuzz targets (`fuzz/`) and their regression test: each feeds arbitrary
+//! bytes through one protocol's parsers the way a connection would, and checks what must hold
+//! for any input: no panic, and what parses, once encoded, parses to the same thing.
+
+use crate::config::Limits;
+use crate::proto::http::{head, response, route};
+use crate::proto::wire::frame::{self, FrameError};
+
+/// HTTP: frames requests out of `data` one after another, as a connection's buffer is read,
+/// routes each (secret check, JSON body, names) and encodes an answer.
+pub fn http(data: &[u8]) {
+    let limits = Limits::default();
+    let date = [b'D'; 29];
+    let mut rest = data;
+    while let Ok(Some(h)) = head::parse(rest, limits.max_head_bytes) {
+        let end = h.len.saturating_add(h.content_length);
+        if h.content_length > limits.max_body_bytes || rest.len() < end {
+            return;
+        }
+        let target = std::str::from_utf8(&rest[h.target.clone()]).expect("httparse targets are UTF-8");
+        let authorized = || h.secret.clone().is_some_and(|s| rest[s].first() == Some(&b'k'));
+        let mut out = Vec::new();
+        match route::route(h.method, target, &rest[h.len..end], &limits, authorized) {
+            route::Routed::Respond(r) => r.encode(&mut out, h.keep_alive, false, &date),
+            route::Routed::Lock(endpoint, _) => response::lock_reply(endpoint, &crate::api::Reply::Busy)
+                .encode(&mut out, h.keep_alive, false, &date),
+        }
+        assert!(out.starts_with(b"HTTP/1.1 "));
+        rest = &rest[end..];
+    }
+}
+
+/// The wire protocol: a preface, then frames read as the server reads requests and as the
+/// client reads replies; whatever parses must survive an encode and a parse unchanged.
+pub fn wire(data: &[u8]) {
+    let Ok(true) = frame::check_preface(data) else { return };
+    let mut rest = &data[frame::PREFACE.len()..];
+    while let Ok(Some(n)) = frame::check(rest) {
+        let f = &rest[..n];
+        match frame::parse_request(f) {
+            Ok((id, req)) => {
+                let mut again = Vec::new();
+                frame::encode_request(&mut again, id, &req);
+                assert_eq!(frame::parse_request(&again), Ok((id, req)), "a request survives a round trip");
+            }
+            Err(FrameError::Invalid { .. }) | Err(FrameError::Fatal(_)) => {}
+        }
+        if let Ok((id, reply)) = frame::parse_reply(f) {
+            let mut again = Vec::new();
+            frame::encode_reply(&mut again, id, &reply);
+            assert_eq!(frame::parse_reply(&again), Ok((id, reply)), "a reply survives a round trip");
+        }
+        rest = &rest[n..];
+    }
+}
