@@ -7,7 +7,7 @@
 # workloads. Prints two markdown tables on stdout: the generator's own ceiling (against its
 # trivial responder), and the comparison with its ratios, then a line per goal.
 #
-#   loadtest/compare.sh                     # about 12 minutes on 2 cores
+#   loadtest/compare.sh                     # about 12 minutes on 2 cores, after the build
 #   DURATION=2 CONNS="16 64" loadtest/compare.sh   # a quicker, rougher pass
 #   BUILD=0 loadtest/compare.sh             # measure the binaries already built
 #

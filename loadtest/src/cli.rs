@@ -176,11 +176,22 @@ pub struct ResponderArgs {
 /// The shape of the offered load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Load {
-    /// Each connection keeps `depth` requests in flight.
-    Closed { connections: usize, depth: usize },
-    /// `rate` requests per second in total, on schedule, over `connections`, written in
-    /// batches of `batch`.
-    Open { connections: usize, rate: u64, batch: usize },
+    /// Each connection keeps a number of requests in flight.
+    Closed {
+        /// Connections.
+        connections: usize,
+        /// Requests in flight per connection.
+        depth: usize,
+    },
+    /// A fixed total rate, on schedule, spread over the connections.
+    Open {
+        /// Connections.
+        connections: usize,
+        /// Requests per second, all connections together.
+        rate: u64,
+        /// Requests per write, due at the same instant.
+        batch: usize,
+    },
 }
 
 impl Load {

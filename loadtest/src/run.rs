@@ -454,6 +454,9 @@ fn report(plan: &Plan, shared: &Shared, first: Option<CpuSample>, end: CpuSample
         server_cpu_us_per_request: server_cpu
             .filter(|_| requests > 0)
             .map(|t| t.total().as_secs_f64() * 1e6 / requests as f64),
+        server_user_us_per_request: server_cpu
+            .filter(|_| requests > 0)
+            .map(|t| t.user.as_secs_f64() * 1e6 / requests as f64),
         generator_cpu_share: generator_cpu
             .zip(window)
             .filter(|&(_, w)| w > 0.0)

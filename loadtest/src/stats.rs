@@ -276,6 +276,9 @@ pub struct Report {
     pub server_cpu_s: Option<f64>,
     /// Server CPU per request: `server_cpu_s / requests`, µs.
     pub server_cpu_us_per_request: Option<f64>,
+    /// The part of `server_cpu_us_per_request` spent in user space (the rest is the kernel's),
+    /// µs.
+    pub server_user_us_per_request: Option<f64>,
     /// The generator's own CPU time over the measured window, as a share of one core. Near
     /// 1.0, the generator itself was the limit.
     pub generator_cpu_share: Option<f64>,
@@ -337,7 +340,11 @@ impl fmt::Display for Report {
             }
         }
         match (self.server_cpu_s, self.server_cpu_us_per_request) {
-            (Some(s), Some(per)) => writeln!(f, "server CPU   {s:.2} s, {per:.2} us/request")?,
+            (Some(s), Some(per)) => writeln!(
+                f,
+                "server CPU   {s:.2} s, {per:.2} us/request ({:.2} in user space)",
+                self.server_user_us_per_request.unwrap_or(0.0)
+            )?,
             (Some(s), None) => writeln!(f, "server CPU   {s:.2} s")?,
             _ => {}
         }

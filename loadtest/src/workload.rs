@@ -17,10 +17,16 @@ use crate::rng::SplitMix64;
 /// and the connection's owner as `lt-<conn>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Take lock `key` for this connection's owner.
-    Acquire { key: u64 },
-    /// Give lock `key` back, if this connection's owner holds it.
-    Release { key: u64 },
+    /// Take a lock for this connection's owner.
+    Acquire {
+        /// The lock's name, as a number.
+        key: u64,
+    },
+    /// Give a lock back, if this connection's owner holds it.
+    Release {
+        /// The lock's name, as a number.
+        key: u64,
+    },
     /// Ask the server whether it is up, doing no lock work (the transport's ceiling).
     Health,
 }
@@ -50,17 +56,33 @@ impl Op {
 /// What a run's connections do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
-    /// Acquire a random name of `keys`, then release it: almost never a conflict.
-    Uncontended { keys: u64 },
-    /// Acquire one of `hot` names, then release it, every connection competing for them.
-    Contended { hot: u64 },
-    /// Acquire one of `hot` names (retrying `retry` after each conflict), hold it for `hold`,
-    /// release it: measures how long a waiter takes to get a lock another owner gives back.
-    /// One request in flight per connection, since each step depends on the last reply.
-    Hold { hot: u64, hold: Duration, retry: Duration },
-    /// Acquire a random name of `keys` with a lease, never release: the server's expiry does
-    /// all the freeing.
-    TtlOnly { keys: u64 },
+    /// Acquire a random name, then release it: almost never a conflict.
+    Uncontended {
+        /// Names to choose from.
+        keys: u64,
+    },
+    /// Acquire one of a few hot names, then release it, every connection competing for them.
+    Contended {
+        /// Hot names to choose from.
+        hot: u64,
+    },
+    /// Acquire one of a few hot names (retrying after each conflict), hold it, release it:
+    /// measures how long a waiter takes to get a lock another owner gives back. One request
+    /// in flight per connection, since each step depends on the last reply.
+    Hold {
+        /// Hot names to choose from.
+        hot: u64,
+        /// How long a granted lock is held.
+        hold: Duration,
+        /// Pause after a conflict before trying again.
+        retry: Duration,
+    },
+    /// Acquire a random name with a lease, never release: the server's expiry does all the
+    /// freeing.
+    TtlOnly {
+        /// Names to choose from.
+        keys: u64,
+    },
     /// Only health probes: no lock work at all.
     Health,
 }
@@ -113,10 +135,18 @@ enum Hold {
 /// What a hold-and-release reply means for the hand-off measurements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// `key` is ours, `waited` after the cycle's first attempt.
-    Granted { key: u64, waited: Duration },
-    /// We gave `key` back.
-    Released { key: u64 },
+    /// A lock is ours.
+    Granted {
+        /// Its name.
+        key: u64,
+        /// Time since the cycle's first attempt.
+        waited: Duration,
+    },
+    /// We gave a lock back.
+    Released {
+        /// Its name.
+        key: u64,
+    },
 }
 
 /// One connection's sequence of requests.

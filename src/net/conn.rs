@@ -168,7 +168,7 @@ async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
             if st.out.len() < core.limits.max_unsent_bytes
                 && st.session.in_flight() < core.limits.max_in_flight
             {
-                break st.session.in_flight() == 0;
+                break st.session.is_idle();
             }
             drop(st);
             conn.reader.notified().await;
@@ -179,7 +179,7 @@ async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
         let deadline = match started {
             Some(t) => Some(t + core.limits.header_timeout),
             None if idle => Some(Instant::now() + core.limits.idle_timeout),
-            // We owe the client answers; it may well wait for them in silence.
+            // We owe the client answers, or it holds session locks: it may well be silent.
             None => None,
         };
         if buf.len() == buf.capacity() {

@@ -46,6 +46,15 @@ impl Session {
         }
     }
 
+    /// Whether the connection may be closed for idleness: nothing in flight, and (wire) no
+    /// session locks that closing it would release.
+    pub fn is_idle(&self) -> bool {
+        match self {
+            Session::Wire(s) => s.in_flight() == 0 && !s.holds_locks(),
+            _ => self.in_flight() == 0,
+        }
+    }
+
     /// Serves the complete requests at the start of `buf`; returns the bytes used.
     pub fn on_bytes(
         &mut self,

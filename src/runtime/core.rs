@@ -289,15 +289,18 @@ impl Core {
             }
             return;
         }
-        let conn = self.conns.borrow().get(&conn_id).cloned();
-        match conn {
-            Some(conn) => conn.on_reply(self, slot, reply),
-            None => {
-                let orphan = self.orphans.borrow_mut().remove(&ticket);
-                if let (Some(o), Reply::Granted { token }) = (orphan, reply) {
-                    self.release_for_gone(&o.resource, &o.owner, token);
-                }
+        // An orphan's reply goes nowhere, even while its connection is still closing: the
+        // client gave the request up, so a grant it would never hear of is released.
+        let orphan = self.orphans.borrow_mut().remove(&ticket);
+        if let Some(o) = orphan {
+            if let Reply::Granted { token } = reply {
+                self.release_for_gone(&o.resource, &o.owner, token);
             }
+            return;
+        }
+        let conn = self.conns.borrow().get(&conn_id).cloned();
+        if let Some(conn) = conn {
+            conn.on_reply(self, slot, reply);
         }
     }
 

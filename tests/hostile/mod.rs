@@ -324,3 +324,19 @@ fn protected_mode_serves_this_machine() {
     let mut c = server.connect();
     assert_eq!(c.post("/acquire", "changeme", r#"{"resource":"p","owner":"o"}"#).status, 200);
 }
+
+#[test]
+fn a_wire_connection_holding_session_locks_is_never_idle() {
+    use ringlock::client::{AcquireOptions, Config as ClientConfig, blocking::Client};
+    let server = tight(1, short_timeouts());
+    let config = |owner: &str| ClientConfig { addr: server.host_port(), owner: owner.into(), secret: SECRET.into() };
+    let holder = Client::connect(&config("holder")).unwrap();
+    holder.acquire("kept", AcquireOptions { session: true, ..AcquireOptions::default() }).unwrap();
+    let bystander = Client::connect(&config("bystander")).unwrap();
+    thread::sleep(Duration::from_millis(1200));
+    assert!(bystander.ping().is_err(), "an idle connection with no locks was closed");
+    let observer = Client::connect(&config("observer")).unwrap();
+    let info = observer.inspect("kept").unwrap().expect("still held: closing would have released it");
+    assert_eq!(info.owner, "holder");
+    holder.ping().expect("the holder's connection is open");
+}

@@ -35,16 +35,31 @@ pub const DEFAULT_TTL_MS: u64 = 30_000;
 /// One RESP value, with offsets into the buffer it was parsed from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Value {
-    /// `+text`: the text is `buf[start..end]`.
-    Simple { start: usize, end: usize },
-    /// `-text`: the message is `buf[start..end]`.
-    Error { start: usize, end: usize },
+    /// `+text`.
+    Simple {
+        /// Where the text starts in the buffer.
+        start: usize,
+        /// Where it ends (before CRLF).
+        end: usize,
+    },
+    /// `-message`.
+    Error {
+        /// Where the message starts in the buffer.
+        start: usize,
+        /// Where it ends (before CRLF).
+        end: usize,
+    },
     /// `:n`.
     Integer(i64),
     /// `$-1` or `*-1`.
     Nil,
-    /// `$n` followed by n bytes: the data is `buf[start..end]`.
-    Bulk { start: usize, end: usize },
+    /// `$n` followed by n bytes.
+    Bulk {
+        /// Where the data starts in the buffer.
+        start: usize,
+        /// Where it ends (before CRLF).
+        end: usize,
+    },
     /// `*n` followed by n values (skipped).
     Array(usize),
 }

@@ -59,6 +59,11 @@ impl Session {
         self.pending.len()
     }
 
+    /// Whether the connection holds session locks.
+    pub fn holds_locks(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// Serves every complete frame at the start of `buf`; returns the bytes used.
     pub fn on_bytes(
         &mut self,
