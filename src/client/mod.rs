@@ -175,8 +175,12 @@ struct Call {
     reply: oneshot::Sender<Result<Answer, Error>>,
 }
 
-/// Replies the reader still owes, by id.
-type Pending = Arc<Mutex<HashMap<u32, (oneshot::Sender<Result<Answer, Error>>, Option<(String, String)>)>>>;
+/// A caller waiting for its reply, and what releasing an unwanted grant takes.
+type Caller = (oneshot::Sender<Result<Answer, Error>>, Option<(String, String)>);
+
+/// Replies the reader still owes, by id; `None` once the connection has ended, so that a call
+/// made after that fails at once instead of waiting for a reader that is gone.
+type Pending = Arc<Mutex<Option<HashMap<u32, Caller>>>>;
 
 /// A connection to a ringlock server. Cheap to clone; clones share the connection, which
 /// closes when the last one is dropped.
@@ -215,7 +219,7 @@ impl Client {
 
         let (calls, queue) = mpsc::unbounded_channel();
         let (lost, _) = broadcast::channel(LOST_BACKLOG);
-        let pending: Pending = Arc::default();
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let client = Client { calls, owner: config.owner.as_str().into(), lost: lost.clone() };
         tokio::spawn(write_loop(wr, queue, pending.clone()));
         tokio::spawn(read_loop(rd, buf, pending, lost, client.calls.downgrade()));
@@ -328,6 +332,11 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<C
         buf.clear();
         {
             let mut pending = pending.lock().expect("pending map");
+            let Some(pending) = pending.as_mut() else {
+                // The connection has ended: these calls can only fail.
+                batch.drain(..).for_each(|call| drop(call.reply.send(Err(Error::Closed))));
+                continue;
+            };
             for mut call in batch.drain(..) {
                 let id = next_id;
                 // Id 0 is the server's, for pushes.
@@ -338,7 +347,9 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<C
             }
         }
         if wr.write_all(&buf).await.is_err() {
-            break;
+            // The reader sees the connection end too, and fails what is pending.
+            let _ = wr.shutdown().await;
+            queue.close();
         }
     }
     let _ = wr.shutdown().await;
@@ -368,7 +379,9 @@ async fn read_loop(
                 let _ = lost.send(Lost { resource: resource.to_owned(), token });
             } else if let WireReply::ProtocolError { reason } = reply {
                 break 'conn Error::Protocol(reason.to_owned());
-            } else if let Some((caller, on_orphan)) = pending.lock().expect("pending map").remove(&id) {
+            } else if let Some((caller, on_orphan)) =
+                pending.lock().expect("pending map").as_mut().and_then(|p| p.remove(&id))
+            {
                 let granted = if let WireReply::Granted { token } = reply { Some(token) } else { None };
                 if caller.send(answer(reply)).is_err() {
                     release_orphan(&calls, on_orphan, granted);
@@ -382,8 +395,8 @@ async fn read_loop(
             Err(e) => break Error::Io(e),
         }
     };
-    let mut pending = pending.lock().expect("pending map");
-    for (_, (caller, _)) in pending.drain() {
+    let waiting = pending.lock().expect("pending map").take().unwrap_or_default();
+    for (_, (caller, _)) in waiting {
         let _ = caller.send(Err(match &failure {
             Error::Io(e) => Error::Io(io::Error::new(e.kind(), e.to_string())),
             Error::Protocol(why) => Error::Protocol(why.clone()),

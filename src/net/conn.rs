@@ -113,6 +113,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.shutdown(std::net::Shutdown::Both);
     }
     // Whatever happened, withdraw its waits and release its session locks.
+    core.tick();
     if let Ok(mut st) = conn.state.try_borrow_mut() {
         st.session.teardown(&core, conn.id);
     }
@@ -124,6 +125,7 @@ async fn run(core: Rc<Core>, conn: Rc<Conn>, stream: Rc<TcpStream>) {
     let writer = tokio_uring::spawn(write_loop(conn.clone(), stream.clone()));
     let stopped = read_loop(&core, &conn, &stream).await;
     if stopped != Stopped::ByUs {
+        core.tick();
         let mut st = conn.state.borrow_mut();
         st.eof = true;
         let ConnState { out, session, close, .. } = &mut *st;
@@ -225,6 +227,7 @@ async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
                 return Stopped::ByUs;
             }
         };
+        core.tick();
         let used = {
             let mut st = conn.state.borrow_mut();
             let ConnState { out, session, close, .. } = &mut *st;

@@ -82,6 +82,8 @@ pub struct Core {
     /// The tick the timer task sleeps until (`u64::MAX`: no deadline).
     armed: Cell<u64>,
     date: DateCache,
+    /// See [`Core::now`].
+    clock: Cell<u64>,
     /// Set by [`Msg::Shutdown`]; `stop` wakes everything that waits, to stop.
     pub stopping: Cell<bool>,
     pub stop: Notify,
@@ -124,6 +126,7 @@ impl Core {
             timer: Notify::new(),
             armed: Cell::new(u64::MAX),
             date: DateCache::default(),
+            clock: Cell::new(0),
             stopping: Cell::new(false),
             stop: Notify::new(),
             conns_changed: Notify::new(),
@@ -131,9 +134,20 @@ impl Core {
         }
     }
 
-    /// Milliseconds since the server started (the shards' clock; the same epoch on every core).
+    /// The clock, in ms since the server started (the shards' clock; the same epoch on every
+    /// core), as read by the last [`Core::tick`].
     pub fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock.get()
+    }
+
+    /// Reads the clock; call at the start of each batch of work (a read, an inbox batch, a
+    /// timer turn, a connection's end). One reading serves the whole batch: every request in
+    /// it arrived before the reading, so a lease computed from it (rounded up, see
+    /// [`crate::shard`]) still never ends before the request's arrival plus its length.
+    pub fn tick(&self) -> u64 {
+        let now = (self.epoch.elapsed().as_millis() as u64).max(self.clock.get());
+        self.clock.set(now);
+        now
     }
 
     /// The current `Date` header value.
@@ -304,7 +318,7 @@ impl Core {
         }
     }
 
-    /// Serves a batch from the mesh (call [`Core::flush`] after).
+    /// Serves a batch from the mesh (call [`Core::tick`] before, [`Core::flush`] after).
     pub fn serve_batch(&self, batch: Batch) {
         for msg in batch {
             match msg {
@@ -331,13 +345,23 @@ impl Core {
         }
     }
 
+    /// Keeps the `Date` header current: refreshes it just after each second turns.
+    pub async fn run_date(self: Rc<Self>) {
+        loop {
+            self.date.refresh();
+            let into =
+                SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            tokio::time::sleep(Duration::from_nanos(1_000_000_000 - u64::from(into) + 1_000)).await;
+        }
+    }
+
     /// The timer task: ends leases and waits on time. Sleeps until the shard's next deadline,
     /// or until [`Core::flush`] finds an earlier one.
     pub async fn run_timers(self: Rc<Self>) {
         loop {
             // Awake: nobody needs to wake us until we sleep again.
             self.armed.set(0);
-            let more = self.shard.borrow_mut().advance(self.now(), ADVANCE_BUDGET);
+            let more = self.shard.borrow_mut().advance(self.tick(), ADVANCE_BUDGET);
             self.collect_events();
             self.flush();
             if more {
@@ -377,23 +401,26 @@ pub fn lone_core(secret: &str) -> Core {
     })
 }
 
-/// The `Date` header value, formatted once a second.
-#[derive(Default)]
-struct DateCache {
-    second: Cell<u64>,
-    value: Cell<[u8; 29]>,
+/// The `Date` header value, formatted once a second by [`Core::run_date`] so that answering
+/// costs no clock reading.
+struct DateCache(Cell<[u8; 29]>);
+
+impl Default for DateCache {
+    fn default() -> Self {
+        let cache = DateCache(Cell::new([b' '; 29]));
+        cache.refresh();
+        cache
+    }
 }
 
 impl DateCache {
     fn get(&self) -> [u8; 29] {
-        let now = SystemTime::now();
-        let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if second != self.second.get() {
-            let mut value = [0u8; 29];
-            value.copy_from_slice(&httpdate::fmt_http_date(now).as_bytes()[..29]);
-            self.value.set(value);
-            self.second.set(second);
-        }
-        self.value.get()
+        self.0.get()
+    }
+
+    fn refresh(&self) {
+        let mut value = [0u8; 29];
+        value.copy_from_slice(&httpdate::fmt_http_date(SystemTime::now()).as_bytes()[..29]);
+        self.0.set(value);
     }
 }

@@ -329,7 +329,8 @@ fn protected_mode_serves_this_machine() {
 fn a_wire_connection_holding_session_locks_is_never_idle() {
     use ringlock::client::{AcquireOptions, Config as ClientConfig, blocking::Client};
     let server = tight(1, short_timeouts());
-    let config = |owner: &str| ClientConfig { addr: server.host_port(), owner: owner.into(), secret: SECRET.into() };
+    let config =
+        |owner: &str| ClientConfig { addr: server.host_port(), owner: owner.into(), secret: SECRET.into() };
     let holder = Client::connect(&config("holder")).unwrap();
     holder.acquire("kept", AcquireOptions { session: true, ..AcquireOptions::default() }).unwrap();
     let bystander = Client::connect(&config("bystander")).unwrap();
