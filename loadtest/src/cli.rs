@@ -54,6 +54,8 @@ pub enum Target {
     Health,
     /// The standard Redis lock: `SET key owner NX PX ttl`, compare-and-delete release.
     Redis,
+    /// ringlock's binary wire protocol (health probe: `PING`).
+    Wire,
 }
 
 impl Target {
@@ -63,6 +65,7 @@ impl Target {
             Target::Http => "http",
             Target::Health => "health",
             Target::Redis => "redis",
+            Target::Wire => "wire",
         }
     }
 }
@@ -133,6 +136,11 @@ pub struct RunArgs {
     /// always carry one: 30000 if not given.
     #[arg(long)]
     pub ttl_ms: Option<u64>,
+    /// Server-side wait asked on every acquire, ms: a busy lock queues the acquire and hands
+    /// it the lock when released (ringlock's HTTP `wait` and wire protocol; the reference server
+    /// ignores the field and Redis has no such thing, so there a conflict is retried).
+    #[arg(long, default_value_t = 0)]
+    pub wait_ms: u64,
     /// Seed of the key choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -220,6 +228,8 @@ pub struct Plan {
     pub load: Load,
     /// Lease on every acquire, ms.
     pub ttl_ms: Option<u64>,
+    /// Server-side wait on every acquire, ms (0: none).
+    pub wait_ms: u64,
     /// Warm-up before the measured window.
     pub warmup: Duration,
     /// The measured window.
@@ -315,6 +325,7 @@ impl RunArgs {
             workload,
             load,
             ttl_ms: self.ttl_ms,
+            wait_ms: self.wait_ms,
             warmup: seconds("warmup", self.warmup, true)?,
             duration: seconds("duration", self.duration, false)?,
             max_requests: self.requests,

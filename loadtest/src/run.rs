@@ -24,10 +24,11 @@ use crate::cli::{Load, Plan, Target};
 use crate::cpu;
 use crate::proto::http::HttpClient;
 use crate::proto::redis::{self, RedisClient, Value};
+use crate::proto::wire::{self, WireClient};
 use crate::proto::{Outcome, Protocol};
 use crate::schedule::{self, Wait};
 use crate::stats::{Latency, Report, Stats, describe_reply, progress_line};
-use crate::workload::{Event, OpKind, Script, Step, Workload};
+use crate::workload::{Event, Op, OpKind, Script, Step, Workload};
 
 /// Bytes each connection reads into; at least one whole reply of the largest kind accepted
 /// (an HTTP head of 8 KiB plus a body of 64 KiB).
@@ -86,12 +87,17 @@ pub fn run(plan: &Plan) -> Result<Report, RunError> {
 async fn drive(plan: &Plan) -> Result<Report, RunError> {
     match plan.target {
         Target::Http | Target::Health => {
-            let (host, secret, ttl) = (plan.host.clone(), plan.secret.clone(), plan.ttl_ms);
-            drive_with(plan, move |conn| HttpClient::new(&host, &secret, ttl, conn)).await
+            let (host, secret, ttl, wait) =
+                (plan.host.clone(), plan.secret.clone(), plan.ttl_ms, plan.wait_ms);
+            drive_with(plan, move |conn| HttpClient::new(&host, &secret, ttl, wait, conn)).await
         }
         Target::Redis => {
             let ttl = plan.ttl_ms.unwrap_or(redis::DEFAULT_TTL_MS);
             drive_with(plan, move |conn| RedisClient::new(ttl, conn)).await
+        }
+        Target::Wire => {
+            let (ttl, wait) = (plan.ttl_ms, plan.wait_ms);
+            drive_with(plan, move |conn| WireClient::new(ttl, wait, conn)).await
         }
     }
 }
@@ -135,7 +141,7 @@ struct Shared {
     in_flight: Cell<u64>,
     /// When the last reply of the measured window arrived.
     last_reply: Cell<Option<Instant>>,
-    /// Hold-and-release: when each hot name was last released (and not granted since).
+    /// Hold-and-release: when each hot name's release was last sent (and not granted since).
     released_at: RefCell<Vec<Option<Instant>>>,
     stats: RefCell<Stats>,
 }
@@ -197,10 +203,7 @@ impl Shared {
                             stats.record_handoff(now.saturating_duration_since(freed), measured);
                         }
                     }
-                    Some(Event::Released { key }) => {
-                        self.released_at.borrow_mut()[key as usize] = Some(now);
-                    }
-                    None => {}
+                    Some(Event::Released { .. }) | None => {}
                 }
             }
             if measured {
@@ -312,6 +315,22 @@ async fn load_release_script(stream: &mut TcpStream) -> Result<(), RunError> {
     }
 }
 
+/// Opens a wire-protocol connection: the preface and `HELLO`, answered `HELLO_OK`.
+async fn hello(stream: &mut TcpStream, secret: &str) -> Result<(), RunError> {
+    let setup = |e: String| RunError::Setup(format!("HELLO: {e}"));
+    stream.write_all(&wire::handshake(secret)).await.map_err(|e| setup(e.to_string()))?;
+    let mut input = InBuf::new();
+    loop {
+        read_some(stream, &mut input, 1).await.map_err(setup)?;
+        if let Some(n) = wire::hello_answered(input.data()).map_err(setup)? {
+            if input.data().len() > n {
+                return Err(setup("bytes after HELLO_OK".into()));
+            }
+            return Ok(());
+        }
+    }
+}
+
 async fn drive_with<P, F>(plan: &Plan, make: F) -> Result<Report, RunError>
 where
     P: Protocol + Clone + 'static,
@@ -328,6 +347,11 @@ where
     );
     if plan.target == Target::Redis && releases {
         load_release_script(&mut streams[0]).await?;
+    }
+    if plan.target == Target::Wire {
+        for stream in &mut streams {
+            hello(stream, &plan.secret).await?;
+        }
     }
 
     let start = Instant::now();
@@ -501,10 +525,14 @@ async fn closed_loop<P: Protocol>(
         let stopping = shared.stopping(now);
         let before = pending.len();
         let mut wait = None;
+        let mut releasing = None;
         while pending.len() < depth && (!stopping || script.mid_cycle()) {
             match script.next(now) {
                 Step::Send(op) => {
                     shared.spend();
+                    if let Op::Release { key } = op {
+                        releasing = Some(key);
+                    }
                     proto.encode(&op, &mut out);
                     pending.push_back(Pending { kind: op.kind(), at: now });
                 }
@@ -519,6 +547,14 @@ async fn closed_loop<P: Protocol>(
             let sent = Instant::now();
             for p in pending.range_mut(before..) {
                 p.at = sent;
+            }
+            if let Some(key) = releasing {
+                // Hold-and-release (the only workload that tracks names): the hand-off runs
+                // from here, since the next holder's grant may well be read before this
+                // release's own reply (the server answers both in one turn).
+                if let Some(slot) = shared.released_at.borrow_mut().get_mut(key as usize) {
+                    *slot = Some(sent);
+                }
             }
             shared.in_flight.set(shared.in_flight.get() + (pending.len() - before) as u64);
             if let Err(e) = stream.write_all(&out).await {

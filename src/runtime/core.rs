@@ -208,6 +208,10 @@ impl Core {
     }
 
     fn owner_of(&self, resource: &str) -> usize {
+        if self.cores == 1 {
+            // One shard owns everything: no need to hash the name to route it.
+            return 0;
+        }
         shard_for(self.hasher.hash(resource), self.cores)
     }
 

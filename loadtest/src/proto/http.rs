@@ -195,8 +195,9 @@ const BODY_HEAD: &[u8] = b"{\"resource\":\"";
 
 impl HttpClient {
     /// The client of connection `conn`, sending `Host: host`, the shared `secret`, and on
-    /// every acquire a lease of `ttl_ms` milliseconds if given.
-    pub fn new(host: &str, secret: &str, ttl_ms: Option<u64>, conn: usize) -> HttpClient {
+    /// every acquire a lease of `ttl_ms` milliseconds if given and a server-side wait of
+    /// `wait_ms` if not 0.
+    pub fn new(host: &str, secret: &str, ttl_ms: Option<u64>, wait_ms: u64, conn: usize) -> HttpClient {
         let head = |path: &str| {
             format!(
                 "POST {path} HTTP/1.1\r\nHost: {host}\r\nX-LOCKSERVER-SECRET: {secret}\r\n\
@@ -211,6 +212,10 @@ impl HttpClient {
         if let Some(ms) = ttl_ms {
             acquire_tail.extend_from_slice(b",\"expire\":");
             push_seconds(&mut acquire_tail, ms);
+        }
+        if wait_ms > 0 {
+            acquire_tail.extend_from_slice(b",\"wait\":");
+            push_seconds(&mut acquire_tail, wait_ms);
         }
         acquire_tail.push(b'}');
         release_tail.push(b'}');
@@ -370,7 +375,7 @@ mod tests {
 
     #[test]
     fn client_parse_maps_status_to_outcome() {
-        let c = HttpClient::new("h", "s", None, 0);
+        let c = HttpClient::new("h", "s", None, 0, 0);
         assert_eq!(
             c.parse(RINGLOCK_409, OpKind::Acquire),
             Ok(Some(Reply { outcome: Outcome::Conflict, len: RINGLOCK_409.len() }))
@@ -403,7 +408,7 @@ mod tests {
 
     #[test]
     fn acquire_release_and_health_encode_exactly() {
-        let mut c = HttpClient::new("127.0.0.1:8080", "changeme", Some(30_000), 7);
+        let mut c = HttpClient::new("127.0.0.1:8080", "changeme", Some(30_000), 0, 7);
         let mut out = Vec::new();
         c.encode(&Op::Acquire { key: 42 }, &mut out);
         let body = r#"{"resource":"lt-42","owner":"lt-7","expire":30}"#;
@@ -431,7 +436,7 @@ mod tests {
 
     #[test]
     fn acquire_without_ttl_has_no_expire() {
-        let mut c = HttpClient::new("h", "s", None, 0);
+        let mut c = HttpClient::new("h", "s", None, 0, 0);
         let mut out = Vec::new();
         c.encode(&Op::Acquire { key: 1234567 }, &mut out);
         assert!(out.ends_with(b"Content-Length: 40\r\n\r\n{\"resource\":\"lt-1234567\",\"owner\":\"lt-0\"}"));
@@ -439,7 +444,7 @@ mod tests {
 
     #[test]
     fn encoded_requests_frame_as_requests() {
-        let mut c = HttpClient::new("h", "s", Some(250), 3);
+        let mut c = HttpClient::new("h", "s", Some(250), 0, 3);
         let mut out = Vec::new();
         c.encode(&Op::Acquire { key: 9 }, &mut out);
         let one = out.len();

@@ -1,7 +1,6 @@
 //! Requests to bytes and bytes to replies, one implementation of [`Protocol`] per target:
-//! [`http`] (the JSON API of ringlock and the reference server, and its health probe) and
-//! [`redis`] (the standard Redis lock over RESP). A new target (ringlock's binary protocol) is
-//! one more implementation: encode an [`Op`], parse one reply into an [`Outcome`].
+//! [`http`] (the JSON API of ringlock and the reference server, and its health probe),
+//! [`wire`] (ringlock's binary protocol) and [`redis`] (the standard Redis lock over RESP).
 //!
 //! Parsers are pure and incremental: given the bytes read so far they return the first reply
 //! and its length, `Ok(None)` when it is not all there yet, or a [`ParseError`] when the bytes
@@ -9,6 +8,7 @@
 
 pub mod http;
 pub mod redis;
+pub mod wire;
 
 use std::fmt;
 
@@ -60,6 +60,10 @@ pub enum ParseError {
     BadLineEnd,
     /// RESP arrays nested deeper than [`redis::MAX_DEPTH`].
     TooDeep,
+    /// Bytes that are no wire-protocol reply frame.
+    BadFrame,
+    /// A wire reply whose id is not the next request's (see [`wire`]).
+    OutOfOrder,
 }
 
 impl fmt::Display for ParseError {
@@ -75,6 +79,8 @@ impl fmt::Display for ParseError {
             ParseError::BadNumber => f.write_str("bad RESP number"),
             ParseError::BadLineEnd => f.write_str("RESP line or bulk string not ended by CRLF"),
             ParseError::TooDeep => f.write_str("RESP arrays nested too deep"),
+            ParseError::BadFrame => f.write_str("bad wire-protocol frame"),
+            ParseError::OutOfOrder => f.write_str("wire reply out of order"),
         }
     }
 }

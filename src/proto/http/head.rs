@@ -58,9 +58,10 @@ pub enum HeadError {
 
 /// Parses the head at the start of `buf`; a head over `max_bytes` is refused.
 pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Option<Head>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(buf) {
+    // Left uninitialised: httparse writes the ones it fills, and this runs for every request.
+    let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > max_bytes => {
             return Err(HeadError::TooLarge);

@@ -1,0 +1,193 @@
+//! ringlock's binary wire protocol (`docs/PROTOCOL.md`), spoken with ringlock's own codec
+//! (`ringlock::proto::wire::frame`), so the generator encodes exactly what the Rust client
+//! does. The connection opens with the preface and `HELLO` ([`handshake`]); acquire and release
+//! are frames, the health probe is `PING`.
+//!
+//! The wire protocol may answer out of order (a waiting acquire answers when granted); the
+//! generator reads replies in order. Each request therefore carries the connection's next
+//! sequence number as its id, and a reply with any other id is reported as an error rather
+//! than matched to the wrong request. Against one server core every answer is immediate and in
+//! order; across cores, or with waits and several requests in flight, use the Rust client.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use ringlock::api::Request;
+use ringlock::proto::wire::frame::{self, FrameError, WireReply, WireRequest};
+
+use super::{Outcome, ParseError, Protocol, Reply, push_name};
+use crate::workload::{Op, OpKind};
+
+/// One connection's wire client.
+#[derive(Clone, Debug)]
+pub struct WireClient {
+    owner: String,
+    ttl_ms: Option<u64>,
+    wait_ms: u64,
+    /// Id of the next request to send, and of the next reply expected (shared by the encoder
+    /// and the parser of one connection).
+    next_sent: u32,
+    next_reply: Rc<Cell<u32>>,
+}
+
+/// The preface and `HELLO`; the server answers `HELLO_OK` ([`hello_answered`]).
+pub fn handshake(secret: &str) -> Vec<u8> {
+    let mut out = frame::PREFACE.to_vec();
+    frame::encode_request(&mut out, 0, &WireRequest::Hello { secret: secret.as_bytes() });
+    out
+}
+
+/// Whether `buf` starts with the answer to [`handshake`]: `Ok(Some(len))` for `HELLO_OK`,
+/// `Ok(None)` until it is all there.
+pub fn hello_answered(buf: &[u8]) -> Result<Option<usize>, String> {
+    match frame::check(buf).map_err(describe)? {
+        None => Ok(None),
+        Some(n) => match frame::parse_reply(&buf[..n]).map_err(describe)?.1 {
+            WireReply::HelloOk { .. } => Ok(Some(n)),
+            other => Err(format!("HELLO answered {other:?}")),
+        },
+    }
+}
+
+fn describe(e: FrameError) -> String {
+    match e {
+        FrameError::Fatal(why) | FrameError::Invalid { reason: why, .. } => why.to_owned(),
+    }
+}
+
+impl WireClient {
+    /// The client of connection `conn`: owner `lt-<conn>`, a lease of `ttl_ms` on every
+    /// acquire if given, and a server-side wait of `wait_ms` (0: none).
+    pub fn new(ttl_ms: Option<u64>, wait_ms: u64, conn: usize) -> WireClient {
+        let mut owner = Vec::new();
+        push_name(&mut owner, conn as u64);
+        WireClient {
+            owner: String::from_utf8(owner).expect("names are ASCII"),
+            ttl_ms,
+            wait_ms,
+            // Id 0 is the server's, for pushes; the handshake used it too.
+            next_sent: 1,
+            next_reply: Rc::new(Cell::new(1)),
+        }
+    }
+}
+
+impl Protocol for WireClient {
+    fn encode(&mut self, op: &Op, out: &mut Vec<u8>) {
+        let id = self.next_sent;
+        self.next_sent = self.next_sent.checked_add(1).unwrap_or(1);
+        let mut name = Vec::new();
+        let req = match *op {
+            Op::Acquire { key } | Op::Release { key } => {
+                push_name(&mut name, key);
+                let resource = std::str::from_utf8(&name).expect("names are ASCII");
+                let owner = self.owner.as_str();
+                match op {
+                    Op::Acquire { .. } => {
+                        let (ttl, wait) = (self.ttl_ms, self.wait_ms);
+                        WireRequest::Op(Request::Acquire { resource, owner, ttl, wait, session: false })
+                    }
+                    _ => WireRequest::Op(Request::Release { resource, owner, token: None }),
+                }
+            }
+            Op::Health => WireRequest::Ping,
+        };
+        frame::encode_request(out, id, &req);
+    }
+
+    fn parse(&self, buf: &[u8], kind: OpKind) -> Result<Option<Reply>, ParseError> {
+        let Some(n) = frame::check(buf).map_err(|_| ParseError::BadFrame)? else {
+            return Ok(None);
+        };
+        let (id, reply) = frame::parse_reply(&buf[..n]).map_err(|_| ParseError::BadFrame)?;
+        let expected = self.next_reply.get();
+        if id != expected {
+            return Err(ParseError::OutOfOrder);
+        }
+        self.next_reply.set(expected.checked_add(1).unwrap_or(1));
+        let outcome = match (kind, reply) {
+            (OpKind::Acquire, WireReply::Granted { .. }) => Outcome::Granted,
+            (OpKind::Acquire, WireReply::Busy | WireReply::TimedOut | WireReply::QueueFull) => {
+                Outcome::Conflict
+            }
+            (OpKind::Release, WireReply::Released { .. }) | (OpKind::Health, WireReply::Pong) => {
+                Outcome::Done
+            }
+            (OpKind::Release, WireReply::NotHolder | WireReply::NotFound | WireReply::TokenMismatch) => {
+                Outcome::Conflict
+            }
+            _ => Outcome::Error,
+        };
+        Ok(Some(Reply { outcome, len: n }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(id: u32, r: &WireReply<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        frame::encode_reply(&mut out, id, r);
+        out
+    }
+
+    #[test]
+    fn requests_are_the_clients_frames_numbered_from_one() {
+        let mut c = WireClient::new(Some(30_000), 0, 7);
+        let mut out = Vec::new();
+        c.encode(&Op::Acquire { key: 42 }, &mut out);
+        c.encode(&Op::Release { key: 42 }, &mut out);
+        c.encode(&Op::Health, &mut out);
+        let n = frame::check(&out).unwrap().unwrap();
+        assert_eq!(
+            frame::parse_request(&out[..n]),
+            Ok((
+                1,
+                WireRequest::Op(Request::Acquire {
+                    resource: "lt-42",
+                    owner: "lt-7",
+                    ttl: Some(30_000),
+                    wait: 0,
+                    session: false
+                })
+            ))
+        );
+        let m = frame::check(&out[n..]).unwrap().unwrap();
+        assert_eq!(
+            frame::parse_request(&out[n..n + m]),
+            Ok((2, WireRequest::Op(Request::Release { resource: "lt-42", owner: "lt-7", token: None })))
+        );
+        assert_eq!(frame::parse_request(&out[n + m..]), Ok((3, WireRequest::Ping)));
+    }
+
+    #[test]
+    fn replies_classify_in_order_and_partial_frames_wait() {
+        let c = WireClient::new(None, 0, 0);
+        let granted = reply(1, &WireReply::Granted { token: 9 });
+        for cut in 0..granted.len() {
+            assert_eq!(c.parse(&granted[..cut], OpKind::Acquire), Ok(None));
+        }
+        let ok = |len| Ok(Some(Reply { outcome: Outcome::Granted, len }));
+        assert_eq!(c.parse(&granted, OpKind::Acquire), ok(granted.len()));
+        let busy = reply(2, &WireReply::Busy);
+        assert_eq!(c.parse(&busy, OpKind::Acquire).unwrap().unwrap().outcome, Outcome::Conflict);
+        let released = reply(3, &WireReply::NotHolder);
+        assert_eq!(c.parse(&released, OpKind::Release).unwrap().unwrap().outcome, Outcome::Conflict);
+        let pong = reply(4, &WireReply::Pong);
+        assert_eq!(c.parse(&pong, OpKind::Health).unwrap().unwrap().outcome, Outcome::Done);
+        let wrong = reply(5, &WireReply::Invalid { reason: "x" });
+        assert_eq!(c.parse(&wrong, OpKind::Acquire).unwrap().unwrap().outcome, Outcome::Error);
+        assert_eq!(c.parse(&reply(9, &WireReply::Pong), OpKind::Health), Err(ParseError::OutOfOrder));
+        assert_eq!(c.parse(&[1, 0, 0, 0, 0], OpKind::Health), Err(ParseError::BadFrame));
+    }
+
+    #[test]
+    fn the_handshake() {
+        let h = handshake("s");
+        assert!(h.starts_with(&frame::PREFACE));
+        assert_eq!(hello_answered(&reply(0, &WireReply::HelloOk { version: 1 })[..3]), Ok(None));
+        assert_eq!(hello_answered(&reply(0, &WireReply::HelloOk { version: 1 })), Ok(Some(10)));
+        assert!(hello_answered(&reply(0, &WireReply::Unauthorized)).unwrap_err().contains("Unauthorized"));
+    }
+}
