@@ -68,17 +68,23 @@ echo "| elapsed s | RSS MiB | held locks | connections |"
 echo "|---:|---:|---:|---:|"
 SAMPLES=()
 start=$(date +%s)
-while :; do
-    now=$(date +%s)
-    elapsed=$((now - start))
+sample() { # prints a row; leaves the RSS in KiB in $rss_kib
     rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER/status")
-    printf "| %d | %s | %s | %s |\n" "$elapsed" "$(python3 -c "print(f'{$rss_kib / 1024:.1f}')")" \
+    printf "| %s | %s | %s | %s |\n" "$1" "$(python3 -c "print(f'{$rss_kib / 1024:.1f}')")" \
         "$(metric ringlock_held_locks)" "$(metric ringlock_connections)"
+}
+# Samples while the load runs (the generators stop at SECONDS_TOTAL; the last sample is taken
+# a margin before that).
+while :; do
+    elapsed=$(($(date +%s) - start))
+    [ "$elapsed" -gt "$((SECONDS_TOTAL - 3))" ] && break
+    sample "$elapsed"
     if [ "$elapsed" -ge 60 ]; then SAMPLES+=("$rss_kib"); fi
-    [ "$elapsed" -ge "$SECONDS_TOTAL" ] && break
     sleep "$EVERY"
 done
 wait "${PIDS[1]}" "${PIDS[2]}" || true
+sleep 3
+sample "after the load"
 
 python3 - "$OUT/soak-ttl.json" "$OUT/soak-churn.json" <<'EOF'
 import json, sys
