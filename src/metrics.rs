@@ -51,6 +51,9 @@ pub struct CoreStats {
     pub latency: HistogramSnapshot,
 }
 
+/// A metric's name, help text, and how to read it from a snapshot.
+type Metric<T> = (&'static str, &'static str, fn(&T) -> u64);
+
 /// The Prometheus text of every core's snapshot: totals summed, gauges per core.
 pub fn render(cores: &[CoreStats]) -> String {
     let mut out = String::new();
@@ -58,7 +61,7 @@ pub fn render(cores: &[CoreStats]) -> String {
     let _ =
         writeln!(out, "# HELP ringlock_build_info The running version.\n# TYPE ringlock_build_info gauge");
     let _ = writeln!(out, "ringlock_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
-    let counters: [(&str, &str, fn(&Stats) -> u64); 7] = [
+    let counters: [Metric<Stats>; 7] = [
         ("grants", "Locks granted, hand-offs to waiters included.", |s| s.grants),
         ("conflicts", "Acquires answered that the lock is held.", |s| s.conflicts),
         ("releases", "Locks released by their holder.", |s| s.releases),
@@ -71,7 +74,7 @@ pub fn render(cores: &[CoreStats]) -> String {
         let _ = writeln!(out, "# HELP ringlock_{name}_total {help}\n# TYPE ringlock_{name}_total counter");
         let _ = writeln!(out, "ringlock_{name}_total {}", total(get));
     }
-    let gauges: [(&str, &str, fn(&CoreStats) -> u64); 2] = [
+    let gauges: [Metric<CoreStats>; 2] = [
         ("held_locks", "Locks held, per core.", |c| c.shard.held),
         ("connections", "Open connections, per core.", |c| c.connections as u64),
     ];

@@ -163,16 +163,18 @@ async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
     let mut started: Option<Instant> = None;
     loop {
         let idle = loop {
-            let st = conn.state.borrow();
-            if st.close || st.broken {
-                return Stopped::ByUs;
+            let ready = {
+                let st = conn.state.borrow();
+                if st.close || st.broken {
+                    return Stopped::ByUs;
+                }
+                let room = st.out.len() < core.limits.max_unsent_bytes
+                    && st.session.in_flight() < core.limits.max_in_flight;
+                room.then(|| st.session.is_idle())
+            };
+            if let Some(idle) = ready {
+                break idle;
             }
-            if st.out.len() < core.limits.max_unsent_bytes
-                && st.session.in_flight() < core.limits.max_in_flight
-            {
-                break st.session.is_idle();
-            }
-            drop(st);
             conn.reader.notified().await;
             // While we did not read, the client could not finish its request: its time to do
             // so starts again.
@@ -251,20 +253,27 @@ async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
 async fn write_loop(conn: Rc<Conn>, stream: Rc<TcpStream>) {
     let mut sending: Vec<u8> = Vec::new();
     loop {
-        {
+        // `None`: nothing to send yet; `Some(done)` with nothing to send: the connection ends.
+        let idle = {
             let mut st = conn.state.borrow_mut();
             if st.out.is_empty() {
-                let done = st.broken || ((st.close || st.eof) && st.session.in_flight() == 0);
-                drop(st);
-                if done {
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
-                    conn.reader.notify_one();
-                    return;
-                }
+                Some(st.broken || ((st.close || st.eof) && st.session.in_flight() == 0))
+            } else {
+                std::mem::swap(&mut st.out, &mut sending);
+                None
+            }
+        };
+        match idle {
+            Some(true) => {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                conn.reader.notify_one();
+                return;
+            }
+            Some(false) => {
                 conn.writer.notified().await;
                 continue;
             }
-            std::mem::swap(&mut st.out, &mut sending);
+            None => {}
         }
         let (res, buf) = stream.write_all(sending).await;
         sending = buf;

@@ -290,11 +290,11 @@ impl Core {
             }
         }
         self.mesh.flush();
-        if let Some(deadline) = self.shard.borrow().next_deadline() {
-            if deadline < self.armed.get() {
-                self.armed.set(deadline);
-                self.timer.notify_one();
-            }
+        if let Some(deadline) = self.shard.borrow().next_deadline()
+            && deadline < self.armed.get()
+        {
+            self.armed.set(deadline);
+            self.timer.notify_one();
         }
     }
 

@@ -536,10 +536,10 @@ impl Timers {
         let Some(extra) = lock.extra.as_mut() else {
             return false;
         };
-        if let Some(watcher) = extra.watcher.take() {
-            if expired {
-                self.events.push(Event { ticket: watcher, kind: EventKind::Lost { token: lock.token } });
-            }
+        if let Some(watcher) = extra.watcher.take()
+            && expired
+        {
+            self.events.push(Event { ticket: watcher, kind: EventKind::Lost { token: lock.token } });
         }
         self.time_out_waiters(hash, lock, free_at);
         let Some(next) = lock.extra.as_mut().and_then(|e| e.waiters.pop_front()) else {

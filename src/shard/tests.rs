@@ -367,10 +367,10 @@ impl Model {
 
     fn vacate(&mut self, r: &str, free_at: u64, now: u64, expired: bool) -> bool {
         let l = self.locks.get_mut(r).unwrap();
-        if let Some(w) = l.watcher.take() {
-            if expired {
-                self.events.push(Event { ticket: w, kind: EventKind::Lost { token: l.token } });
-            }
+        if let Some(w) = l.watcher.take()
+            && expired
+        {
+            self.events.push(Event { ticket: w, kind: EventKind::Lost { token: l.token } });
         }
         self.time_out(r, free_at);
         let l = self.locks.get_mut(r).unwrap();
@@ -733,10 +733,10 @@ impl Harness {
                 }
                 self.compare_events(false)?;
                 self.same_change(s, m)?;
-                if let Changed::Ok { token } = s {
-                    if self.holders[r].is_some_and(|h| h.token == token) {
-                        self.holders[r] = None;
-                    }
+                if let Changed::Ok { token } = s
+                    && self.holders[r].is_some_and(|h| h.token == token)
+                {
+                    self.holders[r] = None;
                 }
             }
             Op::Extend { r, o, token, ttl } => {
@@ -748,10 +748,10 @@ impl Harness {
                 }
                 self.compare_events(false)?;
                 self.same_change(s, m)?;
-                if let Changed::Ok { token } = s {
-                    if self.holders[r].is_some_and(|h| h.token == token) {
-                        self.holders[r] = (ttl != Some(0)).then_some(Holding { token, since: now, ttl });
-                    }
+                if let Changed::Ok { token } = s
+                    && self.holders[r].is_some_and(|h| h.token == token)
+                {
+                    self.holders[r] = (ttl != Some(0)).then_some(Holding { token, since: now, ttl });
                 }
             }
             Op::Inspect { r } => {

@@ -39,7 +39,7 @@ fn exchange(server: &TestServer, raw: &[u8]) -> String {
     s.write_all(raw).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).replace(|c: char| c == '\0', "")
+    String::from_utf8_lossy(&out).replace('\0', "")
 }
 
 fn status_of(reply: &str) -> u16 {

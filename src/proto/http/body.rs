@@ -60,7 +60,7 @@ fn lock_body(body: &[u8]) -> Result<LockBody<'_>, String> {
 /// Seconds (possibly fractional) to whole milliseconds, rounded up so that a lease or wait is
 /// never shorter than asked; values that are whole milliseconds up to float error stay exact.
 fn millis(secs: f64, field: &str, max_ms: u64) -> Result<u64, String> {
-    if !(secs >= 0.0) {
+    if secs.is_nan() || secs < 0.0 {
         return Err(format!("{field} must be a number of seconds >= 0"));
     }
     let ms = secs * 1000.0;

@@ -110,6 +110,7 @@ impl Session {
         used
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn serve(
         &mut self,
         core: &Core,
@@ -163,11 +164,11 @@ impl Session {
     /// A reply, or news of a session lock, has come.
     pub fn on_reply(&mut self, core: &Core, slot: usize, reply: Reply, out: &mut Vec<u8>) {
         if slot == SESSION_SLOT {
-            if let Reply::Lost { token } = reply {
-                if let Some(at) = self.held.iter().position(|h| h.token == token) {
-                    let held = self.held.swap_remove(at);
-                    frame::encode_reply(out, 0, &WireReply::Lost { token, resource: &held.resource });
-                }
+            if let Reply::Lost { token } = reply
+                && let Some(at) = self.held.iter().position(|h| h.token == token)
+            {
+                let held = self.held.swap_remove(at);
+                frame::encode_reply(out, 0, &WireReply::Lost { token, resource: &held.resource });
             }
             return;
         }
