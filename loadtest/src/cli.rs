@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use ringlock::auth::DEFAULT_SECRET;
+use ringlock::client::DEFAULT_ADDR;
+
 use crate::responder;
 use crate::workload::Workload;
 
@@ -89,11 +92,13 @@ pub struct RunArgs {
     /// Protocol to speak.
     #[arg(long, value_enum)]
     pub target: Target,
-    /// Server address, HOST:PORT. Loopback only unless --allow-remote.
-    #[arg(long)]
+    /// Server address, HOST:PORT. Loopback only unless --allow-remote. Owners are the
+    /// generator's own (`lt-<connection>`: every connection is a competing worker), so
+    /// LOCKSERVER_OWNER does not apply.
+    #[arg(long, env = "LOCKSERVER_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
-    /// The shared secret sent in X-LOCKSERVER-SECRET (HTTP).
-    #[arg(long, default_value = "changeme")]
+    /// The shared secret: X-LOCKSERVER-SECRET over HTTP, HELLO over the wire protocol.
+    #[arg(long, env = "LOCKSERVER_SECRET", hide_env_values = true, default_value = DEFAULT_SECRET)]
     pub secret: String,
     /// What the connections do [default: uncontended; none for the health target].
     #[arg(long, value_enum)]

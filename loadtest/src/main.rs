@@ -9,6 +9,8 @@ use loadtest::cli::{Cli, Command, check_loopback};
 use loadtest::{responder, run};
 
 fn main() -> ExitCode {
+    // LOCKSERVER_ADDR and LOCKSERVER_SECRET from `.env` where the environment lacks them.
+    let _ = dotenvy::dotenv();
     match Cli::parse().command {
         Command::Run(args) => {
             let plan = match args.plan() {

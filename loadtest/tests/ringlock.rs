@@ -1,6 +1,8 @@
 //! The generator against a real ringlock, in-process on 127.0.0.1:0, one core: the wire target
 //! pipelined, and server-side waiting measured as hand-offs, over the wire and HTTP.
 
+use std::process::Command as Process;
+
 use clap::Parser;
 use loadtest::cli::{Cli, Command};
 use loadtest::stats::Report;
@@ -42,5 +44,57 @@ fn server_side_waits_are_handed_off_without_conflicts() {
         let handoff = r.handoff_us.expect("hand-offs measured");
         assert!(handoff.count > 10 && handoff.count <= r.counts.grants, "{target}: {r}");
     }
+    server.shutdown();
+}
+
+/// The command finds its server and secret as the SDKs do: `LOCKSERVER_ADDR` and
+/// `LOCKSERVER_SECRET` from the environment, else from `.env`; flags win over both.
+#[test]
+fn the_command_takes_address_and_secret_from_the_environment_and_dotenv() {
+    let server = Server::start(Config::local(1, SECRET)).unwrap();
+    let addr = server.local_addr().to_string();
+    let dir = std::env::temp_dir().join(format!("loadtest-dotenv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let loadtest = || {
+        let mut p = Process::new(env!("CARGO_BIN_EXE_loadtest"));
+        p.args([
+            "run",
+            "--quiet",
+            "--json",
+            "--target",
+            "wire",
+            "-c",
+            "2",
+            "--warmup",
+            "0",
+            "--duration",
+            "0.3",
+        ]);
+        p.current_dir(&dir).env_remove("LOCKSERVER_ADDR").env_remove("LOCKSERVER_SECRET");
+        p
+    };
+    let served = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["counts"]["errors"], 0, "{report}");
+        assert!(report["counts"]["grants"].as_u64().unwrap() > 0, "{report}");
+    };
+
+    served(loadtest().env("LOCKSERVER_ADDR", &addr).env("LOCKSERVER_SECRET", SECRET).output().unwrap());
+
+    let refused = loadtest().env("LOCKSERVER_ADDR", &addr).output().unwrap();
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("Unauthorized"), "{why}");
+    assert!(!why.contains(SECRET), "the secret is never printed: {why}");
+
+    std::fs::write(dir.join(".env"), format!("LOCKSERVER_ADDR={addr}\nLOCKSERVER_SECRET={SECRET}\n"))
+        .unwrap();
+    served(loadtest().output().unwrap());
+    // A flag wins over `.env`.
+    let flagged = loadtest().args(["--secret", "wrong"]).output().unwrap();
+    assert!(!flagged.status.success());
+
+    std::fs::remove_dir_all(&dir).unwrap();
     server.shutdown();
 }
