@@ -141,9 +141,20 @@ struct Shared {
     in_flight: Cell<u64>,
     /// When the last reply of the measured window arrived.
     last_reply: Cell<Option<Instant>>,
-    /// Hold-and-release: when each hot name's release was last sent (and not granted since).
-    released_at: RefCell<Vec<Option<Instant>>>,
+    /// Hold-and-release: each hot name's hand-off in progress.
+    names: RefCell<Vec<HotName>>,
     stats: RefCell<Stats>,
+}
+
+/// A hot name of the hold-and-release workload, as the hand-off measurement follows it.
+#[derive(Clone, Copy, Debug, Default)]
+struct HotName {
+    /// When its release was sent while another connection was trying for it (and not granted
+    /// since): a release nobody waits for starts no hand-off, or the next grant, whenever
+    /// someone comes along, would count the idle time between.
+    released_at: Option<Instant>,
+    /// Connections trying for it: between a cycle's first acquire and its grant.
+    contenders: u32,
 }
 
 impl Shared {
@@ -160,6 +171,20 @@ impl Shared {
 
     fn measured(&self, at: Instant) -> bool {
         at >= self.warmup_end
+    }
+
+    /// Follows a script's change of the name it tries for (from `before` to `after`).
+    fn note_wants(&self, before: Option<u64>, after: Option<u64>) {
+        if before == after {
+            return;
+        }
+        let mut names = self.names.borrow_mut();
+        if let Some(n) = before.and_then(|k| names.get_mut(k as usize)) {
+            n.contenders -= 1;
+        }
+        if let Some(n) = after.and_then(|k| names.get_mut(k as usize)) {
+            n.contenders += 1;
+        }
     }
 
     /// Gives up on `pending` requests of a connection that failed.
@@ -196,10 +221,13 @@ impl Shared {
                 stats.note_error(|| describe_reply(&input.data()[..reply.len]));
             }
             if let Some(script) = script.as_deref_mut() {
-                match script.on_reply(p.kind, reply.outcome, now) {
+                let wanted = script.wants();
+                let event = script.on_reply(p.kind, reply.outcome, now);
+                self.note_wants(wanted, script.wants());
+                match event {
                     Some(Event::Granted { key, waited }) => {
                         stats.record_wait(waited, measured);
-                        if let Some(freed) = self.released_at.borrow_mut()[key as usize].take() {
+                        if let Some(freed) = self.names.borrow_mut()[key as usize].released_at.take() {
                             stats.record_handoff(now.saturating_duration_since(freed), measured);
                         }
                     }
@@ -363,8 +391,8 @@ where
         budget: Cell::new(plan.max_requests),
         in_flight: Cell::new(0),
         last_reply: Cell::new(None),
-        released_at: RefCell::new(match plan.workload {
-            Workload::Hold { hot, .. } => vec![None; hot as usize],
+        names: RefCell::new(match plan.workload {
+            Workload::Hold { hot, .. } => vec![HotName::default(); hot as usize],
             _ => Vec::new(),
         }),
         stats: RefCell::new(Stats::new()),
@@ -527,7 +555,10 @@ async fn closed_loop<P: Protocol>(
         let mut wait = None;
         let mut releasing = None;
         while pending.len() < depth && (!stopping || script.mid_cycle()) {
-            match script.next(now) {
+            let wanted = script.wants();
+            let step = script.next(now);
+            shared.note_wants(wanted, script.wants());
+            match step {
                 Step::Send(op) => {
                     shared.spend();
                     if let Op::Release { key } = op {
@@ -552,8 +583,8 @@ async fn closed_loop<P: Protocol>(
                 // Hold-and-release (the only workload that tracks names): the hand-off runs
                 // from here, since the next holder's grant may well be read before this
                 // release's own reply (the server answers both in one turn).
-                if let Some(slot) = shared.released_at.borrow_mut().get_mut(key as usize) {
-                    *slot = Some(sent);
+                if let Some(name) = shared.names.borrow_mut().get_mut(key as usize) {
+                    name.released_at = (name.contenders > 0).then_some(sent);
                 }
             }
             shared.in_flight.set(shared.in_flight.get() + (pending.len() - before) as u64);

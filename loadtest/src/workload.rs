@@ -238,6 +238,15 @@ impl Script {
         }
     }
 
+    /// The name this hold-and-release script is trying to get: from its cycle's first acquire
+    /// until the grant (retries and waits included).
+    pub fn wants(&self) -> Option<u64> {
+        match self.hold {
+            Hold::Acquiring { key, .. } | Hold::Retrying { key, .. } => Some(key),
+            Hold::Idle | Hold::Holding { .. } | Hold::Releasing { .. } => None,
+        }
+    }
+
     /// Whether the script is inside a cycle that should be finished before the connection
     /// stops: an acquire sent whose release is not, or a lock held. Stopping only between
     /// cycles leaves no lock held behind, so the next run starts on an empty table.
@@ -324,11 +333,14 @@ mod tests {
         let t0 = Instant::now();
         let w = Workload::Hold { hot: 1, hold: ms(5), retry: ms(2) };
         let mut s = Script::new(w, 1, 0);
+        assert_eq!(s.wants(), None);
         assert_eq!(s.next(t0), Step::Send(Op::Acquire { key: 0 }));
+        assert_eq!(s.wants(), Some(0));
         assert_eq!(s.next(t0), Step::AwaitReply);
-        // Lost: retry 2 ms after the conflict's reply.
+        // Lost: retry 2 ms after the conflict's reply, still trying for the name.
         assert_eq!(s.on_reply(OpKind::Acquire, Outcome::Conflict, t0 + ms(1)), None);
         assert!(!s.mid_cycle());
+        assert_eq!(s.wants(), Some(0));
         assert_eq!(s.next(t0 + ms(2)), Step::Wait(ms(1)));
         assert_eq!(s.next(t0 + ms(3)), Step::Send(Op::Acquire { key: 0 }));
         // Won 4 ms after the first attempt; hold until 9 ms.
@@ -337,6 +349,7 @@ mod tests {
             Some(Event::Granted { key: 0, waited: ms(4) })
         );
         assert!(s.mid_cycle());
+        assert_eq!(s.wants(), None);
         assert_eq!(s.next(t0 + ms(6)), Step::Wait(ms(3)));
         assert_eq!(s.next(t0 + ms(9)), Step::Send(Op::Release { key: 0 }));
         assert!(!s.mid_cycle());
@@ -358,6 +371,7 @@ mod tests {
         assert_eq!(s.next(t0), Step::Send(Op::Acquire { key: 0 }));
         assert_eq!(s.on_reply(OpKind::Acquire, Outcome::Error, t0), None);
         assert!(!s.mid_cycle());
+        assert_eq!(s.wants(), None);
         assert_eq!(s.next(t0), Step::Send(Op::Acquire { key: 0 }));
         // A release refused (the lease ran out and another owner took the lock) is no hand-off.
         assert_eq!(
