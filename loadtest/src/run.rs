@@ -4,10 +4,10 @@
 //! [`Report`].
 //!
 //! The closed loop is one task per connection: top up to `depth` requests in flight in one
-//! write, read, take every complete reply in order, repeat. The open loop is two tasks per
+//! write, read, take every complete reply, repeat. The open loop is two tasks per
 //! connection: a writer that sends each request at its intended time (see [`schedule`]) and a
 //! reader that measures each reply from that time. Replies are matched to requests by order,
-//! as HTTP/1.1 and RESP both answer in order.
+//! as HTTP/1.1 and RESP answer, or by id, as the wire protocol may answer out of order.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -25,7 +25,7 @@ use crate::cpu;
 use crate::proto::http::HttpClient;
 use crate::proto::redis::{self, RedisClient, Value};
 use crate::proto::wire::{self, WireClient};
-use crate::proto::{Outcome, Protocol};
+use crate::proto::{IN_ORDER, Outcome, Protocol};
 use crate::schedule::{self, Wait};
 use crate::stats::{Latency, Report, Stats, describe_reply, progress_line};
 use crate::workload::{Event, Op, OpKind, Script, Step, Workload};
@@ -102,11 +102,23 @@ async fn drive(plan: &Plan) -> Result<Report, RunError> {
     }
 }
 
-/// A request in flight: what it was, and when it was sent (closed loop) or due (open loop).
+/// A request in flight: what it was, when it was sent (closed loop) or due (open loop), and
+/// the id its reply will carry.
 #[derive(Clone, Copy, Debug)]
 struct Pending {
     kind: OpKind,
     at: Instant,
+    id: u32,
+}
+
+/// Where in `pending` (oldest first) the request a reply with `id` answers is.
+fn answered(pending: &VecDeque<Pending>, id: u32) -> Option<usize> {
+    if id == IN_ORDER {
+        (!pending.is_empty()).then_some(0)
+    } else {
+        // Out-of-order answers are few: the one sought is nearly always at the front.
+        pending.iter().position(|p| p.id == id)
+    }
 }
 
 /// A CPU sample at the start of the measured window.
@@ -195,8 +207,9 @@ impl Shared {
         self.stats.borrow_mut().record_lost(lost, measured, || why);
     }
 
-    /// Takes every complete reply at the front of `input`, in order, for the requests in
-    /// `pending`. Errors end the connection: the bytes after a bad one cannot be trusted.
+    /// Takes every complete reply at the front of `input`, each for the request in `pending`
+    /// it answers (the oldest, or the one its id names). Errors end the connection: the bytes
+    /// after a bad one cannot be trusted.
     fn take_replies<P: Protocol>(
         &self,
         proto: &P,
@@ -207,9 +220,13 @@ impl Shared {
     ) -> Result<(), String> {
         let mut stats = self.stats.borrow_mut();
         let mut script = script;
-        while let Some(&p) = pending.front() {
-            let reply = match proto.parse(input.data(), p.kind) {
-                Ok(Some(reply)) => reply,
+        while !pending.is_empty() {
+            let kind_of = |id| answered(pending, id).map(|i| pending[i].kind);
+            let (reply, p) = match proto.parse(input.data(), kind_of) {
+                Ok(Some(reply)) => {
+                    let i = answered(pending, reply.id).expect("the parser found its request");
+                    (reply, pending.remove(i).expect("an index in range"))
+                }
                 Ok(None) => break,
                 Err(e) => {
                     return Err(format!("unparsable reply ({e}): {}", describe_reply(input.data())));
@@ -238,7 +255,6 @@ impl Shared {
                 self.last_reply.set(Some(now));
             }
             input.consume(reply.len);
-            pending.pop_front();
             self.in_flight.set(self.in_flight.get() - 1);
         }
         if pending.is_empty() && !input.data().is_empty() {
@@ -564,8 +580,8 @@ async fn closed_loop<P: Protocol>(
                     if let Op::Release { key } = op {
                         releasing = Some(key);
                     }
-                    proto.encode(&op, &mut out);
-                    pending.push_back(Pending { kind: op.kind(), at: now });
+                    let id = proto.encode(&op, &mut out);
+                    pending.push_back(Pending { kind: op.kind(), at: now, id });
                 }
                 Step::Wait(d) => {
                     wait = Some(d);
@@ -706,8 +722,8 @@ async fn send_on_schedule<P: Protocol>(
                 if script.mid_cycle()
                     && let Step::Send(op) = script.next(now)
                 {
-                    proto.encode(&op, &mut out);
-                    pending.push_back(Pending { kind: op.kind(), at: now });
+                    let id = proto.encode(&op, &mut out);
+                    pending.push_back(Pending { kind: op.kind(), at: now, id });
                     sent += 1;
                 }
             } else {
@@ -723,8 +739,8 @@ async fn send_on_schedule<P: Protocol>(
                             break;
                         };
                         shared.spend();
-                        proto.encode(&op, &mut out);
-                        pending.push_back(Pending { kind: op.kind(), at: intended });
+                        let id = proto.encode(&op, &mut out);
+                        pending.push_back(Pending { kind: op.kind(), at: intended, id });
                         stats.record_lag(now - intended, shared.measured(intended));
                         sent += 1;
                     }

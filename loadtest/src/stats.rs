@@ -159,10 +159,20 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Describes an error reply from its raw bytes, with CR and LF made visible.
+/// Describes an error reply from its raw bytes, with CR and LF and other control bytes (a
+/// binary frame's) made visible.
 pub fn describe_reply(bytes: &[u8]) -> String {
     let shown = &bytes[..bytes.len().min(MAX_ERROR_TEXT)];
-    String::from_utf8_lossy(shown).replace('\r', "\\r").replace('\n', "\\n")
+    let mut out = String::with_capacity(shown.len());
+    for c in String::from_utf8_lossy(shown).chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Percentiles of one histogram, in microseconds.
@@ -439,6 +449,7 @@ mod tests {
             describe_reply(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n"),
             "HTTP/1.1 401 Unauthorized\\r\\ncontent-length: 0\\r\\n\\r\\n"
         );
+        assert_eq!(describe_reply(b"\x0d\0\0\0\x83ok\xff"), "\\r\\x00\\x00\\x00\u{fffd}ok\u{fffd}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use memchr::memchr;
 
-use super::{Outcome, ParseError, Protocol, Reply, name_len, push_name, push_u64};
+use super::{IN_ORDER, Outcome, ParseError, Protocol, Reply, name_len, push_name, push_u64};
 use crate::workload::{Op, OpKind};
 
 /// Longest head (start line and headers) accepted. Lock servers answer in about 150 bytes; a
@@ -239,16 +239,23 @@ impl HttpClient {
 }
 
 impl Protocol for HttpClient {
-    fn encode(&mut self, op: &Op, out: &mut Vec<u8>) {
+    fn encode(&mut self, op: &Op, out: &mut Vec<u8>) -> u32 {
         match *op {
             Op::Acquire { key } => Self::lock_request(out, &self.acquire_head, key, &self.acquire_tail),
             Op::Release { key } => Self::lock_request(out, &self.release_head, key, &self.release_tail),
             Op::Health => out.extend_from_slice(&self.health),
         }
+        IN_ORDER
     }
 
-    fn parse(&self, buf: &[u8], kind: OpKind) -> Result<Option<Reply>, ParseError> {
-        Ok(parse_response(buf)?.map(|r| Reply { outcome: classify(r.status, kind), len: r.len }))
+    fn parse(
+        &self,
+        buf: &[u8],
+        kind_of: impl Fn(u32) -> Option<OpKind>,
+    ) -> Result<Option<Reply>, ParseError> {
+        let Some(r) = parse_response(buf)? else { return Ok(None) };
+        let kind = kind_of(IN_ORDER).ok_or(ParseError::NoRequest)?;
+        Ok(Some(Reply { outcome: classify(r.status, kind), len: r.len, id: IN_ORDER }))
     }
 }
 
@@ -376,17 +383,20 @@ mod tests {
     #[test]
     fn client_parse_maps_status_to_outcome() {
         let c = HttpClient::new("h", "s", None, 0, 0);
+        // Replies answer the oldest request in flight.
+        let acquire = |id| (id == IN_ORDER).then_some(OpKind::Acquire);
         assert_eq!(
-            c.parse(RINGLOCK_409, OpKind::Acquire),
-            Ok(Some(Reply { outcome: Outcome::Conflict, len: RINGLOCK_409.len() }))
+            c.parse(RINGLOCK_409, acquire),
+            Ok(Some(Reply { outcome: Outcome::Conflict, len: RINGLOCK_409.len(), id: IN_ORDER }))
         );
         let unauthorized =
             b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 25\r\n\r\nMissing or invalid secret";
         assert_eq!(
-            c.parse(unauthorized, OpKind::Acquire),
-            Ok(Some(Reply { outcome: Outcome::Error, len: unauthorized.len() }))
+            c.parse(unauthorized, acquire),
+            Ok(Some(Reply { outcome: Outcome::Error, len: unauthorized.len(), id: IN_ORDER }))
         );
-        assert_eq!(c.parse(&RINGLOCK_200[..5], OpKind::Acquire), Ok(None));
+        assert_eq!(c.parse(&RINGLOCK_200[..5], acquire), Ok(None));
+        assert_eq!(c.parse(RINGLOCK_200, |_| None), Err(ParseError::NoRequest));
     }
 
     #[test]

@@ -27,14 +27,21 @@ pub enum Outcome {
     Error,
 }
 
-/// One parsed reply: its outcome and how many bytes of the buffer it took.
+/// One parsed reply: its outcome, how many bytes of the buffer it took, and which request it
+/// answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reply {
     /// What the reply means for the request it answers.
     pub outcome: Outcome,
     /// Bytes consumed, head and body.
     pub len: usize,
+    /// The id of the request it answers ([`IN_ORDER`]: the oldest in flight).
+    pub id: u32,
 }
+
+/// The id of every request of a protocol that answers in request order (HTTP/1.1, RESP): its
+/// reply answers the oldest request in flight. The wire protocol numbers its requests from 1.
+pub const IN_ORDER: u32 = 0;
 
 /// Bytes that cannot be a reply (or, for the responder, a request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,8 +69,8 @@ pub enum ParseError {
     TooDeep,
     /// Bytes that are no wire-protocol reply frame.
     BadFrame,
-    /// A wire reply whose id is not the next request's (see [`wire`]).
-    OutOfOrder,
+    /// A reply to no request in flight (a wire reply whose id was never sent, or is answered).
+    NoRequest,
 }
 
 impl fmt::Display for ParseError {
@@ -80,7 +87,7 @@ impl fmt::Display for ParseError {
             ParseError::BadLineEnd => f.write_str("RESP line or bulk string not ended by CRLF"),
             ParseError::TooDeep => f.write_str("RESP arrays nested too deep"),
             ParseError::BadFrame => f.write_str("bad wire-protocol frame"),
-            ParseError::OutOfOrder => f.write_str("wire reply out of order"),
+            ParseError::NoRequest => f.write_str("a reply to no request in flight"),
         }
     }
 }
@@ -88,11 +95,14 @@ impl fmt::Display for ParseError {
 /// One connection's view of a target: it knows the connection's owner name and the lease to
 /// ask for, writes requests and reads replies.
 pub trait Protocol {
-    /// Appends the bytes of `op` to `out`.
-    fn encode(&mut self, op: &Op, out: &mut Vec<u8>);
+    /// Appends the bytes of `op` to `out`; returns the id its reply will carry ([`IN_ORDER`]
+    /// for a protocol that answers in order).
+    fn encode(&mut self, op: &Op, out: &mut Vec<u8>) -> u32;
 
-    /// Parses the first reply in `buf`, which answers a request of kind `kind`.
-    fn parse(&self, buf: &[u8], kind: OpKind) -> Result<Option<Reply>, ParseError>;
+    /// Parses the first reply in `buf`. `kind_of(id)` is the kind of the request in flight
+    /// with that id (for [`IN_ORDER`], the oldest), or `None` if there is none.
+    fn parse(&self, buf: &[u8], kind_of: impl Fn(u32) -> Option<OpKind>)
+    -> Result<Option<Reply>, ParseError>;
 }
 
 /// The prefix of every key and owner name the generator uses: `lt-<n>`.

@@ -5,7 +5,7 @@
 
 use memchr::memchr;
 
-use super::{Outcome, ParseError, Protocol, Reply, digits, name_len, push_name, push_u64};
+use super::{IN_ORDER, Outcome, ParseError, Protocol, Reply, digits, name_len, push_name, push_u64};
 use crate::workload::{Op, OpKind};
 
 /// Longest line (a simple string, an error, a length or an integer) accepted: Redis's own
@@ -227,7 +227,7 @@ const EVALSHA_HEAD: &[u8] =
     b"*5\r\n$7\r\nEVALSHA\r\n$40\r\nb998f9dfb154cdbea8cda65ad5177aadf0e945a2\r\n$1\r\n1\r\n";
 
 impl Protocol for RedisClient {
-    fn encode(&mut self, op: &Op, out: &mut Vec<u8>) {
+    fn encode(&mut self, op: &Op, out: &mut Vec<u8>) -> u32 {
         match *op {
             Op::Acquire { key } => {
                 out.extend_from_slice(SET_HEAD);
@@ -241,10 +241,17 @@ impl Protocol for RedisClient {
             }
             Op::Health => out.extend_from_slice(PING),
         }
+        IN_ORDER
     }
 
-    fn parse(&self, buf: &[u8], kind: OpKind) -> Result<Option<Reply>, ParseError> {
-        Ok(parse(buf)?.map(|f| Reply { outcome: classify(buf, f.value, kind), len: f.len }))
+    fn parse(
+        &self,
+        buf: &[u8],
+        kind_of: impl Fn(u32) -> Option<OpKind>,
+    ) -> Result<Option<Reply>, ParseError> {
+        let Some(f) = parse(buf)? else { return Ok(None) };
+        let kind = kind_of(IN_ORDER).ok_or(ParseError::NoRequest)?;
+        Ok(Some(Reply { outcome: classify(buf, f.value, kind), len: f.len, id: IN_ORDER }))
     }
 }
 
@@ -344,7 +351,7 @@ mod tests {
     #[test]
     fn replies_classify_by_request_kind() {
         let c = RedisClient::new(1000, 0);
-        let outcome = |buf: &[u8], kind| c.parse(buf, kind).unwrap().unwrap().outcome;
+        let outcome = |buf: &[u8], kind| c.parse(buf, |_| Some(kind)).unwrap().unwrap().outcome;
         assert_eq!(outcome(b"+OK\r\n", OpKind::Acquire), Outcome::Granted);
         assert_eq!(outcome(b"$-1\r\n", OpKind::Acquire), Outcome::Conflict);
         assert_eq!(outcome(b"+QUEUED\r\n", OpKind::Acquire), Outcome::Error);

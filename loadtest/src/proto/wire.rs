@@ -3,14 +3,9 @@
 //! does. The connection opens with the preface and `HELLO` ([`handshake`]); acquire and release
 //! are frames, the health probe is `PING`.
 //!
-//! The wire protocol may answer out of order (a waiting acquire answers when granted); the
-//! generator reads replies in order. Each request therefore carries the connection's next
-//! sequence number as its id, and a reply with any other id is reported as an error rather
-//! than matched to the wrong request. Against one server core every answer is immediate and in
-//! order; across cores, or with waits and several requests in flight, use the Rust client.
-
-use std::cell::Cell;
-use std::rc::Rc;
+//! The wire protocol may answer out of order (a request for a resource of another core, or a
+//! waiting acquire, answers when it is done): each request carries the connection's next
+//! sequence number as its id, and a reply is matched to the request in flight with its id.
 
 use ringlock::api::Request;
 use ringlock::proto::wire::frame::{self, FrameError, WireReply, WireRequest};
@@ -24,10 +19,8 @@ pub struct WireClient {
     owner: String,
     ttl_ms: Option<u64>,
     wait_ms: u64,
-    /// Id of the next request to send, and of the next reply expected (shared by the encoder
-    /// and the parser of one connection).
+    /// Id of the next request to send.
     next_sent: u32,
-    next_reply: Rc<Cell<u32>>,
 }
 
 /// The preface and `HELLO`; the server answers `HELLO_OK` ([`hello_answered`]).
@@ -67,13 +60,12 @@ impl WireClient {
             wait_ms,
             // Id 0 is the server's, for pushes; the handshake used it too.
             next_sent: 1,
-            next_reply: Rc::new(Cell::new(1)),
         }
     }
 }
 
 impl Protocol for WireClient {
-    fn encode(&mut self, op: &Op, out: &mut Vec<u8>) {
+    fn encode(&mut self, op: &Op, out: &mut Vec<u8>) -> u32 {
         let id = self.next_sent;
         self.next_sent = self.next_sent.checked_add(1).unwrap_or(1);
         let mut name = Vec::new();
@@ -93,18 +85,20 @@ impl Protocol for WireClient {
             Op::Health => WireRequest::Ping,
         };
         frame::encode_request(out, id, &req);
+        id
     }
 
-    fn parse(&self, buf: &[u8], kind: OpKind) -> Result<Option<Reply>, ParseError> {
+    fn parse(
+        &self,
+        buf: &[u8],
+        kind_of: impl Fn(u32) -> Option<OpKind>,
+    ) -> Result<Option<Reply>, ParseError> {
         let Some(n) = frame::check(buf).map_err(|_| ParseError::BadFrame)? else {
             return Ok(None);
         };
         let (id, reply) = frame::parse_reply(&buf[..n]).map_err(|_| ParseError::BadFrame)?;
-        let expected = self.next_reply.get();
-        if id != expected {
-            return Err(ParseError::OutOfOrder);
-        }
-        self.next_reply.set(expected.checked_add(1).unwrap_or(1));
+        // Id 0 (a push, or the handshake's) is never a request's here.
+        let kind = (id != 0).then(|| kind_of(id)).flatten().ok_or(ParseError::NoRequest)?;
         let outcome = match (kind, reply) {
             (OpKind::Acquire, WireReply::Granted { .. }) => Outcome::Granted,
             (OpKind::Acquire, WireReply::Busy | WireReply::TimedOut | WireReply::QueueFull) => {
@@ -118,7 +112,7 @@ impl Protocol for WireClient {
             }
             _ => Outcome::Error,
         };
-        Ok(Some(Reply { outcome, len: n }))
+        Ok(Some(Reply { outcome, len: n, id }))
     }
 }
 
@@ -136,9 +130,9 @@ mod tests {
     fn requests_are_the_clients_frames_numbered_from_one() {
         let mut c = WireClient::new(Some(30_000), 0, 7);
         let mut out = Vec::new();
-        c.encode(&Op::Acquire { key: 42 }, &mut out);
-        c.encode(&Op::Release { key: 42 }, &mut out);
-        c.encode(&Op::Health, &mut out);
+        assert_eq!(c.encode(&Op::Acquire { key: 42 }, &mut out), 1);
+        assert_eq!(c.encode(&Op::Release { key: 42 }, &mut out), 2);
+        assert_eq!(c.encode(&Op::Health, &mut out), 3);
         let n = frame::check(&out).unwrap().unwrap();
         assert_eq!(
             frame::parse_request(&out[..n]),
@@ -162,24 +156,40 @@ mod tests {
     }
 
     #[test]
-    fn replies_classify_in_order_and_partial_frames_wait() {
+    fn replies_classify_by_the_request_their_id_names_and_partial_frames_wait() {
         let c = WireClient::new(None, 0, 0);
+        // In flight: 1 an acquire, 2 a release, 3 a ping; 7 was never sent.
+        let kind_of = |id| match id {
+            1 => Some(OpKind::Acquire),
+            2 => Some(OpKind::Release),
+            3 => Some(OpKind::Health),
+            _ => None,
+        };
+        let outcome = |buf: &[u8]| c.parse(buf, kind_of).unwrap().unwrap().outcome;
         let granted = reply(1, &WireReply::Granted { token: 9 });
         for cut in 0..granted.len() {
-            assert_eq!(c.parse(&granted[..cut], OpKind::Acquire), Ok(None));
+            assert_eq!(c.parse(&granted[..cut], kind_of), Ok(None));
         }
-        let ok = |len| Ok(Some(Reply { outcome: Outcome::Granted, len }));
-        assert_eq!(c.parse(&granted, OpKind::Acquire), ok(granted.len()));
-        let busy = reply(2, &WireReply::Busy);
-        assert_eq!(c.parse(&busy, OpKind::Acquire).unwrap().unwrap().outcome, Outcome::Conflict);
-        let released = reply(3, &WireReply::NotHolder);
-        assert_eq!(c.parse(&released, OpKind::Release).unwrap().unwrap().outcome, Outcome::Conflict);
-        let pong = reply(4, &WireReply::Pong);
-        assert_eq!(c.parse(&pong, OpKind::Health).unwrap().unwrap().outcome, Outcome::Done);
-        let wrong = reply(5, &WireReply::Invalid { reason: "x" });
-        assert_eq!(c.parse(&wrong, OpKind::Acquire).unwrap().unwrap().outcome, Outcome::Error);
-        assert_eq!(c.parse(&reply(9, &WireReply::Pong), OpKind::Health), Err(ParseError::OutOfOrder));
-        assert_eq!(c.parse(&[1, 0, 0, 0, 0], OpKind::Health), Err(ParseError::BadFrame));
+        assert_eq!(
+            c.parse(&granted, kind_of),
+            Ok(Some(Reply { outcome: Outcome::Granted, len: granted.len(), id: 1 }))
+        );
+        // Any order: the ping's answer before the release's.
+        assert_eq!(c.parse(&reply(3, &WireReply::Pong), kind_of).unwrap().unwrap().id, 3);
+        assert_eq!(outcome(&reply(1, &WireReply::Busy)), Outcome::Conflict);
+        assert_eq!(outcome(&reply(1, &WireReply::TimedOut)), Outcome::Conflict);
+        assert_eq!(outcome(&reply(2, &WireReply::NotHolder)), Outcome::Conflict);
+        assert_eq!(outcome(&reply(2, &WireReply::Released { token: 9 })), Outcome::Done);
+        assert_eq!(outcome(&reply(3, &WireReply::Pong)), Outcome::Done);
+        // A reply of the wrong kind for its request.
+        assert_eq!(outcome(&reply(2, &WireReply::Granted { token: 9 })), Outcome::Error);
+        assert_eq!(outcome(&reply(1, &WireReply::Invalid { reason: "x" })), Outcome::Error);
+        assert_eq!(c.parse(&reply(7, &WireReply::Pong), kind_of), Err(ParseError::NoRequest));
+        assert_eq!(
+            c.parse(&reply(0, &WireReply::Pong), |_| Some(OpKind::Health)),
+            Err(ParseError::NoRequest)
+        );
+        assert_eq!(c.parse(&[1, 0, 0, 0, 0], kind_of), Err(ParseError::BadFrame));
     }
 
     #[test]
