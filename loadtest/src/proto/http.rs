@@ -5,7 +5,7 @@
 
 use memchr::memchr;
 
-use super::{IN_ORDER, Outcome, ParseError, Protocol, Reply, name_len, push_name, push_u64};
+use super::{IN_ORDER, Outcome, ParseError, Parsed, Protocol, in_order, name_len, push_name, push_u64};
 use crate::workload::{Op, OpKind};
 
 /// Longest head (start line and headers) accepted. Lock servers answer in about 150 bytes; a
@@ -248,20 +248,15 @@ impl Protocol for HttpClient {
         IN_ORDER
     }
 
-    fn parse(
-        &self,
-        buf: &[u8],
-        kind_of: impl Fn(u32) -> Option<OpKind>,
-    ) -> Result<Option<Reply>, ParseError> {
-        let Some(r) = parse_response(buf)? else { return Ok(None) };
-        let kind = kind_of(IN_ORDER).ok_or(ParseError::NoRequest)?;
-        Ok(Some(Reply { outcome: classify(r.status, kind), len: r.len, id: IN_ORDER }))
+    fn parse(&self, buf: &[u8], kind_of: impl Fn(u32) -> Option<OpKind>) -> Parsed {
+        in_order(parse_response(buf)?.map(|r| (r.len, r.status)), kind_of, classify)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::Reply;
 
     /// A grant as ringlock sends it.
     const RINGLOCK_200: &[u8] = b"HTTP/1.1 200 OK\r\ndate: Sat, 22 Nov 2025 15:40:00 GMT\r\n\

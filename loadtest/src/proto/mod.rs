@@ -39,6 +39,10 @@ pub struct Reply {
     pub id: u32,
 }
 
+/// What parsing the first reply in a buffer gives: the reply, `None` until it is all there, or
+/// bytes that cannot be one.
+pub type Parsed = Result<Option<Reply>, ParseError>;
+
 /// The id of every request of a protocol that answers in request order (HTTP/1.1, RESP): its
 /// reply answers the oldest request in flight. The wire protocol numbers its requests from 1.
 pub const IN_ORDER: u32 = 0;
@@ -101,8 +105,19 @@ pub trait Protocol {
 
     /// Parses the first reply in `buf`. `kind_of(id)` is the kind of the request in flight
     /// with that id (for [`IN_ORDER`], the oldest), or `None` if there is none.
-    fn parse(&self, buf: &[u8], kind_of: impl Fn(u32) -> Option<OpKind>)
-    -> Result<Option<Reply>, ParseError>;
+    fn parse(&self, buf: &[u8], kind_of: impl Fn(u32) -> Option<OpKind>) -> Parsed;
+}
+
+/// The reply of a protocol that answers in order, from the first reply's length and what
+/// classifies it (`None` until it is all there): it answers the oldest request in flight.
+pub fn in_order<T>(
+    framed: Option<(usize, T)>,
+    kind_of: impl Fn(u32) -> Option<OpKind>,
+    classify: impl FnOnce(T, OpKind) -> Outcome,
+) -> Parsed {
+    let Some((len, what)) = framed else { return Ok(None) };
+    let kind = kind_of(IN_ORDER).ok_or(ParseError::NoRequest)?;
+    Ok(Some(Reply { outcome: classify(what, kind), len, id: IN_ORDER }))
 }
 
 /// The prefix of every key and owner name the generator uses: `lt-<n>`.

@@ -5,7 +5,9 @@
 
 use memchr::memchr;
 
-use super::{IN_ORDER, Outcome, ParseError, Protocol, Reply, digits, name_len, push_name, push_u64};
+use super::{
+    IN_ORDER, Outcome, ParseError, Parsed, Protocol, digits, in_order, name_len, push_name, push_u64,
+};
 use crate::workload::{Op, OpKind};
 
 /// Longest line (a simple string, an error, a length or an integer) accepted: Redis's own
@@ -244,14 +246,8 @@ impl Protocol for RedisClient {
         IN_ORDER
     }
 
-    fn parse(
-        &self,
-        buf: &[u8],
-        kind_of: impl Fn(u32) -> Option<OpKind>,
-    ) -> Result<Option<Reply>, ParseError> {
-        let Some(f) = parse(buf)? else { return Ok(None) };
-        let kind = kind_of(IN_ORDER).ok_or(ParseError::NoRequest)?;
-        Ok(Some(Reply { outcome: classify(buf, f.value, kind), len: f.len, id: IN_ORDER }))
+    fn parse(&self, buf: &[u8], kind_of: impl Fn(u32) -> Option<OpKind>) -> Parsed {
+        in_order(parse(buf)?.map(|f| (f.len, f.value)), kind_of, |v, kind| classify(buf, v, kind))
     }
 }
 

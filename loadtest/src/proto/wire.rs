@@ -10,7 +10,7 @@
 use ringlock::api::Request;
 use ringlock::proto::wire::frame::{self, FrameError, WireReply, WireRequest};
 
-use super::{Outcome, ParseError, Protocol, Reply, push_name};
+use super::{Outcome, ParseError, Parsed, Protocol, Reply, push_name};
 use crate::workload::{Op, OpKind};
 
 /// One connection's wire client.
@@ -88,11 +88,7 @@ impl Protocol for WireClient {
         id
     }
 
-    fn parse(
-        &self,
-        buf: &[u8],
-        kind_of: impl Fn(u32) -> Option<OpKind>,
-    ) -> Result<Option<Reply>, ParseError> {
+    fn parse(&self, buf: &[u8], kind_of: impl Fn(u32) -> Option<OpKind>) -> Parsed {
         let Some(n) = frame::check(buf).map_err(|_| ParseError::BadFrame)? else {
             return Ok(None);
         };
