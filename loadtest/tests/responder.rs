@@ -4,10 +4,10 @@
 use std::net::TcpListener;
 use std::thread;
 
-use clap::Parser;
-use loadtest::cli::{Cli, Command};
 use loadtest::responder::{self, Kind};
-use loadtest::stats::Report;
+
+mod support;
+use support::run;
 
 /// Starts a responder on a free loopback port; it lives as long as the test process.
 fn start_responder(kind: Kind) -> String {
@@ -17,30 +17,10 @@ fn start_responder(kind: Kind) -> String {
     addr
 }
 
-fn run(args: &[&str]) -> Report {
-    let mut argv = vec!["loadtest", "run", "--quiet"];
-    argv.extend_from_slice(args);
-    let Command::Run(args) = Cli::parse_from(argv).command else { unreachable!() };
-    loadtest::run::run(&args.plan().unwrap()).unwrap()
-}
-
 #[test]
 fn closed_loop_http_against_the_responder_completes_without_errors() {
     let addr = start_responder(Kind::Http);
-    let r = run(&[
-        "--target",
-        "http",
-        "--addr",
-        &addr,
-        "-c",
-        "4",
-        "-d",
-        "8",
-        "--warmup",
-        "0.1",
-        "--duration",
-        "0.5",
-    ]);
+    let r = run(&addr, "--target http -c 4 -d 8 --warmup 0.1 --duration 0.5");
     assert!(r.requests > 1000, "{r}");
     assert_eq!(r.counts.errors, 0, "{r}");
     assert_eq!(r.counts.conflicts, 0, "{r}");
@@ -59,20 +39,7 @@ fn closed_loop_http_against_the_responder_completes_without_errors() {
 #[test]
 fn request_bound_stops_the_run() {
     let addr = start_responder(Kind::Http);
-    let r = run(&[
-        "--target",
-        "health",
-        "--addr",
-        &addr,
-        "-c",
-        "2",
-        "--warmup",
-        "0",
-        "--duration",
-        "5",
-        "--requests",
-        "500",
-    ]);
+    let r = run(&addr, "--target health -c 2 --warmup 0 --duration 5 --requests 500");
     assert_eq!(r.counts.errors, 0, "{r}");
     assert_eq!(r.counts.replies, 500, "{r}");
     assert_eq!(r.counts.done, 500, "{r}");
@@ -82,24 +49,10 @@ fn request_bound_stops_the_run() {
 #[test]
 fn open_loop_redis_ttl_against_the_responder_keeps_the_rate() {
     let addr = start_responder(Kind::Redis);
-    let r = run(&[
-        "--target",
-        "redis",
-        "--addr",
+    let r = run(
         &addr,
-        "--workload",
-        "ttl",
-        "--ttl-ms",
-        "1000",
-        "-c",
-        "4",
-        "--rate",
-        "2000",
-        "--warmup",
-        "0.1",
-        "--duration",
-        "0.5",
-    ]);
+        "--target redis --workload ttl --ttl-ms 1000 -c 4 --rate 2000 --warmup 0.1 --duration 0.5",
+    );
     assert_eq!(r.counts.errors, 0, "{r}");
     // 2000/s for 0.5 s: about 1000 measured requests, every one an acquire granted.
     assert!((900..=1100).contains(&r.requests), "{r}");
@@ -113,24 +66,7 @@ fn open_loop_redis_ttl_against_the_responder_keeps_the_rate() {
 #[test]
 fn open_loop_batches_are_written_together_and_counted_at_the_rate() {
     let addr = start_responder(Kind::Http);
-    let r = run(&[
-        "--target",
-        "http",
-        "--addr",
-        &addr,
-        "--ttl-ms",
-        "1500",
-        "-c",
-        "2",
-        "-d",
-        "16",
-        "--rate",
-        "8000",
-        "--warmup",
-        "0.1",
-        "--duration",
-        "0.5",
-    ]);
+    let r = run(&addr, "--target http --ttl-ms 1500 -c 2 -d 16 --rate 8000 --warmup 0.1 --duration 0.5");
     assert_eq!(r.counts.errors, 0, "{r}");
     assert_eq!(r.first_error, None, "{r}");
     assert!((3600..=4400).contains(&r.requests), "{r}");
@@ -141,24 +77,7 @@ fn open_loop_batches_are_written_together_and_counted_at_the_rate() {
 #[test]
 fn hold_and_release_measures_waits_and_hand_offs() {
     let addr = start_responder(Kind::Http);
-    let r = run(&[
-        "--target",
-        "http",
-        "--addr",
-        &addr,
-        "--workload",
-        "hold",
-        "--hot",
-        "1",
-        "--hold-ms",
-        "2",
-        "-c",
-        "2",
-        "--warmup",
-        "0.1",
-        "--duration",
-        "0.5",
-    ]);
+    let r = run(&addr, "--target http --workload hold --hot 1 --hold-ms 2 -c 2 --warmup 0.1 --duration 0.5");
     assert_eq!(r.counts.errors, 0, "{r}");
     // The responder grants everything: every acquire wins, and each hold lasts 2 ms or more,
     // so each connection completes at most 250 cycles in 0.5 s.
@@ -175,18 +94,7 @@ fn hold_and_release_measures_waits_and_hand_offs() {
 fn a_server_pid_gives_cpu_per_request() {
     let addr = start_responder(Kind::Http);
     let pid = std::process::id().to_string();
-    let r = run(&[
-        "--target",
-        "health",
-        "--addr",
-        &addr,
-        "--warmup",
-        "0.1",
-        "--duration",
-        "0.3",
-        "--server-pid",
-        &pid,
-    ]);
+    let r = run(&addr, &format!("--target health --warmup 0.1 --duration 0.3 --server-pid {pid}"));
     assert!(r.server_cpu_s.is_some(), "{r}");
     assert!(r.server_cpu_us_per_request.is_some(), "{r}");
 }

@@ -1,21 +1,19 @@
-//! The generator against a real ringlock, in-process on 127.0.0.1:0, one core: the wire target
+//! The generator against a real ringlock, in-process on 127.0.0.1:0: the wire target
 //! pipelined, and server-side waiting measured as hand-offs, over the wire and HTTP.
 
 use std::process::Command as Process;
 
-use clap::Parser;
-use loadtest::cli::{Cli, Command};
 use loadtest::stats::Report;
 use ringlock::config::Config;
 use ringlock::runtime::Server;
 
+mod support;
+
 const SECRET: &str = "loadtest-test";
 
+/// A run with the test server's secret.
 fn run(line: &str, addr: &str) -> Report {
-    let mut argv = vec!["loadtest", "run", "--quiet", "--addr", addr, "--secret", SECRET];
-    argv.extend(line.split_whitespace());
-    let Command::Run(args) = Cli::parse_from(argv).command else { unreachable!() };
-    loadtest::run::run(&args.plan().unwrap()).unwrap()
+    support::run(addr, &format!("--secret {SECRET} {line}"))
 }
 
 /// On one core every answer is immediate and in order; on two, a request for the other
