@@ -100,3 +100,17 @@ fn a_second_server_on_a_served_port_refuses_to_start() {
     assert_eq!(status_with_secret(first.addr, "changeme"), 200, "the first server is unharmed");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The README's command, `cargo run`, starts the server (the workspace also has the load
+/// generator's binary; the manifest's `default-run` picks ours). Run here without `--release`,
+/// which changes the profile, not the choice.
+#[test]
+fn cargo_run_runs_the_server() {
+    let out = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--", "--version"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("ringlock {}\n", env!("CARGO_PKG_VERSION")));
+}
