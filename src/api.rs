@@ -1,7 +1,7 @@
 //! The protocol-neutral request and reply. Every protocol parses into a [`Request`] and encodes
-//! a [`Reply`]; [`apply`] is the one place where a request meets a shard. Also owns what a
-//! request may ask for, which every protocol checks alike ([`check`], with the configured
-//! [`Limits`] and the constants below).
+//! a [`Reply`]; [`LockService`] is all a protocol may ask of the server; [`apply`] is the one
+//! place where a request meets a shard. Also owns what a request may ask for, which every
+//! protocol checks alike ([`check`], with the configured [`Limits`] and the constants below).
 
 use crate::config::Limits;
 use crate::metrics::CoreStats;
@@ -81,6 +81,32 @@ pub enum Reply {
     Lost { token: u64 },
     /// One core's share of a stats answer.
     Stats(Box<CoreStats>),
+}
+
+/// What a connection's protocol session may ask of the lock service, during one turn of its
+/// core's loop. A session numbers its requests in flight with slots of its own choosing (below
+/// its in-flight limit); an answer that is not given at once comes later to the same slot
+/// (through the connection's mailbox), as do the parts of a request for every shard.
+pub trait LockService {
+    /// Serves `req`, a request about one resource. `Some`: the answer now; `None`: it comes
+    /// later to `slot`.
+    fn submit<S: AsRef<str>>(&mut self, slot: usize, req: &Request<S>) -> Option<Reply>;
+
+    /// Serves a request for every shard (a list, stats): this core's share now, and how many
+    /// shares will follow to `slot`.
+    fn submit_all<S: AsRef<str>>(&mut self, slot: usize, req: &Request<S>) -> (Option<Reply>, usize);
+
+    /// Withdraws the waiting acquire in `slot` on `resource` by `owner` (its client went away).
+    /// If it was granted meanwhile, the grant is released when it arrives.
+    fn withdraw(&mut self, slot: usize, resource: &str, owner: &str);
+
+    /// The acquire in `slot` (of `resource` by `owner`) lost its client: if it is granted
+    /// after all, the grant is released when it arrives.
+    fn abandon(&mut self, slot: usize, resource: &str, owner: &str);
+
+    /// Releases the lock `token` on `resource` held by `owner` for a client that is gone (a
+    /// closed connection's session lock).
+    fn release_for_gone(&mut self, resource: &str, owner: &str, token: u64);
 }
 
 /// Why a name was refused.

@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 pub struct Secret(Box<[u8]>);
 
 /// The reference server's default, and so the one every SDK sends when not told otherwise.
-pub const DEFAULT_SECRET: &str = "changeme";
+pub use ringlock_client::DEFAULT_SECRET;
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {

@@ -1,10 +1,12 @@
-//! Entry points for the fuzz targets (`fuzz/`) and their regression test: each feeds arbitrary
+//! Entry points for the fuzz targets (`fuzz/`) and their regression test, built only with the
+//! `fuzzing` feature (the fuzz crate and the test suite turn it on): each feeds arbitrary
 //! bytes through one protocol's parsers the way a connection would, and checks what must hold
 //! for any input: no panic, and what parses, once encoded, parses to the same thing.
 
+use ringlock_client::frame::{self, FrameError};
+
 use crate::config::Limits;
-use crate::proto::http::{head, response, route};
-use crate::proto::wire::frame::{self, FrameError};
+use crate::proto::http::{endpoint, head, route};
 
 /// HTTP: frames requests out of `data` one after another, as a connection's buffer is read,
 /// routes each (secret check, JSON body, names) and encodes an answer.
@@ -21,9 +23,11 @@ pub fn http(data: &[u8]) {
         let authorized = || h.secret.clone().is_some_and(|s| rest[s].first() == Some(&b'k'));
         let mut out = Vec::new();
         match route::route(h.method, target, &rest[h.len..end], &limits, authorized) {
-            route::Routed::Respond(r) => r.encode(&mut out, h.keep_alive, false, &date),
-            route::Routed::Lock(endpoint, _) => response::lock_reply(endpoint, &crate::api::Reply::Busy)
-                .encode(&mut out, h.keep_alive, false, &date),
+            route::Routed::Health => endpoint::health().encode(&mut out, h.keep_alive, false, &date),
+            route::Routed::Refused(r) => endpoint::refused(r).encode(&mut out, h.keep_alive, false, &date),
+            route::Routed::Lock(e, _) => {
+                endpoint::lock_reply(e, &crate::api::Reply::Busy).encode(&mut out, h.keep_alive, false, &date)
+            }
         }
         assert!(out.starts_with(b"HTTP/1.1 "));
         rest = &rest[end..];

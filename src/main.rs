@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringlock::client::command::{self, LockArgs, StatusArgs};
+use ringlock::cli::{self, LockArgs, StatusArgs};
 use ringlock::config::{self, Config, ServerArgs};
 use ringlock::log::{self, Level};
-use ringlock::runtime::Server;
+use ringlock::server::Server;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -43,8 +43,8 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::Lock(args)) => command::lock(args),
-        Some(Cmd::Status(args)) => command::status(args),
+        Some(Cmd::Lock(args)) => cli::lock(args),
+        Some(Cmd::Status(args)) => cli::status(args),
         None => serve(&cli.server),
     }
 }

@@ -1,4 +1,4 @@
-//! Routing: which shard owns a resource. Owns the process-wide resource hash.
+//! Routing: which shard owns a resource ([`Router`]). Owns the process-wide resource hash.
 //!
 //! The hash is foldhash (the hash hashbrown itself defaults to): a few nanoseconds for a short
 //! name, and seeded at random once per process, so that a client who chooses resource names
@@ -34,6 +34,40 @@ impl ResourceHasher {
 pub fn shard_for(hash: u64, shards: usize) -> usize {
     let middle = (hash >> 25) & 0xFFFF_FFFF;
     ((middle * shards as u64) >> 32) as usize
+}
+
+/// Which core owns a resource: the same answer on every core, for the life of the process.
+#[derive(Clone, Debug)]
+pub struct Router {
+    hasher: ResourceHasher,
+    cores: usize,
+}
+
+impl Router {
+    /// A router over `cores` cores (at least one).
+    pub fn new(hasher: ResourceHasher, cores: usize) -> Router {
+        Router { hasher, cores: cores.max(1) }
+    }
+
+    /// Cores of the server.
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+
+    /// The hash it routes by (every shard hashes its table with the same).
+    pub fn hasher(&self) -> &ResourceHasher {
+        &self.hasher
+    }
+
+    /// The core that owns `resource`.
+    #[inline]
+    pub fn owner(&self, resource: &str) -> usize {
+        if self.cores == 1 {
+            // One shard owns everything: no need to hash the name to route it.
+            return 0;
+        }
+        shard_for(self.hasher.hash(resource), self.cores)
+    }
 }
 
 #[cfg(test)]

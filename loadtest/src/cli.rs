@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use ringlock::auth::DEFAULT_SECRET;
-use ringlock::client::DEFAULT_ADDR;
+use ringlock_client::{DEFAULT_ADDR, DEFAULT_SECRET};
 
 use crate::responder;
 use crate::workload::Workload;

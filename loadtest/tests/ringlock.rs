@@ -5,7 +5,7 @@ use std::process::Command as Process;
 
 use loadtest::stats::Report;
 use ringlock::config::Config;
-use ringlock::runtime::Server;
+use ringlock::server::Server;
 
 mod support;
 

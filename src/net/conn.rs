@@ -10,14 +10,9 @@
 //! connection [`Limits::idle_timeout`](crate::config::Limits) before closing it, and stops at a
 //! graceful shutdown. A panic in a connection's code (a bug) ends that connection only.
 
-use std::any::Any;
 use std::cell::RefCell;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -25,10 +20,12 @@ use tokio::time::Instant;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
-use crate::api::Reply;
 use crate::log::Level;
-use crate::proto::Session;
-use crate::runtime::core::Core;
+use crate::proto::{Context, Session};
+use crate::runtime::panic::{self, CatchUnwind};
+use crate::runtime::{ConnId, Core, Delivery, Mailbox};
+
+use super::Settings;
 
 /// Bytes a connection's read buffer starts with: a few pipelined requests. It grows (up to
 /// the head and body limits) only for a connection that sends more at once, and shrinks back.
@@ -45,8 +42,10 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_PROBES: u32 = 3;
 
 /// A connection's shared state (see the module documentation).
-pub struct Conn {
-    pub id: u32,
+struct Conn {
+    id: ConnId,
+    /// Where the core leaves answers that come later, and pushes.
+    mailbox: Rc<Mailbox>,
     state: RefCell<ConnState>,
     /// Wakes the writer: answers are ready, or the connection is ending.
     writer: Notify,
@@ -68,9 +67,10 @@ struct ConnState {
 impl Conn {
     /// A connection from a peer; `protected`: the server still has the default secret and
     /// this peer is not on this machine, so it is to be refused.
-    pub fn new(id: u32, protected: bool) -> Conn {
+    fn new(id: ConnId, mailbox: Rc<Mailbox>, protected: bool) -> Conn {
         Conn {
             id,
+            mailbox,
             state: RefCell::new(ConnState {
                 out: Vec::new(),
                 session: Session::new(protected),
@@ -82,59 +82,81 @@ impl Conn {
             reader: Notify::new(),
         }
     }
+}
 
-    /// A reply for the request in `slot` has come.
-    pub fn on_reply(&self, core: &Core, slot: usize, reply: Reply) {
-        let mut st = self.state.borrow_mut();
-        let ConnState { out, session, close, .. } = &mut *st;
-        session.on_reply(core, slot, reply, out, close);
-        self.writer.notify_one();
+impl ConnState {
+    /// Hands the session every piece of mail that has come; returns whether there was any.
+    fn take_mail(&mut self, mailbox: &Mailbox, cx: &Context<'_>) -> bool {
+        let ConnState { out, session, close, .. } = self;
+        let mut any = false;
+        while let Some(delivery) = mailbox.pop() {
+            any = true;
+            match delivery {
+                Delivery::Reply { slot, reply } => session.on_reply(cx, slot, reply, out, close),
+                Delivery::Push(news) => session.on_push(cx, news, out),
+            }
+        }
+        any
+    }
+}
+
+/// What a session reads of its core and settings besides lock work.
+fn context<'a>(core: &'a Core, settings: &'a Settings) -> Context<'a> {
+    Context {
+        limits: &settings.limits,
+        secret: &settings.secret,
+        date: core.date(),
+        service_times: core.service_times(),
     }
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(core: Rc<Core>, settings: Rc<Settings>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL)
         .with_retries(KEEPALIVE_PROBES);
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-    let protected = core.secret.is_default() && !peer.ip().to_canonical().is_loopback();
+    let protected = settings.secret.is_default() && !peer.ip().to_canonical().is_loopback();
     let stream = Rc::new(stream);
-    let conn = core.add_conn(protected);
-    let served = CatchUnwind::new(run(core.clone(), conn.clone(), stream.clone())).await;
+    let (id, mailbox) = core.open_conn();
+    let conn = Rc::new(Conn::new(id, mailbox, protected));
+    let served = CatchUnwind::new(run(core.clone(), settings.clone(), conn.clone(), stream.clone())).await;
     if let Err(panic) = served {
         crate::log!(
             Level::Error,
             "a connection's task panicked ({}); closing that connection",
-            message(&*panic)
+            panic::message(&*panic)
         );
         let _ = stream.shutdown(std::net::Shutdown::Both);
     }
-    // Whatever happened, withdraw its waits and release its session locks.
-    core.tick();
+    // Whatever happened, withdraw its waits and release its session locks (those whose grant
+    // is still in the mailbox included).
     if let Ok(mut st) = conn.state.try_borrow_mut() {
-        st.session.teardown(&core, conn.id);
+        st.take_mail(&conn.mailbox, &context(&core, &settings));
+        let mut turn = core.turn(conn.id);
+        st.session.teardown(&mut turn);
+        core.close_conn(conn.id);
+    } else {
+        core.close_conn(conn.id);
     }
-    core.remove_conn(conn.id);
-    core.flush();
 }
 
-async fn run(core: Rc<Core>, conn: Rc<Conn>, stream: Rc<TcpStream>) {
-    let writer = tokio_uring::spawn(write_loop(conn.clone(), stream.clone()));
-    let stopped = read_loop(&core, &conn, &stream).await;
+async fn run(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<TcpStream>) {
+    let writer = tokio_uring::spawn(write_loop(core.clone(), settings.clone(), conn.clone(), stream.clone()));
+    let stopped = read_loop(&core, &settings, &conn, &stream).await;
     if stopped != Stopped::ByUs {
-        core.tick();
         let mut st = conn.state.borrow_mut();
         st.eof = true;
         let ConnState { out, session, close, .. } = &mut *st;
+        let cx = context(&core, &settings);
+        let mut turn = core.turn(conn.id);
         match stopped {
-            Stopped::Shutdown => session.on_shutdown(&core, conn.id, out, close),
-            _ => session.on_eof(&core, conn.id, out, close),
+            Stopped::Shutdown => session.on_shutdown(&mut turn, &cx, out, close),
+            _ => session.on_eof(&mut turn, &cx, out, close),
         }
     }
-    core.flush();
     conn.writer.notify_one();
     let _ = writer.await;
 }
@@ -157,7 +179,7 @@ enum Wake {
     Shutdown,
 }
 
-async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
+async fn read_loop(core: &Core, settings: &Settings, conn: &Conn, stream: &TcpStream) -> Stopped {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF_BYTES);
     // When the incomplete request at the front of `buf` began to arrive.
     let mut started: Option<Instant> = None;
@@ -168,8 +190,8 @@ async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
                 if st.close || st.broken {
                     return Stopped::ByUs;
                 }
-                let room = st.out.len() < core.limits.max_unsent_bytes
-                    && st.session.in_flight() < core.limits.max_in_flight;
+                let room = st.out.len() < settings.limits.max_unsent_bytes
+                    && st.session.in_flight() < settings.limits.max_in_flight;
                 room.then(|| st.session.is_idle())
             };
             if let Some(idle) = ready {
@@ -181,8 +203,8 @@ async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
             started = started.map(|_| Instant::now());
         };
         let deadline = match started {
-            Some(t) => Some(t + core.limits.header_timeout),
-            None if idle => Some(Instant::now() + core.limits.idle_timeout),
+            Some(t) => Some(t + settings.limits.header_timeout),
+            None if idle => Some(Instant::now() + settings.limits.idle_timeout),
             // We owe the client answers, or it holds session locks: it may well be silent.
             None => None,
         };
@@ -190,10 +212,7 @@ async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
             buf.reserve(READ_BUF_BYTES);
         }
         let at = buf.len();
-        let stop = core.stop.notified();
-        if core.stopping.get() {
-            return Stopped::Shutdown;
-        }
+        let stop = core.stopped();
         let read = async {
             let (res, slice) = stream.read(buf.slice(at..)).await;
             Wake::Read(res, slice.into_inner())
@@ -222,18 +241,21 @@ async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
                 if started.is_some() {
                     let mut st = conn.state.borrow_mut();
                     let ConnState { out, session, close, .. } = &mut *st;
-                    session.on_timeout(core, out, close);
+                    session.on_timeout(&context(core, settings), out, close);
                     conn.writer.notify_one();
                 }
                 conn.state.borrow_mut().close = true;
                 return Stopped::ByUs;
             }
         };
-        core.tick();
         let used = {
             let mut st = conn.state.borrow_mut();
             let ConnState { out, session, close, .. } = &mut *st;
-            session.on_bytes(core, conn.id, &buf, out, close)
+            let cx = context(core, settings);
+            // The turn ends (delivering what it made to every connection's mailbox) before
+            // this connection's state is let go; delivering never touches it.
+            let mut turn = core.turn(conn.id);
+            session.on_bytes(&mut turn, &cx, &buf, out, close)
         };
         buf.drain(..used);
         started = match (buf.is_empty(), started) {
@@ -245,17 +267,20 @@ async fn read_loop(core: &Core, conn: &Conn, stream: &TcpStream) -> Stopped {
             // A large request is done; do not keep its buffer for the life of the connection.
             buf.shrink_to(READ_BUF_BYTES);
         }
-        core.flush();
         conn.writer.notify_one();
     }
 }
 
-async fn write_loop(conn: Rc<Conn>, stream: Rc<TcpStream>) {
+async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<TcpStream>) {
     let mut sending: Vec<u8> = Vec::new();
     loop {
         // `None`: nothing to send yet; `Some(done)` with nothing to send: the connection ends.
         let idle = {
             let mut st = conn.state.borrow_mut();
+            if st.take_mail(&conn.mailbox, &context(&core, &settings)) {
+                // Answers came: the reader may have room to read again.
+                conn.reader.notify_one();
+            }
             if st.out.is_empty() {
                 Some(st.broken || ((st.close || st.eof) && st.session.in_flight() == 0))
             } else {
@@ -270,7 +295,10 @@ async fn write_loop(conn: Rc<Conn>, stream: Rc<TcpStream>) {
                 return;
             }
             Some(false) => {
-                conn.writer.notified().await;
+                tokio::select! {
+                    () = conn.writer.notified() => {}
+                    () = conn.mailbox.arrived() => {}
+                }
                 continue;
             }
             None => {}
@@ -299,55 +327,7 @@ async fn write_loop(conn: Rc<Conn>, stream: Rc<TcpStream>) {
 pub async fn refuse(stream: TcpStream) {
     const FIRST_BYTE_WAIT: Duration = Duration::from_secs(1);
     let first = tokio::time::timeout(FIRST_BYTE_WAIT, stream.read(vec![0u8; 1])).await;
-    let wire = matches!(&first, Ok((Ok(1), b)) if b[0] == crate::proto::wire::frame::PREFACE[0]);
+    let wire = matches!(&first, Ok((Ok(1), b)) if b[0] == ringlock_client::frame::PREFACE[0]);
     let _ = stream.write_all(crate::proto::busy_answer(wire)).await;
     let _ = stream.shutdown(std::net::Shutdown::Both);
-}
-
-/// A future that turns a panic inside it into an `Err`, so that one connection's bug does
-/// not unwind through the core's event loop.
-struct CatchUnwind<F>(Pin<Box<F>>);
-
-impl<F: Future> CatchUnwind<F> {
-    fn new(f: F) -> Self {
-        CatchUnwind(Box::pin(f))
-    }
-}
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
-    }
-}
-
-/// A panic's message, if it has one.
-fn message(panic: &(dyn Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_panic_in_a_connection_is_caught_and_the_loop_goes_on() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let caught = rt.block_on(CatchUnwind::new(async {
-            tokio::task::yield_now().await;
-            panic!("a bug");
-        }));
-        assert_eq!(caught.map_err(|p| message(&*p).to_owned()), Err("a bug".to_owned()));
-        assert_eq!(rt.block_on(CatchUnwind::new(async { 7 })).ok(), Some(7));
-    }
 }

@@ -8,8 +8,9 @@ use std::rc::Rc;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::log::Level;
-use crate::net::conn;
-use crate::runtime::core::Core;
+use crate::runtime::Core;
+
+use super::{Settings, conn};
 
 /// Connections the kernel may queue per listener before we accept them.
 const BACKLOG: i32 = 4096;
@@ -58,12 +59,12 @@ fn socket(addr: SocketAddr) -> io::Result<Socket> {
 
 /// Accepts connections until the core stops, serving each on its own task; past this core's
 /// share of the connection limit, new ones are refused.
-pub async fn accept_loop(core: Rc<Core>, listener: tokio_uring::net::TcpListener) {
-    let per_core = core.limits.max_connections.div_ceil(core.cores()).max(1);
-    while !core.stopping.get() {
+pub async fn accept_loop(core: Rc<Core>, settings: Rc<Settings>, listener: tokio_uring::net::TcpListener) {
+    let per_core = settings.limits.max_connections.div_ceil(core.cores()).max(1);
+    while !core.stopping() {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = core.stop.notified() => return,
+            () = core.stopped() => return,
         };
         match accepted {
             Ok((stream, _)) if core.conn_count() >= per_core => {
@@ -74,7 +75,7 @@ pub async fn accept_loop(core: Rc<Core>, listener: tokio_uring::net::TcpListener
                 tokio_uring::spawn(conn::refuse(stream));
             }
             Ok((stream, peer)) => {
-                tokio_uring::spawn(conn::serve(core.clone(), stream, peer));
+                tokio_uring::spawn(conn::serve(core.clone(), settings.clone(), stream, peer));
             }
             // Out of descriptors or memory, or a connection reset before we took it: keep
             // serving the connections we have and try again.

@@ -1,4 +1,17 @@
 //! Sockets: the per-core listeners and the connection loops, where bytes come in and go out.
+//! A connection's protocol session ([`crate::proto`]) makes its answers; the core
+//! ([`crate::runtime::Core`]) serves its lock requests in turns and leaves later answers in its
+//! mailbox.
 
 pub mod conn;
 pub mod listener;
+
+use crate::auth::Secret;
+use crate::config::Limits;
+
+/// What the connections of a server are served with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub secret: Secret,
+    pub limits: Limits,
+}

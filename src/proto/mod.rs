@@ -1,5 +1,7 @@
 //! The protocols ringlock speaks, each turning bytes into [`crate::api::Request`]s and
-//! [`crate::api::Reply`]s into bytes, and [`Session`]: a connection's protocol state.
+//! [`crate::api::Reply`]s into bytes, and [`Session`]: a connection's protocol state. A
+//! session asks for lock work only through [`LockService`] (one turn of its core at a time),
+//! and reads the rest of what it needs from a [`Context`]; it never sees the core itself.
 //!
 //! Both protocols share one port: a wire-protocol client opens with a NUL byte
 //! ([`wire::frame::PREFACE`]), which no HTTP request can start with, so the first byte a
@@ -7,14 +9,17 @@
 //! server has the well-known default secret, a client from another machine is refused (in
 //! its protocol) and the connection closed.
 
+pub mod context;
 pub mod http;
 pub mod wire;
 
-use crate::api::Reply;
-use crate::runtime::core::Core;
+use ringlock_client::frame::{self as wire_frame, WireReply};
+
+use crate::api::{LockService, Reply};
 
 use http::response::{Response, Status};
-use wire::frame::{self as wire_frame, WireReply};
+
+pub use context::Context;
 
 /// What a client refused by protected mode is told.
 pub const PROTECTED: &str = "ERR Protected mode: this server still has the default secret, so it serves \
@@ -58,8 +63,8 @@ impl Session {
     /// Serves the complete requests at the start of `buf`; returns the bytes used.
     pub fn on_bytes(
         &mut self,
-        core: &Core,
-        conn: u32,
+        svc: &mut impl LockService,
+        cx: &Context<'_>,
         buf: &[u8],
         out: &mut Vec<u8>,
         close: &mut bool,
@@ -71,12 +76,9 @@ impl Session {
                 if wire {
                     wire_frame::encode_reply(out, 0, &WireReply::ProtocolError { reason: PROTECTED });
                 } else {
-                    Response::text(Status::Forbidden, PROTECTED).closing().encode(
-                        out,
-                        false,
-                        false,
-                        &core.date(),
-                    );
+                    Response::text(Status::Forbidden, PROTECTED)
+                        .closing()
+                        .encode(out, false, false, &cx.date);
                 }
                 *close = true;
                 return buf.len();
@@ -85,52 +87,75 @@ impl Session {
         }
         match self {
             Session::Unknown { .. } => 0,
-            Session::Http(s) => s.on_bytes(core, conn, buf, out, close),
-            Session::Wire(s) => s.on_bytes(core, conn, buf, out, close),
+            Session::Http(s) => s.on_bytes(svc, cx, buf, out, close),
+            Session::Wire(s) => s.on_bytes(svc, cx, buf, out, close),
         }
     }
 
-    /// A reply (or later news) for the request in `slot`.
-    pub fn on_reply(&mut self, core: &Core, slot: usize, reply: Reply, out: &mut Vec<u8>, close: &mut bool) {
+    /// The answer (or a later word) for the request in `slot` has come.
+    pub fn on_reply(
+        &mut self,
+        cx: &Context<'_>,
+        slot: usize,
+        reply: Reply,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
         match self {
             Session::Unknown { .. } => {}
-            Session::Http(s) => s.on_reply(core, slot, reply, out, close),
-            Session::Wire(s) => s.on_reply(core, slot, reply, out),
+            Session::Http(s) => s.on_reply(cx, slot, reply, out, close),
+            Session::Wire(s) => s.on_reply(cx, slot, reply, out),
+        }
+    }
+
+    /// News about the connection's session locks has come.
+    pub fn on_push(&mut self, _cx: &Context<'_>, news: Reply, out: &mut Vec<u8>) {
+        if let Session::Wire(s) = self {
+            s.on_push(news, out);
         }
     }
 
     /// The client closed its side.
-    pub fn on_eof(&mut self, core: &Core, conn: u32, out: &mut Vec<u8>, close: &mut bool) {
+    pub fn on_eof(
+        &mut self,
+        svc: &mut impl LockService,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
         match self {
             Session::Unknown { .. } => {}
-            Session::Http(s) => s.on_eof(core, conn, out, close),
-            Session::Wire(s) => s.on_eof(core, conn),
+            Session::Http(s) => s.on_eof(svc, cx, out, close),
+            Session::Wire(s) => s.on_eof(svc),
         }
     }
 
     /// A request began to arrive and did not finish in time: say so, and close.
-    pub fn on_timeout(&mut self, core: &Core, out: &mut Vec<u8>, close: &mut bool) {
+    pub fn on_timeout(&mut self, cx: &Context<'_>, out: &mut Vec<u8>, close: &mut bool) {
         match self {
             Session::Wire(_) => {
                 wire_frame::encode_reply(out, 0, &WireReply::ProtocolError { reason: "request timeout" })
             }
-            _ => Response::text(Status::RequestTimeout, "ERR Request timeout").closing().encode(
-                out,
-                false,
-                false,
-                &core.date(),
-            ),
+            _ => Response::text(Status::RequestTimeout, "ERR Request timeout")
+                .closing()
+                .encode(out, false, false, &cx.date),
         }
         *close = true;
     }
 
     /// The server is shutting down: answer what can be answered, withdraw the waits, close.
-    pub fn on_shutdown(&mut self, core: &Core, conn: u32, out: &mut Vec<u8>, close: &mut bool) {
+    pub fn on_shutdown(
+        &mut self,
+        svc: &mut impl LockService,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
         match self {
             Session::Unknown { .. } => {}
-            Session::Http(s) => s.on_shutdown(core, conn, out, close),
+            Session::Http(s) => s.on_shutdown(svc, cx, out, close),
             Session::Wire(s) => {
-                s.on_eof(core, conn);
+                s.on_eof(svc);
                 wire_frame::encode_reply(
                     out,
                     0,
@@ -142,11 +167,11 @@ impl Session {
     }
 
     /// The connection is gone.
-    pub fn teardown(&mut self, core: &Core, conn: u32) {
+    pub fn teardown(&mut self, svc: &mut impl LockService) {
         match self {
             Session::Unknown { .. } => {}
-            Session::Http(s) => s.teardown(core, conn),
-            Session::Wire(s) => s.teardown(core, conn),
+            Session::Http(s) => s.teardown(svc),
+            Session::Wire(s) => s.teardown(svc),
         }
     }
 }
@@ -168,15 +193,50 @@ pub fn busy_answer(wire: bool) -> Vec<u8> {
     out
 }
 
+/// A lock service for session tests: one shard, every answer at once, the clock at 0.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::api::{self, LockService, Reply, Request};
+    use crate::route::ResourceHasher;
+    use crate::shard::{Shard, Ticket, TokenSeries};
+
+    pub struct OneShard(pub Shard);
+
+    impl Default for OneShard {
+        fn default() -> Self {
+            OneShard(Shard::new(ResourceHasher::new(), TokenSeries::after(0)))
+        }
+    }
+
+    impl LockService for OneShard {
+        fn submit<S: AsRef<str>>(&mut self, slot: usize, req: &Request<S>) -> Option<Reply> {
+            api::apply(&mut self.0, req, Ticket(slot as u64), Ticket(u64::MAX), 0)
+        }
+        fn submit_all<S: AsRef<str>>(&mut self, slot: usize, req: &Request<S>) -> (Option<Reply>, usize) {
+            (self.submit(slot, req), 0)
+        }
+        fn withdraw(&mut self, slot: usize, resource: &str, _owner: &str) {
+            self.0.cancel_wait(resource, Ticket(slot as u64), 0);
+        }
+        fn abandon(&mut self, _slot: usize, _resource: &str, _owner: &str) {}
+        fn release_for_gone(&mut self, resource: &str, owner: &str, token: u64) {
+            self.0.release(resource, owner, Some(token), 0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::core::lone_core;
+    use crate::auth::Secret;
+    use crate::config::Limits;
+    use crate::metrics::Histogram;
 
     fn feed(session: &mut Session, bytes: &[u8]) -> (Vec<u8>, bool) {
-        let core = lone_core("changeme");
+        let (limits, secret, times) = (Limits::default(), Secret::new("changeme"), Histogram::default());
+        let cx = Context { limits: &limits, secret: &secret, date: [b'D'; 29], service_times: &times };
         let (mut out, mut close) = (Vec::new(), false);
-        session.on_bytes(&core, 1, bytes, &mut out, &mut close);
+        session.on_bytes(&mut testing::OneShard::default(), &cx, bytes, &mut out, &mut close);
         (out, close)
     }
 

@@ -1,12 +1,14 @@
-//! One core's state and its work: owns the core's shard, its connections, its outboxes and its
-//! clock; serves requests for the resources it owns, forwards the others, and delivers every
-//! reply to the connection waiting for it, wherever the reply was made. Everything here is
+//! One core's lock service: its shard, the requests it serves for the resources it owns, the
+//! ones it forwards to their owners over the mesh, and the delivery of every answer to the
+//! mailbox of the connection waiting for it, wherever the answer was made. Everything here is
 //! `Rc`/`RefCell`, built on the core's own thread and never shared.
 //!
-//! # Tickets
-//! A request in flight is addressed by a [`Ticket`]: its core, its connection and the slot the
-//! connection keeps for it. The shard that serves the request hands the ticket back with the
-//! reply (at once, or later for a wait), and [`Core::deliver`] takes it home.
+//! # Turns
+//! All work happens in turns: a [`Turn`] (for a connection's batch of requests) or an inner
+//! turn (an inbox batch, a timer sweep) reads the clock once when it begins and, when it ends,
+//! delivers what the turn made, sends the mesh's outboxes and re-arms the timer task. The guard
+//! makes the pairing a matter of types rather than of care; delivering only pushes into
+//! mailboxes, so it can never re-enter a connection.
 //!
 //! # Connections that close while waiting
 //! When a connection closes with a waiting acquire, the wait is withdrawn and the ticket noted
@@ -17,45 +19,22 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 use tokio::sync::Notify;
 
-use crate::api::{self, Reply, Request};
-use crate::auth::Secret;
-use crate::config::Limits;
+use crate::api::{self, LockService, Reply, Request};
 use crate::metrics::Histogram;
-use crate::net::conn::Conn;
-use crate::route::{ResourceHasher, shard_for};
+use crate::route::Router;
 use crate::shard::{ADVANCE_BUDGET, Shard, Ticket, TokenSeries};
 
+use super::clock::{Clock, DateCache};
+use super::mailbox::{Delivery, Mailbox, Registry};
 use super::mesh::{Batch, Mesh, Msg};
+use super::ticket::{self, Address, ConnId, Slot};
 
-/// Connection id that stands for "nobody": replies to its tickets are dropped.
-const NOBODY: u32 = 0;
-/// Bits of a ticket for the connection's slot; slots are per-connection request numbers and
-/// stay below the in-flight limit.
-const SLOT_BITS: u32 = 24;
-/// Bits of a ticket for the connection id (the top 8 name the core).
-const CONN_BITS: u32 = 32;
-/// The slot that stands for a connection itself, where news about its session locks goes
-/// (never a request's slot: those stay below the in-flight limit).
-pub const SESSION_SLOT: usize = (1 << SLOT_BITS) - 1;
-
-/// Core, connection and slot of a ticket.
-fn split(ticket: Ticket) -> (usize, u32, usize) {
-    let core = (ticket.0 >> (SLOT_BITS + CONN_BITS)) as usize;
-    let conn = (ticket.0 >> SLOT_BITS) as u32;
-    (core, conn, (ticket.0 & ((1 << SLOT_BITS) - 1)) as usize)
-}
-
-/// The session ticket of the connection that `ticket` belongs to.
-fn session_of(ticket: Ticket) -> Ticket {
-    Ticket(ticket.0 | SESSION_SLOT as u64)
-}
-
-/// What a core keeps of a waiting acquire whose connection has closed.
+/// What a core keeps of an acquire whose connection has closed.
 struct Orphan {
     resource: Box<str>,
     owner: Box<str>,
@@ -63,91 +42,99 @@ struct Orphan {
 
 /// Everything one core owns. See the module documentation.
 pub struct Core {
-    pub id: usize,
-    cores: usize,
-    hasher: ResourceHasher,
-    pub secret: Secret,
-    pub limits: Limits,
-    epoch: Instant,
+    id: usize,
+    router: Router,
     shard: RefCell<Shard>,
     mesh: Mesh,
-    conns: RefCell<HashMap<u32, Rc<Conn>>>,
-    next_conn: Cell<u32>,
-    /// Replies and events made while serving, delivered at the next [`Core::flush`], once no
-    /// connection is borrowed.
+    conns: Registry,
+    /// Answers and events made during the current turn, delivered when it ends.
     deliveries: RefCell<VecDeque<(Ticket, Reply)>>,
     orphans: RefCell<HashMap<Ticket, Orphan>>,
-    /// Wakes the timer task when a deadline earlier than the one it sleeps for appears.
-    timer: Notify,
-    /// The tick the timer task sleeps until (`u64::MAX`: no deadline).
-    armed: Cell<u64>,
+    clock: Clock,
     date: DateCache,
-    /// See [`Core::now`].
-    clock: Cell<u64>,
-    /// Set by [`Msg::Shutdown`]; `stop` wakes everything that waits, to stop.
-    pub stopping: Cell<bool>,
-    pub stop: Notify,
-    /// Wakes [`Core::drain`] when a connection closes.
-    conns_changed: Notify,
+    timer: TimerArm,
+    stop: Stop,
     /// Service times of the requests this core's connections sent.
-    pub service_times: Histogram,
+    service_times: Histogram,
+}
+
+/// When the timer task must wake.
+struct TimerArm {
+    /// Wakes the timer task when a deadline earlier than the one it sleeps for appears.
+    wake: Notify,
+    /// The tick the timer task sleeps until (`u64::MAX`: no deadline; 0: it is awake).
+    armed: Cell<u64>,
+}
+
+/// Whether the server is shutting down.
+struct Stop {
+    stopping: Cell<bool>,
+    /// Wakes everything that waits, to stop.
+    notify: Notify,
 }
 
 /// Parameters of one core.
-pub struct CoreSetup {
+pub(super) struct CoreSetup {
     pub id: usize,
-    pub cores: usize,
-    pub hasher: ResourceHasher,
-    pub secret: Secret,
-    pub limits: Limits,
+    pub router: Router,
     pub epoch: Instant,
-    pub token_seed: u64,
+    pub tokens: TokenSeries,
     pub mesh: Mesh,
 }
 
 impl Core {
-    pub fn new(s: CoreSetup) -> Core {
+    pub(super) fn new(s: CoreSetup) -> Core {
         Core {
             id: s.id,
-            cores: s.cores,
-            shard: RefCell::new(Shard::new(
-                s.hasher.clone(),
-                TokenSeries::for_shard(s.token_seed, s.id, s.cores),
-            )),
-            hasher: s.hasher,
-            secret: s.secret,
-            limits: s.limits,
-            epoch: s.epoch,
+            shard: RefCell::new(Shard::new(s.router.hasher().clone(), s.tokens)),
+            router: s.router,
             mesh: s.mesh,
-            conns: RefCell::new(HashMap::new()),
-            next_conn: Cell::new(NOBODY),
+            conns: Registry::default(),
             deliveries: RefCell::new(VecDeque::new()),
             orphans: RefCell::new(HashMap::new()),
-            timer: Notify::new(),
-            armed: Cell::new(u64::MAX),
+            clock: Clock::new(s.epoch),
             date: DateCache::default(),
-            clock: Cell::new(0),
-            stopping: Cell::new(false),
-            stop: Notify::new(),
-            conns_changed: Notify::new(),
+            timer: TimerArm { wake: Notify::new(), armed: Cell::new(u64::MAX) },
+            stop: Stop { stopping: Cell::new(false), notify: Notify::new() },
             service_times: Histogram::default(),
         }
     }
 
-    /// The clock, in ms since the server started (the shards' clock; the same epoch on every
-    /// core), as read by the last [`Core::tick`].
-    pub fn now(&self) -> u64 {
-        self.clock.get()
+    /// This core's number.
+    pub fn id(&self) -> usize {
+        self.id
     }
 
-    /// Reads the clock; call at the start of each batch of work (a read, an inbox batch, a
-    /// timer turn, a connection's end). One reading serves the whole batch: every request in
-    /// it arrived before the reading, so a lease computed from it (rounded up, see
-    /// [`crate::shard`]) still never ends before the request's arrival plus its length.
-    pub fn tick(&self) -> u64 {
-        let now = (self.epoch.elapsed().as_millis() as u64).max(self.clock.get());
-        self.clock.set(now);
-        now
+    /// Cores of the server.
+    pub fn cores(&self) -> usize {
+        self.router.cores()
+    }
+
+    /// Begins a turn of work for connection `conn`: the clock is read now, and what the turn
+    /// made is delivered when the guard drops.
+    pub fn turn(&self, conn: ConnId) -> Turn<'_> {
+        Turn { work: Work::begin(self), conn }
+    }
+
+    /// Registers a new connection: its id, and the mailbox its answers will come to.
+    pub fn open_conn(&self) -> (ConnId, Rc<Mailbox>) {
+        self.conns.open()
+    }
+
+    /// Forgets a connection; answers still on their way to it become orphans' or are dropped.
+    pub fn close_conn(&self, id: ConnId) {
+        self.conns.close(id);
+    }
+
+    /// Connections open on this core.
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Waits until every connection has closed, or `timeout` has passed; returns how many
+    /// are still open.
+    pub async fn drained(&self, timeout: Duration) -> usize {
+        self.conns.drained(timeout).await
     }
 
     /// The current `Date` header value.
@@ -155,71 +142,28 @@ impl Core {
         self.date.get()
     }
 
-    /// Registers a new connection (`protected`: see [`Conn::new`]).
-    pub fn add_conn(&self, protected: bool) -> Rc<Conn> {
-        let mut id = self.next_conn.get().wrapping_add(1);
-        let conns = self.conns.borrow();
-        while id == NOBODY || conns.contains_key(&id) {
-            id = id.wrapping_add(1);
-        }
-        drop(conns);
-        self.next_conn.set(id);
-        let conn = Rc::new(Conn::new(id, protected));
-        self.conns.borrow_mut().insert(id, conn.clone());
-        conn
+    /// Service times of the requests this core's connections sent.
+    pub fn service_times(&self) -> &Histogram {
+        &self.service_times
     }
 
-    /// Forgets a connection; replies still on their way to it become orphans' or are dropped.
-    pub fn remove_conn(&self, id: u32) {
-        self.conns.borrow_mut().remove(&id);
-        self.conns_changed.notify_waiters();
+    /// Whether the server is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.stop.stopping.get()
     }
 
-    /// Waits until every connection has closed, or `timeout` has passed; returns how many
-    /// are still open.
-    pub async fn drain(&self, timeout: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.conns_changed.notified();
-            let open = self.conn_count();
-            if open == 0 {
-                return 0;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return open;
-            }
+    /// Waits until the server shuts down (at once if it is).
+    pub async fn stopped(&self) {
+        let notified = self.stop.notify.notified();
+        if !self.stopping() {
+            notified.await;
         }
     }
 
-    /// Cores of the server.
-    pub fn cores(&self) -> usize {
-        self.cores
-    }
-
-    /// Connections open on this core.
-    pub fn conn_count(&self) -> usize {
-        self.conns.borrow().len()
-    }
-
-    /// The ticket for slot `slot` of connection `conn` of this core.
-    pub fn ticket(&self, conn: u32, slot: usize) -> Ticket {
-        debug_assert!(slot < 1 << SLOT_BITS);
-        Ticket(((self.id as u64) << (SLOT_BITS + CONN_BITS)) | (u64::from(conn) << SLOT_BITS) | slot as u64)
-    }
-
-    fn owner_of(&self, resource: &str) -> usize {
-        if self.cores == 1 {
-            // One shard owns everything: no need to hash the name to route it.
-            return 0;
-        }
-        shard_for(self.hasher.hash(resource), self.cores)
-    }
-
-    /// Serves `req` (not a list) for `ticket`: on this core's shard if it owns the resource,
-    /// else by sending it to the owner. `Some` is the answer now; `None`: it comes later,
-    /// through [`Conn::on_reply`].
-    pub fn submit<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> Option<Reply> {
-        let owner = req.resource().map_or(self.id, |r| self.owner_of(r));
+    /// Serves `req` for `ticket`: on this core's shard if it owns the resource, else by
+    /// sending it to the owner (`None`: the answer comes later).
+    fn submit<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> Option<Reply> {
+        let owner = req.resource().map_or(self.id, |r| self.router.owner(r));
         if owner == self.id {
             return self.apply(ticket, req);
         }
@@ -227,46 +171,45 @@ impl Core {
         None
     }
 
-    /// Serves a request for every core (a list, stats): this core's share now, and how many
-    /// shares will follow for `ticket`.
-    pub fn submit_all<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> (Option<Reply>, usize) {
-        for core in (0..self.cores).filter(|&c| c != self.id) {
+    fn submit_all<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> (Option<Reply>, usize) {
+        for core in (0..self.cores()).filter(|&c| c != self.id) {
             self.mesh.post(core, Msg::Request { ticket, req: req.to_owned() });
         }
-        (self.apply(ticket, req), self.cores - 1)
+        (self.apply(ticket, req), self.cores() - 1)
     }
 
-    /// Withdraws the waiting acquire `ticket` (its connection closed). If it was granted
-    /// meanwhile, the grant is released when it arrives.
-    pub fn cancel_wait(&self, ticket: Ticket, resource: &str, owner: &str) {
-        self.orphan(ticket, resource, owner);
-        let core = self.owner_of(resource);
+    fn withdraw(&self, ticket: Ticket, resource: &str, owner: &str) {
+        self.abandon(ticket, resource, owner);
+        let core = self.router.owner(resource);
         if core != self.id {
             self.mesh.post(core, Msg::Cancel { ticket, resource: resource.into() });
-        } else if self.shard.borrow_mut().cancel_wait(resource, ticket, self.now()) {
-            self.orphans.borrow_mut().remove(&ticket);
+        } else {
+            let still_waiting = self.shard.borrow_mut().cancel_wait(resource, ticket, self.clock.now());
+            self.collect_events();
+            if still_waiting {
+                self.orphans.borrow_mut().remove(&ticket);
+            }
         }
     }
 
-    /// Notes that the request `ticket` (an acquire of `resource` by `owner`) has lost its
-    /// connection: if it is granted after all, the grant is released when it arrives.
-    pub fn orphan(&self, ticket: Ticket, resource: &str, owner: &str) {
+    fn abandon(&self, ticket: Ticket, resource: &str, owner: &str) {
         self.orphans.borrow_mut().insert(ticket, Orphan { resource: resource.into(), owner: owner.into() });
     }
 
-    /// Releases a lock on behalf of a client that is gone (a session's, or an orphan's grant).
-    pub fn release_for_gone(&self, resource: &str, owner: &str, token: u64) {
+    fn release_for_gone(&self, resource: &str, owner: &str, token: u64) {
         let req = Request::Release { resource, owner, token: Some(token) };
-        self.submit(self.ticket(NOBODY, 0), &req);
+        self.submit(ticket::nobody(self.id), &req);
     }
 
     /// Serves `req` on this core's shard, collecting the events it caused.
     fn apply<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> Option<Reply> {
-        let mut reply = api::apply(&mut self.shard.borrow_mut(), req, ticket, session_of(ticket), self.now());
+        let now = self.clock.now();
+        let mut reply =
+            api::apply(&mut self.shard.borrow_mut(), req, ticket, ticket::session_of(ticket), now);
         self.collect_events();
         if let Some(Reply::Stats(stats)) = &mut reply {
             stats.core = self.id;
-            stats.connections = self.conn_count();
+            stats.connections = self.conns.len();
             stats.latency = self.service_times.snapshot();
         }
         reply
@@ -279,9 +222,9 @@ impl Core {
         deliveries.extend(shard.drain_events().map(|e| (e.ticket, Reply::from(e.kind))));
     }
 
-    /// Delivers everything made since the last flush, sends the outboxes, and makes sure the
-    /// timer task will wake for the shard's earliest deadline. Call with no connection borrowed.
-    pub fn flush(&self) {
+    /// Ends a turn: delivers everything it made, sends the outboxes, and makes sure the timer
+    /// task will wake for the shard's earliest deadline.
+    fn flush(&self) {
         loop {
             let next = self.deliveries.borrow_mut().pop_front();
             match next {
@@ -291,23 +234,23 @@ impl Core {
         }
         self.mesh.flush();
         if let Some(deadline) = self.shard.borrow().next_deadline()
-            && deadline < self.armed.get()
+            && deadline < self.timer.armed.get()
         {
-            self.armed.set(deadline);
-            self.timer.notify_one();
+            self.timer.armed.set(deadline);
+            self.timer.wake.notify_one();
         }
     }
 
-    /// Takes a reply to its ticket's connection: here, or through the mesh to its core.
+    /// Takes an answer to its ticket's connection: here, or through the mesh to its core.
     fn deliver(&self, ticket: Ticket, reply: Reply) {
-        let (core, conn_id, slot) = split(ticket);
-        if core != self.id {
-            if conn_id != NOBODY {
-                self.mesh.post(core, Msg::Reply { ticket, reply });
+        let (conn, slot) = match ticket::address(ticket) {
+            Address::Nobody { .. } => return,
+            Address::Conn { core, .. } if core != self.id => {
+                return self.mesh.post(core, Msg::Reply { ticket, reply });
             }
-            return;
-        }
-        // An orphan's reply goes nowhere, even while its connection is still closing: the
+            Address::Conn { conn, slot, .. } => (conn, slot),
+        };
+        // An orphan's answer goes nowhere, even while its connection is still closing: the
         // client gave the request up, so a grant it would never hear of is released.
         let orphan = self.orphans.borrow_mut().remove(&ticket);
         if let Some(o) = orphan {
@@ -316,15 +259,18 @@ impl Core {
             }
             return;
         }
-        let conn = self.conns.borrow().get(&conn_id).cloned();
-        if let Some(conn) = conn {
-            conn.on_reply(self, slot, reply);
+        if let Some(mailbox) = self.conns.get(conn) {
+            mailbox.post(match slot {
+                Slot::Request(slot) => Delivery::Reply { slot, reply },
+                Slot::Session => Delivery::Push(reply),
+            });
         }
     }
 
-    /// Serves a batch from the mesh (call [`Core::tick`] before, [`Core::flush`] after).
-    pub fn serve_batch(&self, batch: Batch) {
-        for msg in batch {
+    /// Serves batches from the mesh, in one turn.
+    pub(super) fn serve_batches(&self, batches: impl Iterator<Item = Batch>) {
+        let _work = Work::begin(self);
+        for msg in batches.flatten() {
             match msg {
                 Msg::Request { ticket, req } => {
                     if let Some(reply) = self.apply(ticket, &req) {
@@ -333,8 +279,8 @@ impl Core {
                 }
                 Msg::Reply { ticket, reply } => self.deliveries.borrow_mut().push_back((ticket, reply)),
                 Msg::Cancel { ticket, resource } => {
-                    if self.shard.borrow_mut().cancel_wait(&resource, ticket, self.now()) {
-                        self.mesh.post(split(ticket).0, Msg::Cancelled { ticket });
+                    if self.shard.borrow_mut().cancel_wait(&resource, ticket, self.clock.now()) {
+                        self.mesh.post(ticket::address(ticket).core(), Msg::Cancelled { ticket });
                     }
                     self.collect_events();
                 }
@@ -342,89 +288,109 @@ impl Core {
                     self.orphans.borrow_mut().remove(&ticket);
                 }
                 Msg::Shutdown => {
-                    self.stopping.set(true);
-                    self.stop.notify_waiters();
+                    self.stop.stopping.set(true);
+                    self.stop.notify.notify_waiters();
                 }
             }
         }
     }
 
     /// Keeps the `Date` header current: refreshes it just after each second turns.
-    pub async fn run_date(self: Rc<Self>) {
+    pub(super) async fn run_date(self: Rc<Self>) {
         loop {
             self.date.refresh();
-            let into =
-                SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-            tokio::time::sleep(Duration::from_nanos(1_000_000_000 - u64::from(into) + 1_000)).await;
+            tokio::time::sleep(DateCache::until_next_second()).await;
         }
     }
 
     /// The timer task: ends leases and waits on time. Sleeps until the shard's next deadline,
-    /// or until [`Core::flush`] finds an earlier one.
-    pub async fn run_timers(self: Rc<Self>) {
+    /// or until a turn finds an earlier one.
+    pub(super) async fn run_timers(self: Rc<Self>) {
         loop {
             // Awake: nobody needs to wake us until we sleep again.
-            self.armed.set(0);
-            let more = self.shard.borrow_mut().advance(self.tick(), ADVANCE_BUDGET);
-            self.collect_events();
-            self.flush();
+            self.timer.armed.set(0);
+            let more = {
+                let work = Work::begin(self.as_ref());
+                let more = self.shard.borrow_mut().advance(work.now, ADVANCE_BUDGET);
+                self.collect_events();
+                more
+            };
             if more {
                 // A burst of expiries: let connections be served between budgets.
                 tokio::task::yield_now().await;
                 continue;
             }
             let next = self.shard.borrow().next_deadline();
-            self.armed.set(next.unwrap_or(u64::MAX));
+            self.timer.armed.set(next.unwrap_or(u64::MAX));
             match next {
                 Some(at) => {
-                    let when = tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at));
+                    let when = tokio::time::Instant::from_std(self.clock.instant(at));
                     tokio::select! {
                         _ = tokio::time::sleep_until(when) => {}
-                        _ = self.timer.notified() => {}
+                        _ = self.timer.wake.notified() => {}
                     }
                 }
-                None => self.timer.notified().await,
+                None => self.timer.wake.notified().await,
             }
         }
     }
 }
 
-/// A core of its own, for tests that drive a session without sockets.
-#[cfg(test)]
-pub fn lone_core(secret: &str) -> Core {
-    let (senders, _) = super::mesh::channels(1);
-    Core::new(CoreSetup {
-        id: 0,
-        cores: 1,
-        hasher: ResourceHasher::new(),
-        secret: Secret::new(secret),
-        limits: Limits::default(),
-        epoch: Instant::now(),
-        token_seed: 0,
-        mesh: Mesh::new(senders),
-    })
+/// A turn of work: the clock read at its start, and a flush at its end.
+struct Work<'a> {
+    core: &'a Core,
+    now: u64,
 }
 
-/// The `Date` header value, formatted once a second by [`Core::run_date`] so that answering
-/// costs no clock reading.
-struct DateCache(Cell<[u8; 29]>);
-
-impl Default for DateCache {
-    fn default() -> Self {
-        let cache = DateCache(Cell::new([b' '; 29]));
-        cache.refresh();
-        cache
+impl<'a> Work<'a> {
+    fn begin(core: &'a Core) -> Work<'a> {
+        Work { core, now: core.clock.tick() }
     }
 }
 
-impl DateCache {
-    fn get(&self) -> [u8; 29] {
-        self.0.get()
+impl Drop for Work<'_> {
+    fn drop(&mut self) {
+        self.core.flush();
+    }
+}
+
+/// A connection's turn of work with its core: what its protocol session may ask (see
+/// [`LockService`]), with the clock read once when it began. Ending it (dropping the guard)
+/// delivers what it made to every connection concerned.
+pub struct Turn<'a> {
+    work: Work<'a>,
+    conn: ConnId,
+}
+
+impl Turn<'_> {
+    /// The tick this turn runs at.
+    pub fn now(&self) -> u64 {
+        self.work.now
     }
 
-    fn refresh(&self) {
-        let mut value = [0u8; 29];
-        value.copy_from_slice(&httpdate::fmt_http_date(SystemTime::now()).as_bytes()[..29]);
-        self.0.set(value);
+    fn ticket(&self, slot: usize) -> Ticket {
+        ticket::ticket(self.work.core.id, self.conn, Slot::Request(slot))
+    }
+}
+
+impl LockService for Turn<'_> {
+    fn submit<S: AsRef<str>>(&mut self, slot: usize, req: &Request<S>) -> Option<Reply> {
+        self.work.core.submit(self.ticket(slot), req)
+    }
+
+    fn submit_all<S: AsRef<str>>(&mut self, slot: usize, req: &Request<S>) -> (Option<Reply>, usize) {
+        self.work.core.submit_all(self.ticket(slot), req)
+    }
+
+    fn withdraw(&mut self, slot: usize, resource: &str, owner: &str) {
+        self.work.core.withdraw(self.ticket(slot), resource, owner)
+    }
+
+    fn abandon(&mut self, slot: usize, resource: &str, owner: &str) {
+        self.work.core.abandon(self.ticket(slot), resource, owner)
+    }
+
+    fn release_for_gone(&mut self, resource: &str, owner: &str, token: u64) {
+        self.work.core.release_for_gone(resource, owner, token)
     }
 }

@@ -40,23 +40,23 @@ pub struct Mesh {
 
 /// A mesh of `n` cores: the senders (one per core, cloned to every core) and each core's
 /// receiver.
-pub fn channels(n: usize) -> (Vec<UnboundedSender<Batch>>, Vec<UnboundedReceiver<Batch>>) {
+pub(super) fn channels(n: usize) -> (Vec<UnboundedSender<Batch>>, Vec<UnboundedReceiver<Batch>>) {
     (0..n).map(|_| unbounded_channel()).unzip()
 }
 
 impl Mesh {
-    pub fn new(peers: Vec<UnboundedSender<Batch>>) -> Mesh {
+    pub(super) fn new(peers: Vec<UnboundedSender<Batch>>) -> Mesh {
         let outboxes = RefCell::new(peers.iter().map(|_| Vec::new()).collect());
         Mesh { peers, outboxes }
     }
 
     /// Queues `msg` for core `to`; it leaves at the next [`Mesh::flush`].
-    pub fn post(&self, to: usize, msg: Msg) {
+    pub(super) fn post(&self, to: usize, msg: Msg) {
         self.outboxes.borrow_mut()[to].push(msg);
     }
 
     /// Sends every non-empty outbox as one batch.
-    pub fn flush(&self) {
+    pub(super) fn flush(&self) {
         let mut outboxes = self.outboxes.borrow_mut();
         for (to, outbox) in outboxes.iter_mut().enumerate() {
             if !outbox.is_empty() {

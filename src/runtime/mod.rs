@@ -1,26 +1,34 @@
 //! The thread-per-core runtime: one OS thread per core, each running its own `tokio-uring`
-//! (io_uring) event loop with its own listener, shard, timer task and mesh inbox. Cores share
-//! nothing but the mesh's channels.
+//! (io_uring) event loop with its own [`Core`] (shard, mailboxes, clock), timer task and mesh
+//! inbox. Cores share nothing but the mesh's channels. What a core serves (its listener and
+//! connections) is given by the caller, the composition root (`crate::server`), as a future
+//! per core: the runtime knows nothing of sockets.
 
-pub mod core;
-pub mod mesh;
+mod clock;
+mod core;
+mod mailbox;
+mod mesh;
+pub mod panic;
+mod ticket;
 
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::config::Config;
-use crate::log::Level;
-use crate::net::listener;
-use crate::route::ResourceHasher;
+use crate::route::Router;
+use crate::shard::TokenSeries;
 
-use self::core::{Core, CoreSetup};
+pub use self::core::{Core, Turn};
+pub use self::mailbox::{Delivery, Mailbox};
+pub use self::ticket::ConnId;
+
+use self::core::CoreSetup;
 use self::mesh::{Batch, Mesh, Msg};
 
 /// Most cores a server runs on (tickets give the core 8 bits).
@@ -31,69 +39,64 @@ const RING_ENTRIES: u32 = 1024;
 /// starve this core's own connections.
 const INBOX_BATCHES: usize = 64;
 
-/// A running server.
-pub struct Server {
-    addr: SocketAddr,
-    threads: Vec<JoinHandle<()>>,
-    cores: Vec<UnboundedSender<Batch>>,
+/// What every core of a server is made with.
+pub struct Setup {
+    /// Routes resources to cores; its core count is the number of threads.
+    pub router: Router,
+    /// The value fencing tokens count up from (shard `i` of `n` hands out every `n`-th number
+    /// after it).
+    pub token_seed: u64,
 }
 
-impl Server {
-    /// Binds the listeners and starts one thread per core; returns once every core serves.
-    pub fn start(config: Config) -> io::Result<Server> {
-        let n = config.threads.clamp(1, MAX_THREADS);
-        let listeners = listener::bind(config.addr, n)?;
-        let addr = listeners[0].local_addr()?;
+/// The running cores.
+pub struct Cores {
+    threads: Vec<JoinHandle<()>>,
+    inboxes: Vec<UnboundedSender<Batch>>,
+}
+
+impl Cores {
+    /// Starts one thread per core; each builds its [`Core`], starts the core's own tasks, then
+    /// runs `serve(core, work)` with its share of `work` (one item per core) until it returns.
+    /// Returns once every core serves.
+    pub fn start<T, F, Fut>(setup: Setup, work: Vec<T>, serve: F) -> io::Result<Cores>
+    where
+        T: Send + 'static,
+        F: Fn(Rc<Core>, T) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let n = setup.router.cores();
+        assert_eq!(work.len(), n, "one piece of work per core");
         let (senders, inboxes) = mesh::channels(n);
-        let hasher = ResourceHasher::new();
         let epoch = Instant::now();
-        // Tokens start at the wall clock in nanoseconds, and shard i of n hands out every n-th
-        // number after it (`TokenSeries::for_shard`). A restarted server's tokens are above the
-        // last run's as long as none of that run's shards granted more than 1e9 / n locks a
-        // second on average (one core grants a few tens of millions at most) and the clock did
-        // not step back by more than the downtime.
-        let token_seed = config.token_seed.unwrap_or_else(|| {
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-        });
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(n);
-        for (id, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
-            let setup = CoreSetup {
+        for (id, (item, inbox)) in work.into_iter().zip(inboxes).enumerate() {
+            let core = CoreSetup {
                 id,
-                cores: n,
-                hasher: hasher.clone(),
-                secret: config.secret.clone(),
-                limits: config.limits.clone(),
+                router: setup.router.clone(),
                 epoch,
-                token_seed,
+                tokens: TokenSeries::for_shard(setup.token_seed, id, n),
                 mesh: Mesh::new(senders.clone()),
             };
-            let ready = ready_tx.clone();
+            let (ready, serve) = (ready_tx.clone(), serve.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("ringlock-core-{id}"))
-                .spawn(move || run_core(setup, listener, inbox, ready))?;
+                .spawn(move || run_core(core, inbox, ready, move |core| serve(core, item)))?;
             threads.push(thread);
         }
         drop(ready_tx);
         for _ in 0..n {
             ready_rx.recv().map_err(|_| io::Error::other("a core failed to start"))??;
         }
-        Ok(Server { addr, threads, cores: senders })
+        Ok(Cores { threads, inboxes: senders })
     }
 
-    /// The address the server listens on (with the port chosen, if 0 was asked).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Shuts down gracefully: every core stops accepting, answers what is in flight (waits
-    /// are withdrawn), closes its connections (at the latest after the shutdown timeout), and
-    /// its thread ends. Returns when all have.
-    pub fn shutdown(self) {
-        for core in &self.cores {
+    /// Tells every core to shut down: each stops accepting, and its `serve` returns once what
+    /// it had in flight is answered.
+    pub fn shutdown(&self) {
+        for core in &self.inboxes {
             let _ = core.send(vec![Msg::Shutdown]);
         }
-        self.wait();
     }
 
     /// Waits until every core has stopped.
@@ -104,11 +107,11 @@ impl Server {
     }
 }
 
-fn run_core(
+fn run_core<Fut: Future<Output = ()>>(
     setup: CoreSetup,
-    listener: std::net::TcpListener,
     inbox: UnboundedReceiver<Batch>,
     ready: mpsc::Sender<io::Result<()>>,
+    serve: impl FnOnce(Rc<Core>) -> Fut,
 ) {
     let runtime = match ring() {
         Ok(rt) => rt,
@@ -121,27 +124,17 @@ fn run_core(
     let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
         runtime.block_on(async move {
             let core = Rc::new(Core::new(setup));
-            let listener = tokio_uring::net::TcpListener::from_std(listener);
-            tokio_uring::spawn(core.clone().run_timers());
-            tokio_uring::spawn(core.clone().run_date());
-            tokio_uring::spawn(inbox_loop(core.clone(), inbox));
+            panic::spawn_vital(id, "the timer task", core.clone().run_timers());
+            panic::spawn_vital(id, "the date task", core.clone().run_date());
+            panic::spawn_vital(id, "the mesh inbox", inbox_loop(core.clone(), inbox));
             let _ = ready.send(Ok(()));
-            // Returns at shutdown, closing this core's listener.
-            listener::accept_loop(core.clone(), listener).await;
-            let left = core.drain(core.limits.shutdown_timeout).await;
-            if left > 0 {
-                crate::log!(
-                    Level::Warn,
-                    "core {id}: closed {left} connections still busy after the shutdown timeout"
-                );
-            }
+            serve(core).await;
         })
     }));
-    if served.is_err() {
-        // A core's event loop itself failed (a connection's panic is caught before this):
-        // its share of the locks is gone, so the server must not go on half-alive.
-        crate::log!(Level::Error, "core {id} failed; exiting so that a supervisor restarts the server");
-        std::process::exit(70);
+    if let Err(panic) = served {
+        // A core's event loop itself failed: its share of the locks is gone, so the server
+        // must not go on half-alive.
+        panic::die(id, "the event loop", &*panic);
     }
 }
 
@@ -162,10 +155,6 @@ fn ring() -> io::Result<tokio_uring::Runtime> {
 async fn inbox_loop(core: Rc<Core>, mut inbox: UnboundedReceiver<Batch>) {
     let mut batches = Vec::with_capacity(INBOX_BATCHES);
     while inbox.recv_many(&mut batches, INBOX_BATCHES).await > 0 {
-        core.tick();
-        for batch in batches.drain(..) {
-            core.serve_batch(batch);
-        }
-        core.flush();
+        core.serve_batches(batches.drain(..));
     }
 }

@@ -16,10 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ringlock::api::Request;
-use ringlock::client::blocking::Client;
-use ringlock::client::{AcquireOptions, Config as ClientConfig, Error};
-use ringlock::proto::wire::frame::{self, PREFACE, WireRequest};
+use ringlock_client::blocking::Client;
+use ringlock_client::frame::{self, PREFACE, WireRequest};
+use ringlock_client::{AcquireOptions, Config as ClientConfig, Error};
 
 use crate::support::{Http, SECRET, TestServer};
 
@@ -171,8 +170,8 @@ fn leaver(addr: std::net::SocketAddr, seed: u64, done: Instant) -> Exercised {
         // and stop the run. So: a session lock, or a short lease.
         let session = rng.chance(50);
         let ttl = (!session).then_some(100);
-        let req = Request::Acquire { resource, owner: "leaver", ttl, wait: 5_000, session };
-        frame::encode_request(&mut bytes, 2, &WireRequest::Op(req));
+        let req = WireRequest::Acquire { resource, owner: "leaver", ttl, wait: 5_000, session };
+        frame::encode_request(&mut bytes, 2, &req);
         s.write_all(&bytes).unwrap();
         thread::sleep(Duration::from_millis(rng.below(80)));
         drop(s);

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ringlock::config::{Config, Limits};
-use ringlock::proto::wire::frame::{self, PREFACE, WireReply, WireRequest};
+use ringlock_client::frame::{self, PREFACE, WireReply, WireRequest};
 
 use crate::support::{SECRET, TestServer, plain, post, post_bytes};
 
@@ -133,9 +133,8 @@ fn invalid_utf8_json_wrong_types_and_nul_in_names() {
     // The wire protocol refuses the same names, and keeps the connection.
     let mut s = wire_connect(&server);
     let mut f = Vec::new();
-    let nul =
-        ringlock::api::Request::Acquire { resource: "a\0b", owner: "o", ttl: None, wait: 0, session: false };
-    frame::encode_request(&mut f, 9, &WireRequest::Op(nul));
+    let nul = WireRequest::Acquire { resource: "a\0b", owner: "o", ttl: None, wait: 0, session: false };
+    frame::encode_request(&mut f, 9, &nul);
     frame::encode_request(&mut f, 10, &WireRequest::Ping);
     s.write_all(&f).unwrap();
     assert_eq!(read_reply(&mut s), (9, "Invalid resource must not contain NUL".into()));
@@ -327,7 +326,7 @@ fn protected_mode_serves_this_machine() {
 
 #[test]
 fn a_wire_connection_holding_session_locks_is_never_idle() {
-    use ringlock::client::{AcquireOptions, Config as ClientConfig, blocking::Client};
+    use ringlock_client::{AcquireOptions, Config as ClientConfig, blocking::Client};
     let server = tight(1, short_timeouts());
     let config =
         |owner: &str| ClientConfig { addr: server.host_port(), owner: owner.into(), secret: SECRET.into() };

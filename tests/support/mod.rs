@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use ringlock::config::Config;
-use ringlock::runtime::Server;
+use ringlock::server::Server;
 
 /// The secret test servers use.
 pub const SECRET: &str = "test-secret";

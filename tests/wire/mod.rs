@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ringlock::client::blocking::Client;
-use ringlock::client::{AcquireOptions, Config as ClientConfig, Error};
 use ringlock::config::Config;
-use ringlock::proto::wire::frame::{self, PREFACE};
+use ringlock_client::blocking::Client;
+use ringlock_client::frame::{self, PREFACE};
+use ringlock_client::{AcquireOptions, Config as ClientConfig, Error};
 
 use crate::support::{Http, SECRET, TestServer};
 
@@ -157,7 +157,7 @@ fn many_requests_in_flight_on_one_connection() {
     let config = ClientConfig { addr: server.host_port(), owner: "pipe".into(), secret: SECRET.into() };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let c = ringlock::client::Client::connect(&config).await.unwrap();
+        let c = ringlock_client::Client::connect(&config).await.unwrap();
         let names: Vec<String> = (0..2000).map(|i| format!("inflight-{i}")).collect();
         let acquires = names.iter().map(|n| c.acquire(n, AcquireOptions::default()));
         let leases: Vec<_> = join_all(acquires).await;

@@ -1,5 +1,5 @@
 //! ringlock's binary wire protocol (`docs/PROTOCOL.md`), spoken with ringlock's own codec
-//! (`ringlock::proto::wire::frame`), so the generator encodes exactly what the Rust client
+//! (`ringlock_client::frame`), so the generator encodes exactly what the Rust client
 //! does. The connection opens with the preface and `HELLO` ([`handshake`]); acquire and release
 //! are frames, the health probe is `PING`.
 //!
@@ -7,8 +7,7 @@
 //! waiting acquire, answers when it is done): each request carries the connection's next
 //! sequence number as its id, and a reply is matched to the request in flight with its id.
 
-use ringlock::api::Request;
-use ringlock::proto::wire::frame::{self, FrameError, WireReply, WireRequest};
+use ringlock_client::frame::{self, FrameError, WireReply, WireRequest};
 
 use super::{Outcome, ParseError, Parsed, Protocol, Reply, push_name};
 use crate::workload::{Op, OpKind};
@@ -77,9 +76,9 @@ impl Protocol for WireClient {
                 match op {
                     Op::Acquire { .. } => {
                         let (ttl, wait) = (self.ttl_ms, self.wait_ms);
-                        WireRequest::Op(Request::Acquire { resource, owner, ttl, wait, session: false })
+                        WireRequest::Acquire { resource, owner, ttl, wait, session: false }
                     }
-                    _ => WireRequest::Op(Request::Release { resource, owner, token: None }),
+                    _ => WireRequest::Release { resource, owner, token: None },
                 }
             }
             Op::Health => WireRequest::Ping,
@@ -134,19 +133,19 @@ mod tests {
             frame::parse_request(&out[..n]),
             Ok((
                 1,
-                WireRequest::Op(Request::Acquire {
+                WireRequest::Acquire {
                     resource: "lt-42",
                     owner: "lt-7",
                     ttl: Some(30_000),
                     wait: 0,
                     session: false
-                })
+                }
             ))
         );
         let m = frame::check(&out[n..]).unwrap().unwrap();
         assert_eq!(
             frame::parse_request(&out[n..n + m]),
-            Ok((2, WireRequest::Op(Request::Release { resource: "lt-42", owner: "lt-7", token: None })))
+            Ok((2, WireRequest::Release { resource: "lt-42", owner: "lt-7", token: None }))
         );
         assert_eq!(frame::parse_request(&out[n + m..]), Ok((3, WireRequest::Ping)));
     }

@@ -1,6 +1,8 @@
 //! Which endpoint a request is for, and whether it may go on: path, method, secret, then body,
 //! in that order, so that nothing of an unauthenticated request is parsed beyond its head.
-//! Pure: the secret check comes in as a closure.
+//! Pure: the secret check comes in as a closure. Routing answers in its own terms (an
+//! [`Endpoint`] and a request, or a [`Refusal`]); how either reads as HTTP is
+//! [`super::endpoint`]'s business.
 
 use std::borrow::Cow;
 
@@ -11,7 +13,6 @@ use crate::config::Limits;
 
 use super::body::{self, BodyRequest};
 use super::head::Method;
-use super::response::{Response, Status, UNAUTHORIZED};
 
 /// The lock endpoints; each reads a [`crate::api::Reply`] its own way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,10 +28,25 @@ pub enum Endpoint {
 /// Where a request goes.
 #[derive(Debug, PartialEq)]
 pub enum Routed<'b> {
-    /// Answer at once; no lock is touched.
-    Respond(Response),
+    /// `/health`: answered at once, no lock is touched.
+    Health,
+    /// Refused before any lock is touched.
+    Refused(Refusal),
     /// A request for the lock engine.
     Lock(Endpoint, BodyRequest<'b>),
+}
+
+/// Why a request was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such path.
+    NotFound,
+    /// The path does not take this method; these do.
+    MethodNotAllowed { allow: &'static str },
+    /// The secret is missing or wrong.
+    Unauthorized,
+    /// The request's fields are malformed or out of bounds; the reason says which.
+    BadRequest(String),
 }
 
 /// What a path names, before its method, secret and body are checked.
@@ -44,7 +60,7 @@ enum Resource<'b> {
 
 /// Checks path, method and secret: the refusal, if the request is refused before its body
 /// matters. Used on its own to answer `Expect: 100-continue` before the body is sent.
-pub fn preflight(method: Method, target: &str, authorized: impl FnOnce() -> bool) -> Option<Response> {
+pub fn preflight(method: Method, target: &str, authorized: impl FnOnce() -> bool) -> Option<Refusal> {
     resolve(method, target, authorized).err()
 }
 
@@ -58,10 +74,10 @@ pub fn route<'b>(
 ) -> Routed<'b> {
     let resource = match resolve(method, target, authorized) {
         Ok(r) => r,
-        Err(refusal) => return Routed::Respond(refusal),
+        Err(refusal) => return Routed::Refused(refusal),
     };
     let parsed = match resource {
-        Resource::Health => return Routed::Respond(Response::text(Status::Ok, "OK")),
+        Resource::Health => return Routed::Health,
         Resource::Metrics => return Routed::Lock(Endpoint::Metrics, Request::Stats),
         Resource::Lock(Endpoint::Acquire) => body::acquire(body).map(|r| (Endpoint::Acquire, r)),
         Resource::Lock(Endpoint::Release) => body::release(body).map(|r| (Endpoint::Release, r)),
@@ -71,17 +87,11 @@ pub fn route<'b>(
     };
     match parsed.and_then(|(endpoint, req)| api::check(&req, limits).map(|()| (endpoint, req))) {
         Ok((endpoint, req)) => Routed::Lock(endpoint, req),
-        Err(reason) => {
-            Routed::Respond(Response::error(Status::BadRequest, format!("ERR Bad request: {reason}")))
-        }
+        Err(reason) => Routed::Refused(Refusal::BadRequest(reason)),
     }
 }
 
-fn resolve(
-    method: Method,
-    target: &str,
-    authorized: impl FnOnce() -> bool,
-) -> Result<Resource<'_>, Response> {
+fn resolve(method: Method, target: &str, authorized: impl FnOnce() -> bool) -> Result<Resource<'_>, Refusal> {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let (resource, allow) = match path {
         "/health" => (Resource::Health, "GET, HEAD"),
@@ -92,7 +102,7 @@ fn resolve(
         "/locks" | "/locks/" => (Resource::Lock(Endpoint::List), "GET, HEAD"),
         _ => match path.strip_prefix("/locks/") {
             Some(name) => (Resource::Named(name), "GET, HEAD"),
-            None => return Err(Response::text(Status::NotFound, "Not Found")),
+            None => return Err(Refusal::NotFound),
         },
     };
     let method_ok = match allow {
@@ -100,15 +110,12 @@ fn resolve(
         _ => matches!(method, Method::Get | Method::Head),
     };
     if !method_ok {
-        return Err(Response {
-            allow: Some(allow),
-            ..Response::text(Status::MethodNotAllowed, "Method Not Allowed")
-        });
+        return Err(Refusal::MethodNotAllowed { allow });
     }
     // Health and metrics need no secret: probes and scrapers have none, and neither says
     // anything about a lock's name, owner or token.
     if !matches!(resource, Resource::Health | Resource::Metrics) && !authorized() {
-        return Err(Response::text(Status::Unauthorized, UNAUTHORIZED));
+        return Err(Refusal::Unauthorized);
     }
     Ok(resource)
 }
@@ -146,20 +153,21 @@ fn list(query: &str) -> Result<BodyRequest<'_>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::http::response::Body;
+    use crate::proto::http::endpoint;
+    use crate::proto::http::response::{Body, Status};
 
     fn status(r: Routed<'_>) -> (u16, String) {
-        match r {
-            Routed::Respond(resp) => {
-                let body = match resp.body {
-                    Body::Text(t) => t.to_string(),
-                    Body::Owned(t) | Body::Metrics(t) => t,
-                    Body::Json(j) => String::from_utf8(j).unwrap(),
-                };
-                (resp.status.code(), body)
-            }
-            Routed::Lock(e, _) => (0, format!("{e:?}")),
-        }
+        let resp = match r {
+            Routed::Health => endpoint::health(),
+            Routed::Refused(refusal) => endpoint::refused(refusal),
+            Routed::Lock(e, _) => return (0, format!("{e:?}")),
+        };
+        let body = match resp.body {
+            Body::Text(t) => t.to_string(),
+            Body::Owned(t) | Body::Metrics(t) => t,
+            Body::Json(j) => String::from_utf8(j).unwrap(),
+        };
+        (resp.status.code(), body)
     }
 
     const BODY: &[u8] = br#"{"resource":"r","owner":"o"}"#;
@@ -198,7 +206,9 @@ mod tests {
         );
         assert_eq!(status(route(Method::Post, "", BODY, &Limits::default(), || true)).0, 404);
         let r = route(Method::Get, "/acquire", b"", &Limits::default(), || true);
-        assert!(matches!(&r, Routed::Respond(resp) if resp.allow == Some("POST")));
+        assert!(
+            matches!(&r, Routed::Refused(refusal) if endpoint::refused(refusal.clone()).allow == Some("POST"))
+        );
         assert_eq!(status(r).0, 405);
         assert_eq!(status(route(Method::Post, "/health", b"", &Limits::default(), || true)).0, 405);
         assert_eq!(status(route(Method::Other, "/locks", b"", &Limits::default(), || true)).0, 405);
@@ -247,10 +257,13 @@ mod tests {
     #[test]
     fn preflight_refuses_without_a_body() {
         assert_eq!(
-            preflight(Method::Post, "/acquire", || false).map(|r| r.status),
+            preflight(Method::Post, "/acquire", || false).map(|r| endpoint::refused(r).status),
             Some(Status::Unauthorized)
         );
         assert_eq!(preflight(Method::Post, "/acquire", || true), None);
-        assert_eq!(preflight(Method::Post, "/zzz", || true).map(|r| r.status), Some(Status::NotFound));
+        assert_eq!(
+            preflight(Method::Post, "/zzz", || true).map(|r| endpoint::refused(r).status),
+            Some(Status::NotFound)
+        );
     }
 }

@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use crate::api::{Reply, Request};
-use crate::runtime::core::Core;
+use crate::api::{LockService, Reply, Request};
+use crate::proto::context::Context;
 
 use super::body::BodyRequest;
-use super::head::{self, HeadError, Method};
-use super::response::{CONTINUE, Response, Status, gathered_reply, lock_reply};
+use super::endpoint::{self, gathered_reply, lock_reply};
+use super::head::{self, Method};
+use super::response::{CONTINUE, Response};
 use super::route::{self, Endpoint, Routed};
 
 /// One HTTP connection's requests in flight, in order.
@@ -71,8 +72,8 @@ impl Session {
     /// or the stream can no longer be framed).
     pub fn on_bytes(
         &mut self,
-        core: &Core,
-        conn: u32,
+        svc: &mut impl LockService,
+        cx: &Context<'_>,
         buf: &[u8],
         out: &mut Vec<u8>,
         close: &mut bool,
@@ -80,23 +81,22 @@ impl Session {
         let since = Instant::now();
         let mut answered = 0;
         let mut used = 0;
-        while !*close && self.order.len() < core.limits.max_in_flight {
+        while !*close && self.order.len() < cx.limits.max_in_flight {
             let rest = &buf[used..];
-            let head = match head::parse(rest, core.limits.max_head_bytes) {
+            let head = match head::parse(rest, cx.limits.max_head_bytes) {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(e) => {
-                    self.answer(core, refusal(e), CLOSING, since, out, close);
+                    self.answer(cx, endpoint::bad_head(e), CLOSING, since, out, close);
                     *close = true;
                     break;
                 }
             };
             // httparse hands out the target as `&str`, so it is UTF-8.
             let target = std::str::from_utf8(&rest[head.target.clone()]).unwrap_or_default();
-            let authorized = || head.secret.clone().is_some_and(|at| core.secret.matches(&rest[at]));
-            if head.content_length > core.limits.max_body_bytes {
-                let too_large = Response::text(Status::PayloadTooLarge, "ERR Request body too large");
-                self.answer(core, too_large, CLOSING, since, out, close);
+            let authorized = || head.secret.clone().is_some_and(|at| cx.secret.matches(&rest[at]));
+            if head.content_length > cx.limits.max_body_bytes {
+                self.answer(cx, endpoint::too_large(), CLOSING, since, out, close);
                 *close = true;
                 break;
             }
@@ -104,10 +104,10 @@ impl Session {
             if rest.len() < end {
                 if head.expect_continue && !self.continued {
                     self.continued = true;
-                    if let Some(refused) = route::preflight(head.method, target, authorized) {
+                    if let Some(refusal) = route::preflight(head.method, target, authorized) {
                         // Refused before the body was sent: answer, and close rather than
                         // guess whether the client will send the body anyway.
-                        self.answer(core, refused, CLOSING, since, out, close);
+                        self.answer(cx, endpoint::refused(refusal), CLOSING, since, out, close);
                         *close = true;
                     } else if self.order.is_empty() {
                         out.extend_from_slice(CONTINUE);
@@ -119,10 +119,13 @@ impl Session {
             used += end;
             answered += 1;
             let framing = Framing { keep_alive: head.keep_alive, head_only: head.method == Method::Head };
-            match route::route(head.method, target, &rest[head.len..end], &core.limits, authorized) {
-                Routed::Respond(response) => self.answer(core, response, framing, since, out, close),
+            match route::route(head.method, target, &rest[head.len..end], cx.limits, authorized) {
+                Routed::Health => self.answer(cx, endpoint::health(), framing, since, out, close),
+                Routed::Refused(refusal) => {
+                    self.answer(cx, endpoint::refused(refusal), framing, since, out, close)
+                }
                 Routed::Lock(endpoint, req) => {
-                    self.submit(core, conn, endpoint, req, framing, since, out, close)
+                    self.submit(svc, cx, endpoint, req, framing, since, out, close)
                 }
             }
             if !head.keep_alive {
@@ -132,13 +135,20 @@ impl Session {
         if answered > 0 {
             // One clock reading for the whole batch: what was answered at once took this long
             // (waiting answers are timed when they come).
-            core.service_times.record(since.elapsed(), answered);
+            cx.service_times.record(since.elapsed(), answered);
         }
         used
     }
 
     /// The reply for `slot` has come.
-    pub fn on_reply(&mut self, core: &Core, slot: usize, reply: Reply, out: &mut Vec<u8>, close: &mut bool) {
+    pub fn on_reply(
+        &mut self,
+        cx: &Context<'_>,
+        slot: usize,
+        reply: Reply,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
         let Some(s) = self.slots.get_mut(slot) else { return };
         match &mut s.state {
             SlotState::Pending { .. } => s.state = SlotState::Ready(lock_reply(s.endpoint, &reply)),
@@ -152,36 +162,46 @@ impl Session {
             SlotState::Ready(_) => return,
         }
         if matches!(s.state, SlotState::Ready(_)) {
-            core.service_times.record(s.since.elapsed(), 1);
+            cx.service_times.record(s.since.elapsed(), 1);
         }
-        self.drain(core, out, close);
+        self.drain(cx, out, close);
     }
 
     /// The client closed its side: withdraw its waits (they answer 409, as a wait that ran
     /// out would), and let the other answers go out.
-    pub fn on_eof(&mut self, core: &Core, conn: u32, out: &mut Vec<u8>, close: &mut bool) {
-        self.withdraw_waits(core, conn, || lock_reply(Endpoint::Acquire, &Reply::TimedOut));
-        self.drain(core, out, close);
+    pub fn on_eof(
+        &mut self,
+        svc: &mut impl LockService,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
+        self.withdraw_waits(svc, || lock_reply(Endpoint::Acquire, &Reply::TimedOut));
+        self.drain(cx, out, close);
     }
 
     /// The server is shutting down: withdraw the waits (answered 503), and let the other
     /// answers go out.
-    pub fn on_shutdown(&mut self, core: &Core, conn: u32, out: &mut Vec<u8>, close: &mut bool) {
-        self.withdraw_waits(core, conn, || {
-            Response::text(Status::ServiceUnavailable, "ERR Server shutting down")
-        });
-        self.drain(core, out, close);
+    pub fn on_shutdown(
+        &mut self,
+        svc: &mut impl LockService,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
+        self.withdraw_waits(svc, endpoint::shutting_down);
+        self.drain(cx, out, close);
     }
 
     /// The connection is gone: withdraw whatever still waits.
-    pub fn teardown(&mut self, core: &Core, conn: u32) {
-        self.withdraw_waits(core, conn, || lock_reply(Endpoint::Acquire, &Reply::TimedOut));
+    pub fn teardown(&mut self, svc: &mut impl LockService) {
+        self.withdraw_waits(svc, || lock_reply(Endpoint::Acquire, &Reply::TimedOut));
     }
 
-    fn withdraw_waits(&mut self, core: &Core, conn: u32, answer: impl Fn() -> Response) {
+    fn withdraw_waits(&mut self, svc: &mut impl LockService, answer: impl Fn() -> Response) {
         for (key, slot) in self.slots.iter_mut() {
             if let SlotState::Pending { wait: Some((resource, owner)) } = &slot.state {
-                core.cancel_wait(core.ticket(conn, key), resource, owner);
+                svc.withdraw(key, resource, owner);
                 slot.state = SlotState::Ready(answer());
             }
         }
@@ -190,8 +210,8 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &mut self,
-        core: &Core,
-        conn: u32,
+        svc: &mut impl LockService,
+        cx: &Context<'_>,
         endpoint: Endpoint,
         req: BodyRequest<'_>,
         framing: Framing,
@@ -200,22 +220,21 @@ impl Session {
         close: &mut bool,
     ) {
         let key = self.slots.vacant_key();
-        let ticket = core.ticket(conn, key);
         let state = if req.resource().is_none() {
             let limit = if let Request::List { limit, .. } = &req { *limit } else { 0 };
-            match core.submit_all(ticket, &req) {
+            match svc.submit_all(key, &req) {
                 (mine, 0) => SlotState::Ready(gathered_reply(endpoint, mine.into_iter().collect(), limit)),
                 (mine, left) => SlotState::Gathering { left, parts: mine.into_iter().collect(), limit },
             }
         } else {
-            match core.submit(ticket, &req) {
+            match svc.submit(key, &req) {
                 Some(reply) => SlotState::Ready(lock_reply(endpoint, &reply)),
                 None => SlotState::Pending { wait: waiting(&req) },
             }
         };
         match state {
             SlotState::Ready(response) if self.order.is_empty() => {
-                self.encode(core, &response, framing, out, close)
+                self.encode(cx, &response, framing, out, close)
             }
             state => {
                 let at = self.slots.insert(Slot { endpoint, framing, since, state });
@@ -228,7 +247,7 @@ impl Session {
     /// Answers a request that needs no lock work, in its turn.
     fn answer(
         &mut self,
-        core: &Core,
+        cx: &Context<'_>,
         response: Response,
         framing: Framing,
         since: Instant,
@@ -236,7 +255,7 @@ impl Session {
         close: &mut bool,
     ) {
         if self.order.is_empty() {
-            self.encode(core, &response, framing, out, close);
+            self.encode(cx, &response, framing, out, close);
         } else {
             let slot =
                 Slot { endpoint: Endpoint::Acquire, framing, since, state: SlotState::Ready(response) };
@@ -246,7 +265,7 @@ impl Session {
     }
 
     /// Writes out the answers at the front that are ready.
-    fn drain(&mut self, core: &Core, out: &mut Vec<u8>, close: &mut bool) {
+    fn drain(&mut self, cx: &Context<'_>, out: &mut Vec<u8>, close: &mut bool) {
         while let Some(&key) = self.order.front() {
             if !matches!(self.slots[key].state, SlotState::Ready(_)) {
                 break;
@@ -254,20 +273,20 @@ impl Session {
             self.order.pop_front();
             let slot = self.slots.remove(key);
             if let SlotState::Ready(response) = slot.state {
-                self.encode(core, &response, slot.framing, out, close);
+                self.encode(cx, &response, slot.framing, out, close);
             }
         }
     }
 
     fn encode(
         &self,
-        core: &Core,
+        cx: &Context<'_>,
         response: &Response,
         framing: Framing,
         out: &mut Vec<u8>,
         close: &mut bool,
     ) {
-        response.encode(out, framing.keep_alive, framing.head_only, &core.date());
+        response.encode(out, framing.keep_alive, framing.head_only, &cx.date);
         if !response.keeps_alive(framing.keep_alive) {
             *close = true;
         }
@@ -282,21 +301,4 @@ fn waiting(req: &BodyRequest<'_>) -> Option<(Box<str>, Box<str>)> {
         }
         _ => None,
     }
-}
-
-/// The answer to a head that cannot be served; the connection closes after it.
-fn refusal(e: HeadError) -> Response {
-    let (status, reason) = match e {
-        HeadError::Malformed(why) => (Status::BadRequest, format!("ERR Bad request: {why}")),
-        HeadError::BadLength => (Status::BadRequest, "ERR Bad request: invalid Content-Length".into()),
-        HeadError::Chunked => {
-            (Status::LengthRequired, "ERR Transfer-Encoding is not supported; send Content-Length".into())
-        }
-        HeadError::TargetTooLong => (Status::UriTooLong, "ERR Request target too long".into()),
-        HeadError::TooLarge => (Status::HeaderFieldsTooLarge, "ERR Request head too large".into()),
-        HeadError::Version => {
-            (Status::VersionNotSupported, "ERR Only HTTP/1.0 and HTTP/1.1 are served".into())
-        }
-    };
-    Response::error(status, reason).closing()
 }

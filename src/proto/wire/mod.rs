@@ -1,5 +1,5 @@
-//! ringlock's binary protocol (`docs/PROTOCOL.md`): [`frame`] is its bytes, [`session`]
-//! drives one connection.
+//! ringlock's binary protocol (`docs/PROTOCOL.md`): its bytes are [`ringlock_client::frame`],
+//! the one codec the server, the client and the load generator share; [`session`] drives one
+//! connection.
 
-pub mod frame;
 pub mod session;

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use crate::api::{self, Reply, Request};
-use crate::runtime::core::{Core, SESSION_SLOT};
+use ringlock_client::frame::{self, FrameError, VERSION, WireReply, WireRequest};
 
-use super::frame::{self, FrameError, VERSION, WireReply, WireRequest};
+use crate::api::{self, LockService, Reply, Request};
+use crate::proto::context::Context;
 
 /// One wire connection's state.
 #[derive(Default)]
@@ -67,8 +67,8 @@ impl Session {
     /// Serves every complete frame at the start of `buf`; returns the bytes used.
     pub fn on_bytes(
         &mut self,
-        core: &Core,
-        conn: u32,
+        svc: &mut impl LockService,
+        cx: &Context<'_>,
         buf: &[u8],
         out: &mut Vec<u8>,
         close: &mut bool,
@@ -86,7 +86,7 @@ impl Session {
             }
         }
         let mut served = 0;
-        while !*close && self.pending.len() < core.limits.max_in_flight {
+        while !*close && self.pending.len() < cx.limits.max_in_flight {
             let rest = &buf[used..];
             let n = match frame::check(rest) {
                 Ok(Some(n)) => n,
@@ -96,7 +96,7 @@ impl Session {
             used += n;
             served += 1;
             match frame::parse_request(&rest[..n]) {
-                Ok((id, req)) => self.serve(core, conn, id, req, since, out, close),
+                Ok((id, req)) => self.serve(svc, cx, id, req, since, out, close),
                 Err(FrameError::Invalid { id, reason }) => {
                     frame::encode_reply(out, id, &WireReply::Invalid { reason })
                 }
@@ -105,7 +105,7 @@ impl Session {
         }
         if served > 0 {
             // One clock reading for the batch; answers that wait are timed when they come.
-            core.service_times.record(since.elapsed(), served);
+            cx.service_times.record(since.elapsed(), served);
         }
         used
     }
@@ -113,8 +113,8 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     fn serve(
         &mut self,
-        core: &Core,
-        conn: u32,
+        svc: &mut impl LockService,
+        cx: &Context<'_>,
         id: u32,
         req: WireRequest<'_>,
         since: Instant,
@@ -122,7 +122,7 @@ impl Session {
         close: &mut bool,
     ) {
         let req = match (self.authorized, req) {
-            (false, WireRequest::Hello { secret }) if core.secret.matches(secret) => {
+            (false, WireRequest::Hello { secret }) if cx.secret.matches(secret) => {
                 self.authorized = true;
                 return frame::encode_reply(out, id, &WireReply::HelloOk { version: VERSION });
             }
@@ -135,9 +135,18 @@ impl Session {
                 return frame::encode_reply(out, id, &WireReply::Invalid { reason: "already authorized" });
             }
             (true, WireRequest::Ping) => return frame::encode_reply(out, id, &WireReply::Pong),
-            (true, WireRequest::Op(req)) => req,
+            (true, WireRequest::Acquire { resource, owner, ttl, wait, session }) => {
+                Request::Acquire { resource, owner, ttl, wait, session }
+            }
+            (true, WireRequest::Release { resource, owner, token }) => {
+                Request::Release { resource, owner, token }
+            }
+            (true, WireRequest::Extend { resource, owner, token, ttl }) => {
+                Request::Extend { resource, owner, token, ttl }
+            }
+            (true, WireRequest::Inspect { resource }) => Request::Inspect { resource },
         };
-        if let Err(reason) = api::check(&req, &core.limits) {
+        if let Err(reason) = api::check(&req, cx.limits) {
             return frame::encode_reply(out, id, &WireReply::Invalid { reason: &reason });
         }
         let (op, wait, session) = match &req {
@@ -147,7 +156,7 @@ impl Session {
             Request::Inspect { .. } | Request::List { .. } | Request::Stats => (Op::Inspect, false, false),
         };
         let slot = self.pending.vacant_key();
-        match core.submit(core.ticket(conn, slot), &req) {
+        match svc.submit(slot, &req) {
             Some(reply) => {
                 let names = owned_names(&req);
                 self.answer(id, op, names.as_ref().map(|(r, o)| (&**r, &**o)), session, &reply, out);
@@ -161,19 +170,20 @@ impl Session {
         }
     }
 
-    /// A reply, or news of a session lock, has come.
-    pub fn on_reply(&mut self, core: &Core, slot: usize, reply: Reply, out: &mut Vec<u8>) {
-        if slot == SESSION_SLOT {
-            if let Reply::Lost { token } = reply
-                && let Some(at) = self.held.iter().position(|h| h.token == token)
-            {
-                let held = self.held.swap_remove(at);
-                frame::encode_reply(out, 0, &WireReply::Lost { token, resource: &held.resource });
-            }
-            return;
+    /// News of a session lock has come: a lease that ran out is pushed as `LOST`.
+    pub fn on_push(&mut self, news: Reply, out: &mut Vec<u8>) {
+        if let Reply::Lost { token } = news
+            && let Some(at) = self.held.iter().position(|h| h.token == token)
+        {
+            let held = self.held.swap_remove(at);
+            frame::encode_reply(out, 0, &WireReply::Lost { token, resource: &held.resource });
         }
+    }
+
+    /// The reply to the request in `slot` has come.
+    pub fn on_reply(&mut self, cx: &Context<'_>, slot: usize, reply: Reply, out: &mut Vec<u8>) {
         let Some(p) = self.pending.try_remove(slot) else { return };
-        core.service_times.record(p.since.elapsed(), 1);
+        cx.service_times.record(p.since.elapsed(), 1);
         let names = p.names.as_ref().map(|(r, o)| (&**r, &**o));
         self.answer(p.id, p.op, names, p.session, &reply, out);
     }
@@ -202,28 +212,27 @@ impl Session {
 
     /// The client closed its side: withdraw what waits (nobody will read its answer), so the
     /// connection can close at once.
-    pub fn on_eof(&mut self, core: &Core, conn: u32) {
-        self.withdraw(core, conn);
+    pub fn on_eof(&mut self, svc: &mut impl LockService) {
+        self.withdraw(svc);
     }
 
     /// The connection is gone: withdraw what waits, and release its session locks.
-    pub fn teardown(&mut self, core: &Core, conn: u32) {
-        self.withdraw(core, conn);
+    pub fn teardown(&mut self, svc: &mut impl LockService) {
+        self.withdraw(svc);
         for held in self.held.drain(..) {
-            core.release_for_gone(&held.resource, &held.owner, held.token);
+            svc.release_for_gone(&held.resource, &held.owner, held.token);
         }
     }
 
     /// Withdraws every request in flight. A waiting acquire is cancelled, and a session
     /// acquire still on its way is noted, so that a grant that comes anyway is released.
-    fn withdraw(&mut self, core: &Core, conn: u32) {
+    fn withdraw(&mut self, svc: &mut impl LockService) {
         for (slot, p) in std::mem::take(&mut self.pending) {
             let (Op::Acquire, Some((resource, owner))) = (p.op, &p.names) else { continue };
-            let ticket = core.ticket(conn, slot);
             if p.wait {
-                core.cancel_wait(ticket, resource, owner);
+                svc.withdraw(slot, resource, owner);
             } else if p.session {
-                core.orphan(ticket, resource, owner);
+                svc.abandon(slot, resource, owner);
             }
         }
     }

@@ -9,11 +9,11 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{broadcast, oneshot};
 
-use super::{AcquireOptions, Config, Error, Lease, LockInfo, Lost};
+use crate::{AcquireOptions, Config, Error, Lease, LockInfo, Lost};
 
-/// A blocking connection to a ringlock server. See [`super::Client`] for what each call does.
+/// A blocking connection to a ringlock server. See [`crate::Client`] for what each call does.
 pub struct Client {
-    inner: Option<super::Client>,
+    inner: Option<crate::Client>,
     handle: Handle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -31,11 +31,11 @@ impl Client {
             })
         })?;
         let mut client = Client { inner: None, handle, stop: Some(stop), thread: Some(thread) };
-        client.inner = Some(client.handle.block_on(super::Client::connect(config))?);
+        client.inner = Some(client.handle.block_on(crate::Client::connect(config))?);
         Ok(client)
     }
 
-    fn inner(&self) -> &super::Client {
+    fn inner(&self) -> &crate::Client {
         self.inner.as_ref().expect("connected")
     }
 

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use super::blocking::Client;
-use super::{AcquireOptions, Config, DEFAULT_ADDR, Error};
+use ringlock_client::blocking::Client;
+use ringlock_client::{AcquireOptions, Config, DEFAULT_ADDR, Error};
 
 /// Exit status when the lock cannot be had in time (`EX_TEMPFAIL`).
 pub const EXIT_BUSY: u8 = 75;

@@ -1,12 +1,11 @@
 //! The wire protocol's bytes: the connection preface, frames, and every request and reply
-//! body (`docs/PROTOCOL.md` is the specification; this module is its one implementation, used
-//! by the server and by [`crate::client`] alike). Pure: [`check`] says whether a whole frame is
-//! there before anything is built, parsers borrow strings from the frame, encoders append.
+//! body (`docs/PROTOCOL.md` in ringlock's repository is the specification; this module is its
+//! one implementation, used by the server, the load generator and [`crate::Client`] alike).
+//! Pure: [`check`] says whether a whole frame is there before anything is built, parsers
+//! borrow strings from the frame, encoders append.
 //!
 //! A frame: `u32` length of the rest (little-endian, like every integer here), `u8` kind,
 //! `u32` id, body. Strings are a `u16` length and UTF-8 bytes.
-
-use crate::api::Request;
 
 /// What a client sends first: a NUL (which no HTTP request starts with, so one port serves
 /// both protocols), `RL`, and the protocol version.
@@ -66,8 +65,32 @@ pub enum WireRequest<'a> {
         secret: &'a [u8],
     },
     Ping,
-    /// A lock operation (acquire, release, extend, inspect).
-    Op(Request<&'a str>),
+    /// Take a lock; `ttl` in ms (`None`: until released), wait up to `wait` ms if it is busy.
+    /// A `session` lock is released when the connection that took it closes.
+    Acquire {
+        resource: &'a str,
+        owner: &'a str,
+        ttl: Option<u64>,
+        wait: u64,
+        session: bool,
+    },
+    /// Give a lock back (only its holder may; under `token`, if given).
+    Release {
+        resource: &'a str,
+        owner: &'a str,
+        token: Option<u64>,
+    },
+    /// Renew the holder's lease: it ends `ttl` ms from now (`None`: never).
+    Extend {
+        resource: &'a str,
+        owner: &'a str,
+        token: Option<u64>,
+        ttl: Option<u64>,
+    },
+    /// Who holds a lock.
+    Inspect {
+        resource: &'a str,
+    },
 }
 
 /// A reply (or, with id 0, a push) as it travels.
@@ -219,7 +242,7 @@ pub fn parse_request(frame: &[u8]) -> Result<(u32, WireRequest<'_>), FrameError>
             let flags = flags_in(flags, flag::TTL | flag::SESSION)?;
             let (resource, owner) = names(resource, owner)?;
             let (ttl, session) = ((flags & flag::TTL != 0).then_some(ttl), flags & flag::SESSION != 0);
-            WireRequest::Op(Request::Acquire { resource, owner, ttl, wait, session })
+            WireRequest::Acquire { resource, owner, ttl, wait, session }
         }
         kind::RELEASE => {
             let (flags, token) = (r.u8()?, r.u64()?);
@@ -227,11 +250,7 @@ pub fn parse_request(frame: &[u8]) -> Result<(u32, WireRequest<'_>), FrameError>
             r.end()?;
             let flags = flags_in(flags, flag::TOKEN)?;
             let (resource, owner) = names(resource, owner)?;
-            WireRequest::Op(Request::Release {
-                resource,
-                owner,
-                token: (flags & flag::TOKEN != 0).then_some(token),
-            })
+            WireRequest::Release { resource, owner, token: (flags & flag::TOKEN != 0).then_some(token) }
         }
         kind::EXTEND => {
             let (flags, token, ttl) = (r.u8()?, r.u64()?, r.u64()?);
@@ -241,12 +260,12 @@ pub fn parse_request(frame: &[u8]) -> Result<(u32, WireRequest<'_>), FrameError>
             let (resource, owner) = names(resource, owner)?;
             let (token, ttl) =
                 ((flags & flag::TOKEN != 0).then_some(token), (flags & flag::TTL != 0).then_some(ttl));
-            WireRequest::Op(Request::Extend { resource, owner, token, ttl })
+            WireRequest::Extend { resource, owner, token, ttl }
         }
         kind::INSPECT => {
             let resource = r.bytes()?;
             r.end()?;
-            WireRequest::Op(Request::Inspect { resource: names(resource, b"")?.0 })
+            WireRequest::Inspect { resource: names(resource, b"")?.0 }
         }
         _ => return Err(FrameError::Fatal("unknown request kind")),
     };
@@ -286,39 +305,30 @@ pub fn encode_request(out: &mut Vec<u8>, id: u32, req: &WireRequest<'_>) {
     match req {
         WireRequest::Hello { secret } => frame(out, kind::HELLO, id, |o| put_str(o, secret)),
         WireRequest::Ping => frame(out, kind::PING, id, |_| {}),
-        WireRequest::Op(Request::Acquire { resource, owner, ttl, wait, session }) => {
-            frame(out, kind::ACQUIRE, id, |o| {
-                let flags =
-                    if ttl.is_some() { flag::TTL } else { 0 } | if *session { flag::SESSION } else { 0 };
-                o.push(flags);
-                o.extend_from_slice(&ttl.unwrap_or(0).to_le_bytes());
-                o.extend_from_slice(&wait.to_le_bytes());
-                put_str(o, resource.as_bytes());
-                put_str(o, owner.as_bytes());
-            })
-        }
-        WireRequest::Op(Request::Release { resource, owner, token }) => frame(out, kind::RELEASE, id, |o| {
+        WireRequest::Acquire { resource, owner, ttl, wait, session } => frame(out, kind::ACQUIRE, id, |o| {
+            let flags = if ttl.is_some() { flag::TTL } else { 0 } | if *session { flag::SESSION } else { 0 };
+            o.push(flags);
+            o.extend_from_slice(&ttl.unwrap_or(0).to_le_bytes());
+            o.extend_from_slice(&wait.to_le_bytes());
+            put_str(o, resource.as_bytes());
+            put_str(o, owner.as_bytes());
+        }),
+        WireRequest::Release { resource, owner, token } => frame(out, kind::RELEASE, id, |o| {
             o.push(if token.is_some() { flag::TOKEN } else { 0 });
             o.extend_from_slice(&token.unwrap_or(0).to_le_bytes());
             put_str(o, resource.as_bytes());
             put_str(o, owner.as_bytes());
         }),
-        WireRequest::Op(Request::Extend { resource, owner, token, ttl }) => {
-            frame(out, kind::EXTEND, id, |o| {
-                o.push(
-                    if token.is_some() { flag::TOKEN } else { 0 } | if ttl.is_some() { flag::TTL } else { 0 },
-                );
-                o.extend_from_slice(&token.unwrap_or(0).to_le_bytes());
-                o.extend_from_slice(&ttl.unwrap_or(0).to_le_bytes());
-                put_str(o, resource.as_bytes());
-                put_str(o, owner.as_bytes());
-            })
-        }
-        WireRequest::Op(Request::Inspect { resource }) => {
+        WireRequest::Extend { resource, owner, token, ttl } => frame(out, kind::EXTEND, id, |o| {
+            o.push(if token.is_some() { flag::TOKEN } else { 0 } | if ttl.is_some() { flag::TTL } else { 0 });
+            o.extend_from_slice(&token.unwrap_or(0).to_le_bytes());
+            o.extend_from_slice(&ttl.unwrap_or(0).to_le_bytes());
+            put_str(o, resource.as_bytes());
+            put_str(o, owner.as_bytes());
+        }),
+        WireRequest::Inspect { resource } => {
             frame(out, kind::INSPECT, id, |o| put_str(o, resource.as_bytes()))
         }
-        // Listing and stats are HTTP admin calls with no frame: nothing is written.
-        WireRequest::Op(Request::List { .. } | Request::Stats) => {}
     }
 }
 
@@ -414,13 +424,8 @@ mod tests {
 
     #[test]
     fn acquire_layout_byte_for_byte() {
-        let req = WireRequest::Op(Request::Acquire {
-            resource: "r1",
-            owner: "w",
-            ttl: Some(30_000),
-            wait: 5,
-            session: true,
-        });
+        let req =
+            WireRequest::Acquire { resource: "r1", owner: "w", ttl: Some(30_000), wait: 5, session: true };
         let mut out = Vec::new();
         encode_request(&mut out, 7, &req);
         #[rustfmt::skip]
@@ -443,18 +448,12 @@ mod tests {
         let reqs = [
             WireRequest::Hello { secret: b"s3cret" },
             WireRequest::Ping,
-            WireRequest::Op(Request::Acquire {
-                resource: "a",
-                owner: "",
-                ttl: None,
-                wait: 0,
-                session: false,
-            }),
-            WireRequest::Op(Request::Release { resource: "a", owner: "o", token: Some(u64::MAX) }),
-            WireRequest::Op(Request::Release { resource: "a", owner: "o", token: None }),
-            WireRequest::Op(Request::Extend { resource: "a", owner: "o", token: Some(9), ttl: Some(0) }),
-            WireRequest::Op(Request::Extend { resource: "ä", owner: "ö", token: None, ttl: None }),
-            WireRequest::Op(Request::Inspect { resource: "a/b" }),
+            WireRequest::Acquire { resource: "a", owner: "", ttl: None, wait: 0, session: false },
+            WireRequest::Release { resource: "a", owner: "o", token: Some(u64::MAX) },
+            WireRequest::Release { resource: "a", owner: "o", token: None },
+            WireRequest::Extend { resource: "a", owner: "o", token: Some(9), ttl: Some(0) },
+            WireRequest::Extend { resource: "ä", owner: "ö", token: None, ttl: None },
+            WireRequest::Inspect { resource: "a/b" },
         ];
         for (id, req) in reqs.into_iter().enumerate() {
             let mut out = Vec::new();
@@ -495,7 +494,7 @@ mod tests {
     #[test]
     fn partial_frames_are_incomplete_at_every_byte() {
         let mut out = Vec::new();
-        encode_request(&mut out, 1, &WireRequest::Op(Request::Inspect { resource: "abc" }));
+        encode_request(&mut out, 1, &WireRequest::Inspect { resource: "abc" });
         for end in 0..out.len() {
             assert_eq!(check(&out[..end]), Ok(None), "prefix of {end}");
         }

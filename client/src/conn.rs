@@ -1,18 +1,10 @@
-//! ringlock's Rust client, for the wire protocol (`docs/PROTOCOL.md`): async, with any number
-//! of requests in flight on one connection, and [`blocking`], a synchronous wrapper with a
-//! guard that releases on drop. Configured like the reference server's SDKs:
-//! `LOCKSERVER_ADDR`, `LOCKSERVER_OWNER`, `LOCKSERVER_SECRET`, from the environment or `.env`.
-//!
-//! One connection is two tasks on the caller's tokio runtime: a writer that batches every
-//! queued request into one write, and a reader that hands each reply to its caller by id.
-//! A caller that stops waiting (its future dropped) does not strand a lock: a grant that
-//! arrives for nobody is released at once.
-
-pub mod blocking;
-pub mod command;
+//! The async client: one connection to a ringlock server, with any number of requests in
+//! flight on it. The connection is two tasks on the caller's tokio runtime: a writer that
+//! batches every queued request into one write, and a reader that hands each reply to its
+//! caller by id. A caller that stops waiting (its future dropped) does not strand a lock: a
+//! grant that arrives for nobody is released at once.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,105 +14,14 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::api::Request;
-use crate::proto::wire::frame::{self, FrameError, WireReply, WireRequest};
+use crate::config::Config;
+use crate::error::Error;
+use crate::frame::{self, FrameError, WireReply, WireRequest};
 
-/// Where the SDKs connect when `LOCKSERVER_ADDR` is not set.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Lost-lease notices kept for a subscriber that is not reading (older ones are dropped).
 const LOST_BACKLOG: usize = 64;
-
-/// Where and who: the server's address, this client's owner name, the shared secret.
-#[derive(Clone)]
-pub struct Config {
-    /// `host:port`.
-    pub addr: String,
-    pub owner: String,
-    pub secret: String,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config").field("addr", &self.addr).field("owner", &self.owner).finish_non_exhaustive()
-    }
-}
-
-impl Config {
-    /// `LOCKSERVER_ADDR` (default `127.0.0.1:8080`), `LOCKSERVER_OWNER` (default
-    /// `<host>-<pid>`, unique to this process) and `LOCKSERVER_SECRET` (default `changeme`),
-    /// from the environment, or from `.env` for what the environment does not set.
-    pub fn from_env() -> Config {
-        let _ = dotenvy::dotenv();
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Config {
-            addr: var("LOCKSERVER_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned()),
-            owner: var("LOCKSERVER_OWNER").unwrap_or_else(default_owner),
-            secret: var("LOCKSERVER_SECRET").unwrap_or_else(|| crate::auth::DEFAULT_SECRET.to_owned()),
-        }
-    }
-}
-
-/// This host's name and this process's id: an owner name no other process shares.
-fn default_owner() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
-    format!("{}-{}", if host.is_empty() { "ringlock" } else { host }, std::process::id())
-}
-
-/// What can go wrong.
-#[derive(Debug)]
-pub enum Error {
-    /// Could not connect, or the connection failed.
-    Io(io::Error),
-    /// The connection closed with the request unanswered.
-    Closed,
-    /// The server refused the secret.
-    Unauthorized,
-    /// The server could not read what we sent, or we could not read what it sent.
-    Protocol(String),
-    /// The lock is held (and the request did not wait).
-    Busy,
-    /// The request waited its whole wait time.
-    TimedOut,
-    /// Too many requests already wait for the lock.
-    QueueFull,
-    /// Nobody holds the lock.
-    NotFound,
-    /// Somebody else holds the lock.
-    NotHolder,
-    /// We hold the lock under another token (a newer grant).
-    TokenMismatch,
-    /// The server refused the request's fields (the reason says which).
-    Invalid(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Io(e) => write!(f, "connection failed: {e}"),
-            Error::Closed => f.write_str("connection closed"),
-            Error::Unauthorized => f.write_str("the server refused the secret"),
-            Error::Protocol(why) => write!(f, "protocol error: {why}"),
-            Error::Busy => f.write_str("the lock is held"),
-            Error::TimedOut => f.write_str("timed out waiting for the lock"),
-            Error::QueueFull => f.write_str("too many requests wait for the lock"),
-            Error::NotFound => f.write_str("nobody holds the lock"),
-            Error::NotHolder => f.write_str("another owner holds the lock"),
-            Error::TokenMismatch => f.write_str("the lock is held under another token"),
-            Error::Invalid(why) => write!(f, "invalid request: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Error {
-        Error::Io(e)
-    }
-}
 
 /// How to acquire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -238,15 +139,15 @@ impl Client {
 
     /// Takes `resource`, waiting server-side up to `opts.wait` if it is held.
     pub async fn acquire(&self, resource: &str, opts: AcquireOptions) -> Result<Lease, Error> {
-        let req = Request::Acquire {
+        let req = WireRequest::Acquire {
             resource,
-            owner: &*self.owner,
+            owner: &self.owner,
             ttl: opts.ttl.map(millis),
             wait: opts.wait.map_or(0, millis),
             session: opts.session,
         };
         let orphan = Some((resource.to_owned(), self.owner.to_string()));
-        match self.call(&WireRequest::Op(req), orphan).await? {
+        match self.call(&req, orphan).await? {
             Answer::Granted(token) => Ok(Lease { resource: resource.to_owned(), token }),
             other => Err(unexpected(other)),
         }
@@ -254,8 +155,8 @@ impl Client {
 
     /// Releases `resource` if this client's owner holds it (under `token`, if given).
     pub async fn release(&self, resource: &str, token: Option<u64>) -> Result<(), Error> {
-        let req = Request::Release { resource, owner: &*self.owner, token };
-        match self.call(&WireRequest::Op(req), None).await? {
+        let req = WireRequest::Release { resource, owner: &self.owner, token };
+        match self.call(&req, None).await? {
             Answer::Done => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -268,8 +169,8 @@ impl Client {
         token: Option<u64>,
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
-        let req = Request::Extend { resource, owner: &*self.owner, token, ttl: ttl.map(millis) };
-        match self.call(&WireRequest::Op(req), None).await? {
+        let req = WireRequest::Extend { resource, owner: &self.owner, token, ttl: ttl.map(millis) };
+        match self.call(&req, None).await? {
             Answer::Done => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -277,7 +178,7 @@ impl Client {
 
     /// Who holds `resource`, if anybody.
     pub async fn inspect(&self, resource: &str) -> Result<Option<LockInfo>, Error> {
-        match self.call(&WireRequest::Op(Request::Inspect { resource }), None).await {
+        match self.call(&WireRequest::Inspect { resource }, None).await {
             Ok(Answer::Lock(info)) => Ok(info),
             Err(Error::NotFound) => Ok(None),
             Ok(other) => Err(unexpected(other)),
@@ -415,8 +316,8 @@ fn release_orphan(
         return;
     };
     let mut frame = Vec::new();
-    let req = Request::Release { resource: resource.as_str(), owner: owner.as_str(), token: Some(token) };
-    frame::encode_request(&mut frame, 0, &WireRequest::Op(req));
+    let req = WireRequest::Release { resource: &resource, owner: &owner, token: Some(token) };
+    frame::encode_request(&mut frame, 0, &req);
     let (reply, _) = oneshot::channel();
     let _ = calls.send(Call { frame, on_orphan: None, reply });
 }

@@ -1,0 +1,57 @@
+//! What a call can fail with: the connection, the protocol, or the server's answer.
+
+use std::fmt;
+use std::io;
+
+/// What can go wrong.
+#[derive(Debug)]
+pub enum Error {
+    /// Could not connect, or the connection failed.
+    Io(io::Error),
+    /// The connection closed with the request unanswered.
+    Closed,
+    /// The server refused the secret.
+    Unauthorized,
+    /// The server could not read what we sent, or we could not read what it sent.
+    Protocol(String),
+    /// The lock is held (and the request did not wait).
+    Busy,
+    /// The request waited its whole wait time.
+    TimedOut,
+    /// Too many requests already wait for the lock.
+    QueueFull,
+    /// Nobody holds the lock.
+    NotFound,
+    /// Somebody else holds the lock.
+    NotHolder,
+    /// We hold the lock under another token (a newer grant).
+    TokenMismatch,
+    /// The server refused the request's fields (the reason says which).
+    Invalid(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "connection failed: {e}"),
+            Error::Closed => f.write_str("connection closed"),
+            Error::Unauthorized => f.write_str("the server refused the secret"),
+            Error::Protocol(why) => write!(f, "protocol error: {why}"),
+            Error::Busy => f.write_str("the lock is held"),
+            Error::TimedOut => f.write_str("timed out waiting for the lock"),
+            Error::QueueFull => f.write_str("too many requests wait for the lock"),
+            Error::NotFound => f.write_str("nobody holds the lock"),
+            Error::NotHolder => f.write_str("another owner holds the lock"),
+            Error::TokenMismatch => f.write_str("the lock is held under another token"),
+            Error::Invalid(why) => write!(f, "invalid request: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::Io(e)
+    }
+}

@@ -1,0 +1,81 @@
+//! Panics: a task of a core that panics (a bug) must not leave the core half-alive, so the
+//! runtime's own tasks end the process when they do; [`CatchUnwind`] turns a panic inside a
+//! future into a value the caller decides about.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::log::Level;
+
+/// Exit status of a process ended by a bug (`EX_SOFTWARE`).
+pub const EXIT_BUG: i32 = 70;
+
+/// A future that turns a panic inside it into an `Err`.
+pub struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> CatchUnwind<F> {
+    pub fn new(f: F) -> Self {
+        CatchUnwind(Box::pin(f))
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// A panic's message, if it has one.
+pub fn message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
+/// Logs that `what` on core `core` panicked, and ends the process with [`EXIT_BUG`], so that
+/// a supervisor restarts the whole server rather than leave it serving without that task.
+pub fn die(core: usize, what: &str, panic: &(dyn Any + Send)) -> ! {
+    crate::log!(
+        Level::Error,
+        "core {core}: {what} panicked ({}); exiting so that a supervisor restarts the server",
+        message(panic)
+    );
+    std::process::exit(EXIT_BUG)
+}
+
+/// Spawns one of a core's own tasks on its runtime: if it panics, the process ends.
+pub fn spawn_vital(core: usize, what: &'static str, task: impl Future<Output = ()> + 'static) {
+    tokio_uring::spawn(async move {
+        if let Err(panic) = CatchUnwind::new(task).await {
+            die(core, what, &*panic);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_a_connection_is_caught_and_the_loop_goes_on() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let caught = rt.block_on(CatchUnwind::new(async {
+            tokio::task::yield_now().await;
+            panic!("a bug");
+        }));
+        assert_eq!(caught.map_err(|p| message(&*p).to_owned()), Err("a bug".to_owned()));
+        assert_eq!(rt.block_on(CatchUnwind::new(async { 7 })).ok(), Some(7));
+    }
+}
