@@ -4,34 +4,36 @@
 //! In the order a request meets them:
 //! - [`server`]: the composition root, wiring listeners, cores and connections together;
 //! - [`config`]: command line, environment, `.env`, defaults, limits;
-//! - [`net`]: each core's listener and connection loops (bytes in, bytes out, mailboxes);
-//! - [`proto`]: bytes to requests and replies to bytes: [`proto::http`] and the binary
-//!   [`proto::wire`] (its codec is [`ringlock_client::frame`]), sharing one port; a session
-//!   asks for lock work only through [`api::LockService`];
-//! - [`auth`]: the shared secret;
-//! - [`api`]: the protocol-neutral [`api::Request`] and [`api::Reply`], what a request may ask
-//!   for, and [`api::LockService`], all a protocol may ask of the server;
-//! - [`runtime`]: one thread per core, each an io_uring event loop with its [`runtime::Core`]:
+//! - `net`: each core's listener and connection loops (bytes in, bytes out, mailboxes);
+//! - `proto`: bytes to requests and replies to bytes: `proto::http` and the binary
+//!   `proto::wire` (its codec is [`ringlock_client::frame`]), sharing one port; a session
+//!   asks for lock work only through `api::LockService`;
+//! - `auth`: the shared secret;
+//! - `api`: the protocol-neutral `api::Request` and `api::Reply`, what a request may ask
+//!   for, and `api::LockService`, all a protocol may ask of the server;
+//! - `runtime`: one thread per core, each an io_uring event loop with its `runtime::Core`:
 //!   turns of work, the cross-core mesh, mailboxes, the timer task;
 //! - [`route`]: the resource hash, and which core owns a name;
 //! - [`shard`]: one core's lock table, waiters and fencing tokens (no I/O, no clock);
 //! - [`timer`]: the timer wheel that ends leases and waits on time.
 //!
-//! Beside the path: [`metrics`] (counts for `/metrics`) and [`log`]. For clients: [`cli`], the
+//! Beside the path: `metrics` (counts for `/metrics`) and [`log`](mod@log). For clients: [`cli`], the
 //! `lock` and `status` subcommands, built on the `ringlock-client` crate.
 
-pub mod api;
-pub mod auth;
+// Public: what the binary, the benchmarks and the integration tests use. The rest is the
+// server's inside.
+mod api;
+mod auth;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod log;
-pub mod metrics;
-pub mod net;
-pub mod proto;
+mod metrics;
+mod net;
+mod proto;
 pub mod route;
-pub mod runtime;
+mod runtime;
 pub mod server;
 pub mod shard;
 pub mod timer;

@@ -1,6 +1,6 @@
 //! The composition root: wires a server together from its parts. It binds the listeners
-//! ([`crate::net::listener`]), starts one core per thread ([`crate::runtime`]), and gives each
-//! core its listener to serve connections from ([`crate::net`]); nothing below this module
+//! (`net::listener`), starts one core per thread (`runtime`), and gives each
+//! core its listener to serve connections from (`net`); nothing below this module
 //! knows how the others are put together.
 
 use std::io;

@@ -363,11 +363,6 @@ pub struct Turn<'a> {
 }
 
 impl Turn<'_> {
-    /// The tick this turn runs at.
-    pub fn now(&self) -> u64 {
-        self.work.now
-    }
-
     fn ticket(&self, slot: usize) -> Ticket {
         ticket::ticket(self.work.core.id, self.conn, Slot::Request(slot))
     }

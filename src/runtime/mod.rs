@@ -24,7 +24,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use crate::route::Router;
 use crate::shard::TokenSeries;
 
-pub use self::core::{Core, Turn};
+pub use self::core::Core;
 pub use self::mailbox::{Delivery, Mailbox};
 pub use self::ticket::ConnId;
 

@@ -1,5 +1,5 @@
 //! One shard of the lock engine: owns the locks whose resource names hash to it (a
-//! [`table::LockTable`]), their lease and wait deadlines (a [`TimerWheel`]) and the shard's
+//! `table::LockTable`), their lease and wait deadlines (a [`TimerWheel`]) and the shard's
 //! fencing-token counter. Synchronous, no I/O, no clock: every operation takes `now`, a
 //! monotonic time in milliseconds (ticks), so the rules below are testable to the tick.
 //!

@@ -29,6 +29,7 @@ pub enum Status {
 
 impl Status {
     /// The numeric code.
+    #[cfg(test)]
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
