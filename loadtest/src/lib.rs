@@ -4,17 +4,23 @@
 //! # Layout
 //! In the order a run uses them:
 //! - [`cli`]: the command line, and the validated [`cli::Plan`] of a run;
-//! - [`run`]: connections on one current-thread runtime, closed and open loop, progress;
+//! - [`run`]: picks each connection's protocol by target, opens the connections (each with its
+//!   protocol's handshake) on one current-thread runtime, drives them in a closed or open
+//!   loop, prints progress and gathers the report;
 //! - [`workload`]: each connection's [`workload::Script`] of requests (pure);
 //! - [`schedule`]: the open loop's intended send times (pure);
 //! - [`rng`]: the seeded SplitMix64 stream that picks names;
-//! - [`proto`]: requests to bytes and bytes to replies: [`proto::http`], [`proto::redis`];
+//! - [`proto`]: handshakes and requests to bytes, bytes to replies: [`proto::http`],
+//!   [`proto::wire`], [`proto::redis`];
+//! - [`op`]: what the workloads, the protocols and the statistics all speak: a request
+//!   ([`op::Op`]) and how it went ([`op::Outcome`]);
 //! - [`stats`]: counters, `hdrhistogram` latencies, the progress line and the report;
 //! - [`cpu`]: CPU time of the server and of the generator from `/proc/PID/stat`;
 //! - [`responder`]: the trivial server that measures the generator itself.
 
 pub mod cli;
 pub mod cpu;
+pub mod op;
 pub mod proto;
 pub mod responder;
 pub mod rng;

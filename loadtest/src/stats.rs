@@ -8,8 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::proto::Outcome;
-use crate::workload::OpKind;
+use crate::op::{OpKind, Outcome};
 
 /// Highest latency a histogram tracks; longer ones are recorded as this. A reply later than a
 /// minute is a hung server, which the run's drain timeout reports anyway.
@@ -157,22 +156,6 @@ impl Stats {
 /// A duration in whole nanoseconds, at least 1 (the histograms' lowest value).
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
-}
-
-/// Describes an error reply from its raw bytes, with CR and LF and other control bytes (a
-/// binary frame's) made visible.
-pub fn describe_reply(bytes: &[u8]) -> String {
-    let shown = &bytes[..bytes.len().min(MAX_ERROR_TEXT)];
-    let mut out = String::with_capacity(shown.len());
-    for c in String::from_utf8_lossy(shown).chars() {
-        match c {
-            '\r' => out.push_str("\\r"),
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Percentiles of one histogram, in microseconds.
@@ -441,15 +424,6 @@ mod tests {
         s.note_error(|| "é".repeat(MAX_ERROR_TEXT));
         let kept = s.first_error.unwrap();
         assert!(kept.len() <= MAX_ERROR_TEXT && kept.chars().all(|c| c == 'é'));
-    }
-
-    #[test]
-    fn error_replies_are_described_with_visible_line_ends() {
-        assert_eq!(
-            describe_reply(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n"),
-            "HTTP/1.1 401 Unauthorized\\r\\ncontent-length: 0\\r\\n\\r\\n"
-        );
-        assert_eq!(describe_reply(b"\x0d\0\0\0\x83ok\xff"), "\\r\\x00\\x00\\x00\u{fffd}ok\u{fffd}");
     }
 
     #[test]

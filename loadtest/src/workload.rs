@@ -10,48 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::proto::Outcome;
+use crate::op::{Op, OpKind, Outcome};
 use crate::rng::SplitMix64;
-
-/// One request, protocol-neutral. Keys are numbers; each protocol spells key `n` as `lt-<n>`
-/// and the connection's owner as `lt-<conn>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// Take a lock for this connection's owner.
-    Acquire {
-        /// The lock's name, as a number.
-        key: u64,
-    },
-    /// Give a lock back, if this connection's owner holds it.
-    Release {
-        /// The lock's name, as a number.
-        key: u64,
-    },
-    /// Ask the server whether it is up, doing no lock work (the transport's ceiling).
-    Health,
-}
-
-/// Which kind of request a reply answers; replies are classified by it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpKind {
-    /// See [`Op::Acquire`].
-    Acquire,
-    /// See [`Op::Release`].
-    Release,
-    /// See [`Op::Health`].
-    Health,
-}
-
-impl Op {
-    /// The kind of this request.
-    pub fn kind(&self) -> OpKind {
-        match self {
-            Op::Acquire { .. } => OpKind::Acquire,
-            Op::Release { .. } => OpKind::Release,
-            Op::Health => OpKind::Health,
-        }
-    }
-}
 
 /// What a run's connections do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +63,12 @@ impl Workload {
     /// connection may pipeline, and an open loop may send on schedule).
     pub fn is_blind(&self) -> bool {
         !matches!(self, Workload::Hold { .. })
+    }
+
+    /// Whether connections give back what they acquire: all but `ttl` (the leases expire) and
+    /// `health` (nothing is acquired).
+    pub fn releases(&self) -> bool {
+        matches!(self, Workload::Uncontended { .. } | Workload::Contended { .. } | Workload::Hold { .. })
     }
 }
 
@@ -391,5 +357,14 @@ mod tests {
         assert!(Workload::Health.is_blind());
         let hold = Workload::Hold { hot: 1, hold: ms(1), retry: ms(0) };
         assert!(!hold.is_blind());
+    }
+
+    #[test]
+    fn only_ttl_and_health_do_not_release() {
+        assert!(Workload::Uncontended { keys: 1 }.releases());
+        assert!(Workload::Contended { hot: 1 }.releases());
+        assert!(Workload::Hold { hot: 1, hold: ms(1), retry: ms(0) }.releases());
+        assert!(!Workload::TtlOnly { keys: 1 }.releases());
+        assert!(!Workload::Health.releases());
     }
 }

@@ -1,12 +1,16 @@
 //! The HTTP JSON API (ringlock and the reference `lockserver` server): encoding `/acquire`,
 //! `/release` and `/health` requests, and framing HTTP/1.1 messages by their head and
-//! `content-length` (responses for the generator, requests for the responder). The framing is
-//! a pure function over the bytes read so far; it returns offsets, never borrows.
+//! `content-length`: responses for the generator (status line and headers by `httparse`),
+//! requests for the responder. The framing is a pure function over the bytes read so far; it
+//! returns offsets, never borrows.
 
+use std::mem::MaybeUninit;
+
+use httparse::{Header, ParserConfig, Status};
 use memchr::memchr;
 
-use super::{IN_ORDER, Outcome, ParseError, Parsed, Protocol, in_order, name_len, push_name, push_u64};
-use crate::workload::{Op, OpKind};
+use super::{Handshake, IN_ORDER, Name, ParseError, Parsed, Protocol, in_order, push_name, push_u64};
+use crate::op::{Op, OpKind, Outcome};
 
 /// Longest head (start line and headers) accepted. Lock servers answer in about 150 bytes; a
 /// head this long means the bytes are not what we think they are.
@@ -15,6 +19,18 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Largest body accepted. Lock replies are a few bytes; the limit keeps a corrupt
 /// `content-length` from making the generator wait for megabytes that never come.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Headers a response's head is parsed into on the common path, on the stack and never
+/// initialized: ringlock sends four, actix-web three.
+const FEW_HEADERS: usize = 16;
+
+/// The shortest header line: `a:` and LF.
+const MIN_HEADER_LINE_BYTES: usize = 3;
+
+/// The most headers a head within [`MAX_HEAD_BYTES`] can hold. A head with more than
+/// [`FEW_HEADERS`] is parsed again into this many (off the common path), so that a head is
+/// refused for its length, never for its number of headers.
+const MAX_HEADERS: usize = MAX_HEAD_BYTES / MIN_HEADER_LINE_BYTES;
 
 /// Where an HTTP message's head ends and how long its body is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,49 +50,31 @@ pub struct Response {
     pub len: usize,
 }
 
-/// The next line of `buf` from `start`: its end (before any CR) and where the line after it
-/// begins. `None` if its LF is not there yet.
-fn line(buf: &[u8], start: usize) -> Option<(usize, usize)> {
-    let lf = start + memchr(b'\n', &buf[start..])?;
-    let end = if lf > start && buf[lf - 1] == b'\r' { lf - 1 } else { lf };
-    Some((end, lf + 1))
-}
-
-/// Reads the headers that begin at `start` (just after the start line) up to the blank line.
-fn headers(buf: &[u8], mut start: usize) -> Result<Option<Head>, ParseError> {
-    let mut content_length = None;
-    loop {
-        let Some((end, next)) = line(buf, start) else {
-            return if buf.len() >= MAX_HEAD_BYTES { Err(ParseError::TooLong) } else { Ok(None) };
-        };
-        if next > MAX_HEAD_BYTES {
-            return Err(ParseError::TooLong);
+/// Takes what header `name: value` says of the body's length: a `content-length` (given twice,
+/// the same both times), or a `transfer-encoding`, which is refused.
+fn frame_header(name: &[u8], value: &[u8], content_length: &mut Option<usize>) -> Result<(), ParseError> {
+    if is_named(name, b"content-length") {
+        let n = parse_length(value)?;
+        if content_length.is_some_and(|c| c != n) {
+            return Err(ParseError::BadContentLength);
         }
-        let header = &buf[start..end];
-        if header.is_empty() {
-            return Ok(Some(Head { len: next, content_length }));
-        }
-        let colon = memchr(b':', header).ok_or(ParseError::BadHeader)?;
-        let (name, value) = (&header[..colon], trim(&header[colon + 1..]));
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(value)?;
-            if content_length.is_some_and(|c| c != n) {
-                return Err(ParseError::BadContentLength);
-            }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            return Err(ParseError::Chunked);
-        }
-        start = next;
+        *content_length = Some(n);
+    } else if is_named(name, b"transfer-encoding") {
+        return Err(ParseError::Chunked);
     }
+    Ok(())
 }
 
-/// `value` without the spaces and tabs around it.
-fn trim(value: &[u8]) -> &[u8] {
-    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
-    let from = value.iter().position(|b| !is_space(b)).unwrap_or(value.len());
-    let to = value.iter().rposition(|b| !is_space(b)).map_or(from, |i| i + 1);
-    &value[from..to]
+/// Whether header `name` is `lower` (lowercase) in any case: `eq_ignore_ascii_case`, without
+/// its early exit, so that a name of the right length is compared in a few wide operations
+/// rather than a branch per byte (this runs on every header of every reply).
+fn is_named(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name.iter().zip(lower).fold(0, |diff, (&b, &l)| {
+            // Bit 5 is a letter's case; every other byte must match exactly.
+            let case = if l.is_ascii_lowercase() { 0x20 } else { 0 };
+            diff | ((b | case) ^ l)
+        }) == 0
 }
 
 /// A `content-length` value: digits only, at most [`MAX_BODY_BYTES`].
@@ -96,16 +94,15 @@ const STATUS_PREFIX: &[u8] = b"HTTP/1.";
 
 /// Frames the first response in `buf`: `Ok(None)` until all of its head and body are there.
 pub fn parse_response(buf: &[u8]) -> Result<Option<Response>, ParseError> {
-    // Refuse a wrong start as soon as its first bytes show it, not only at the line's end.
+    // Refuse a wrong start as soon as its first bytes show it, not only at the line's end
+    // (and before httparse, which would skip blank lines in front of it).
     let seen = buf.len().min(STATUS_PREFIX.len());
     if buf[..seen] != STATUS_PREFIX[..seen] {
         return Err(ParseError::BadStatusLine);
     }
-    let Some((end, next)) = line(buf, 0) else {
-        return if buf.len() >= MAX_HEAD_BYTES { Err(ParseError::TooLong) } else { Ok(None) };
-    };
-    let status = status_code(&buf[..end])?;
-    let Some(head) = headers(buf, next)? else {
+    // The head must end within MAX_HEAD_BYTES, so that is all the parser sees of a body.
+    let window = &buf[..buf.len().min(MAX_HEAD_BYTES)];
+    let Some((status, head)) = response_head::<FEW_HEADERS>(window)? else {
         return Ok(None);
     };
     let body = match head.content_length {
@@ -118,21 +115,54 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<Response>, ParseError> {
     Ok((buf.len() >= len).then_some(Response { status, len }))
 }
 
-/// The code of a status line `HTTP/1.x NNN[ reason]`.
-fn status_code(line: &[u8]) -> Result<u16, ParseError> {
-    let ok = line.len() >= 12
-        && line.starts_with(STATUS_PREFIX)
-        && line[8] == b' '
-        && line[9..12].iter().all(u8::is_ascii_digit)
-        && (line.len() == 12 || line[12] == b' ');
-    if !ok {
-        return Err(ParseError::BadStatusLine);
+/// The status and head of the response at the front of `window` (at most [`MAX_HEAD_BYTES`]),
+/// parsed by httparse into `N` headers: `Ok(None)` until the head is all there.
+fn response_head<const N: usize>(window: &[u8]) -> Result<Option<(u16, Head)>, ParseError> {
+    let mut headers = [const { MaybeUninit::<Header<'_>>::uninit() }; N];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed =
+        ParserConfig::default().parse_response_with_uninit_headers(&mut response, window, &mut headers);
+    let len = match parsed {
+        Ok(Status::Complete(len)) => len,
+        Ok(Status::Partial) if window.len() >= MAX_HEAD_BYTES => return Err(ParseError::TooLong),
+        Ok(Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) if N < MAX_HEADERS => return many_headers(window),
+        Err(e) => return Err(syntax_error(e)),
+    };
+    let status = response.code.expect("a complete head has a status code");
+    let mut content_length = None;
+    for header in response.headers.iter() {
+        frame_header(header.name.as_bytes(), header.value, &mut content_length)?;
     }
-    Ok(line[9..12].iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+    Ok(Some((status, Head { len, content_length })))
+}
+
+/// [`response_head`] for a head with more than [`FEW_HEADERS`] headers, which no server here
+/// sends: kept out of line, so that the common path's stack frame stays small.
+#[cold]
+#[inline(never)]
+fn many_headers(window: &[u8]) -> Result<Option<(u16, Head)>, ParseError> {
+    response_head::<MAX_HEADERS>(window)
+}
+
+/// What httparse's refusal of a response head means here.
+fn syntax_error(e: httparse::Error) -> ParseError {
+    match e {
+        httparse::Error::Version | httparse::Error::Status | httparse::Error::Token => {
+            ParseError::BadStatusLine
+        }
+        httparse::Error::HeaderName | httparse::Error::HeaderValue | httparse::Error::NewLine => {
+            ParseError::BadHeader
+        }
+        // More header lines than fit in MAX_HEAD_BYTES: only a head that long can have them.
+        httparse::Error::TooManyHeaders => ParseError::TooLong,
+    }
 }
 
 /// Frames the first request in `buf` (for the responder): its total length, or `Ok(None)`
-/// until all of it is there. A request without `content-length` has no body.
+/// until all of it is there. A request without `content-length` has no body. Framed by hand
+/// and leniently (any start line but an empty one): the responder answers the generator's own
+/// requests, which need no checking.
 pub fn parse_request(buf: &[u8]) -> Result<Option<usize>, ParseError> {
     let Some((end, next)) = line(buf, 0) else {
         return if buf.len() >= MAX_HEAD_BYTES { Err(ParseError::TooLong) } else { Ok(None) };
@@ -145,6 +175,43 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<usize>, ParseError> {
     };
     let len = head.len + head.content_length.unwrap_or(0);
     Ok((buf.len() >= len).then_some(len))
+}
+
+/// The next line of a request in `buf` from `start`: its end (before any CR) and where the line after it
+/// begins. `None` if its LF is not there yet.
+fn line(buf: &[u8], start: usize) -> Option<(usize, usize)> {
+    let lf = start + memchr(b'\n', &buf[start..])?;
+    let end = if lf > start && buf[lf - 1] == b'\r' { lf - 1 } else { lf };
+    Some((end, lf + 1))
+}
+
+/// Reads the headers of a request that begin at `start` (just after the start line) up to the
+/// blank line.
+fn headers(buf: &[u8], mut start: usize) -> Result<Option<Head>, ParseError> {
+    let mut content_length = None;
+    loop {
+        let Some((end, next)) = line(buf, start) else {
+            return if buf.len() >= MAX_HEAD_BYTES { Err(ParseError::TooLong) } else { Ok(None) };
+        };
+        if next > MAX_HEAD_BYTES {
+            return Err(ParseError::TooLong);
+        }
+        let header = &buf[start..end];
+        if header.is_empty() {
+            return Ok(Some(Head { len: next, content_length }));
+        }
+        let colon = memchr(b':', header).ok_or(ParseError::BadHeader)?;
+        frame_header(&header[..colon], trim(&header[colon + 1..]), &mut content_length)?;
+        start = next;
+    }
+}
+
+/// A header `value` without the spaces and tabs around it.
+fn trim(value: &[u8]) -> &[u8] {
+    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
+    let from = value.iter().position(|b| !is_space(b)).unwrap_or(value.len());
+    let to = value.iter().rposition(|b| !is_space(b)).map_or(from, |i| i + 1);
+    &value[from..to]
 }
 
 /// What status `status` means for a request of kind `kind`: 2xx is success, 409 a conflict on
@@ -229,16 +296,22 @@ impl HttpClient {
     }
 
     fn lock_request(out: &mut Vec<u8>, head: &[u8], key: u64, tail: &[u8]) {
+        let name = Name::new(key);
         out.extend_from_slice(head);
-        push_u64(out, (BODY_HEAD.len() + name_len(key) + tail.len()) as u64);
+        push_u64(out, (BODY_HEAD.len() + name.as_bytes().len() + tail.len()) as u64);
         out.extend_from_slice(b"\r\n\r\n");
         out.extend_from_slice(BODY_HEAD);
-        push_name(out, key);
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(tail);
     }
 }
 
 impl Protocol for HttpClient {
+    /// None: the secret rides on every request.
+    fn handshake(&self) -> Option<Handshake> {
+        None
+    }
+
     fn encode(&mut self, op: &Op, out: &mut Vec<u8>) -> u32 {
         match *op {
             Op::Acquire { key } => Self::lock_request(out, &self.acquire_head, key, &self.acquire_tail),
@@ -359,6 +432,53 @@ mod tests {
             buf.extend_from_slice(b"x-pad: 0123456789\r\n");
         }
         assert_eq!(parse_response(&buf), Err(ParseError::TooLong));
+    }
+
+    #[test]
+    fn a_head_may_end_at_the_limit_but_not_past_it() {
+        let head = |len: usize| {
+            let mut r = b"HTTP/1.1 204 No Content\r\nx-pad: ".to_vec();
+            r.resize(len - 4, b'p');
+            r.extend_from_slice(b"\r\n\r\n");
+            r
+        };
+        let at = head(MAX_HEAD_BYTES);
+        assert_eq!(parse_response(&at), Ok(response(204, MAX_HEAD_BYTES)));
+        assert_eq!(parse_response(&head(MAX_HEAD_BYTES + 1)), Err(ParseError::TooLong));
+    }
+
+    #[test]
+    fn a_head_with_many_headers_frames_as_one_with_few() {
+        let mut r = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..100 {
+            r.extend_from_slice(format!("x-{i}: {i}\r\n").as_bytes());
+        }
+        r.extend_from_slice(b"content-length: 2\r\n\r\nOK");
+        assert_eq!(parse_response(&r), Ok(response(200, r.len())));
+        assert_eq!(parse_response(&r[..r.len() - 1]), Ok(None));
+        // As many of the shortest header lines as fit in the limit: still a head, not an error.
+        let mut r = b"HTTP/1.1 204\n".to_vec();
+        while r.len() + MIN_HEADER_LINE_BYTES < MAX_HEAD_BYTES {
+            r.extend_from_slice(b"a:\n");
+        }
+        r.push(b'\n');
+        assert!(r.len() <= MAX_HEAD_BYTES);
+        assert_eq!(parse_response(&r), Ok(response(204, r.len())));
+    }
+
+    #[test]
+    fn header_names_match_as_eq_ignore_ascii_case_does_for_every_byte() {
+        for lower in [&b"content-length"[..], b"transfer-encoding"] {
+            assert!(is_named(&lower.to_ascii_uppercase(), lower));
+            assert!(!is_named(&lower[1..], lower));
+            for at in 0..lower.len() {
+                for b in 0..=255u8 {
+                    let mut name = lower.to_vec();
+                    name[at] = b;
+                    assert_eq!(is_named(&name, lower), name.eq_ignore_ascii_case(lower), "{name:?}");
+                }
+            }
+        }
     }
 
     #[test]

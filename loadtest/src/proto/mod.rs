@@ -1,10 +1,15 @@
 //! Requests to bytes and bytes to replies, one implementation of [`Protocol`] per target:
 //! [`http`] (the JSON API of ringlock and the reference server, and its health probe),
 //! [`wire`] (ringlock's binary protocol) and [`redis`] (the standard Redis lock over RESP).
+//! Each also owns its connection's opening exchange, if it has one (a [`Handshake`]: the wire
+//! protocol's `HELLO`, Redis's `SCRIPT LOAD` of the release script), so that the runner never
+//! asks which target it drives.
 //!
 //! Parsers are pure and incremental: given the bytes read so far they return the first reply
 //! and its length, `Ok(None)` when it is not all there yet, or a [`ParseError`] when the bytes
-//! cannot be a reply (which ends the connection: nothing after it can be trusted).
+//! cannot be a reply (which ends the connection: nothing after it can be trusted). Requests
+//! are appended to the caller's buffer with numbers spelled by `itoa` on the stack, so that
+//! encoding one allocates nothing.
 
 pub mod http;
 pub mod redis;
@@ -12,20 +17,7 @@ pub mod wire;
 
 use std::fmt;
 
-use crate::workload::{Op, OpKind};
-
-/// How a server answered one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// An acquire that got the lock.
-    Granted,
-    /// A lock request refused because of another owner (or no owner): 409, Redis nil or `:0`.
-    Conflict,
-    /// A release or health probe that succeeded.
-    Done,
-    /// Anything else: a 4xx other than 409, a 5xx, a Redis error, a reply of the wrong type.
-    Error,
-}
+use crate::op::{Op, OpKind, Outcome};
 
 /// One parsed reply: its outcome, how many bytes of the buffer it took, and which request it
 /// answers.
@@ -96,9 +88,27 @@ impl fmt::Display for ParseError {
     }
 }
 
+/// A connection's opening exchange, before its first request: the bytes to send and a pure,
+/// incremental check of the answer. The runner does the I/O, once per connection before the
+/// run starts; a failed exchange stops the run before it begins.
+#[derive(Clone, Debug)]
+pub struct Handshake {
+    /// What errors call the exchange: `HELLO`, `SCRIPT LOAD`.
+    pub name: &'static str,
+    /// The bytes to send.
+    pub request: Vec<u8>,
+    /// Checks the bytes read so far: `Ok(Some(len))` once the expected answer is all there,
+    /// `Ok(None)` until then, and why not if they are anything else.
+    pub answered: fn(&[u8]) -> Result<Option<usize>, String>,
+}
+
 /// One connection's view of a target: it knows the connection's owner name and the lease to
-/// ask for, writes requests and reads replies.
+/// ask for, opens the connection, writes requests and reads replies.
 pub trait Protocol {
+    /// What this connection sends once, before any request, and waits for the answer to;
+    /// `None` if it starts with its first request.
+    fn handshake(&self) -> Option<Handshake>;
+
     /// Appends the bytes of `op` to `out`; returns the id its reply will carry ([`IN_ORDER`]
     /// for a protocol that answers in order).
     fn encode(&mut self, op: &Op, out: &mut Vec<u8>) -> u32;
@@ -123,19 +133,49 @@ pub fn in_order<T>(
 /// The prefix of every key and owner name the generator uses: `lt-<n>`.
 pub const NAME_PREFIX: &[u8] = b"lt-";
 
-/// Appends the decimal digits of `n`.
-pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// The longest name: the prefix and the 20 digits of `u64::MAX`.
+pub const MAX_NAME_BYTES: usize = NAME_PREFIX.len() + 20;
+
+/// The name `lt-<n>`, spelled on the stack (the digits by `itoa`): a protocol that writes a
+/// name's length before the name formats the number once, and allocates nothing.
+#[derive(Clone, Copy)]
+pub struct Name {
+    bytes: [u8; MAX_NAME_BYTES],
+    len: usize,
+}
+
+impl Name {
+    /// The name `lt-<n>`.
+    pub fn new(n: u64) -> Name {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n).as_bytes();
+        let len = NAME_PREFIX.len() + digits.len();
+        let mut bytes = [0; MAX_NAME_BYTES];
+        bytes[..NAME_PREFIX.len()].copy_from_slice(NAME_PREFIX);
+        bytes[NAME_PREFIX.len()..len].copy_from_slice(digits);
+        Name { bytes, len }
     }
-    out.extend_from_slice(&digits[i..]);
+
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("names are ASCII")
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Name").field(&self.as_str()).finish()
+    }
+}
+
+/// Appends the decimal digits of `n`.
+pub fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// How many decimal digits `n` has.
@@ -157,6 +197,26 @@ pub fn push_name(out: &mut Vec<u8>, n: u64) {
 /// The length of the name `lt-<n>`.
 pub fn name_len(n: u64) -> usize {
     NAME_PREFIX.len() + digits(n)
+}
+
+/// Most bytes of a reply [`describe_reply`] shows: as many as a report keeps of an error's
+/// text, and never a whole read buffer turned into text.
+pub const MAX_DESCRIBED_BYTES: usize = 160;
+
+/// Describes a reply from its raw bytes, for an error message: CR and LF and other control
+/// bytes (a binary frame's) made visible.
+pub fn describe_reply(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(MAX_DESCRIBED_BYTES)];
+    let mut out = String::with_capacity(shown.len());
+    for c in String::from_utf8_lossy(shown).chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -182,5 +242,28 @@ mod tests {
         assert_eq!(out, b"lt-42");
         assert_eq!(name_len(42), 5);
         assert_eq!(name_len(0), 4);
+    }
+
+    #[test]
+    fn names_spelled_on_the_stack_match_the_appended_ones() {
+        for n in [0, 9, 10, 42, 1234567, u64::MAX] {
+            let mut out = Vec::new();
+            push_name(&mut out, n);
+            let name = Name::new(n);
+            assert_eq!(name.as_bytes(), out, "{n}");
+            assert_eq!(name.as_str().len(), name_len(n));
+        }
+        assert_eq!(Name::new(u64::MAX).as_str(), "lt-18446744073709551615");
+        assert_eq!(Name::new(u64::MAX).as_bytes().len(), MAX_NAME_BYTES);
+        assert_eq!(format!("{:?}", Name::new(7)), "Name(\"lt-7\")");
+    }
+
+    #[test]
+    fn error_replies_are_described_with_visible_line_ends() {
+        assert_eq!(
+            describe_reply(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n"),
+            "HTTP/1.1 401 Unauthorized\\r\\ncontent-length: 0\\r\\n\\r\\n"
+        );
+        assert_eq!(describe_reply(b"\x0d\0\0\0\x83ok\xff"), "\\r\\x00\\x00\\x00\u{fffd}ok\u{fffd}");
     }
 }

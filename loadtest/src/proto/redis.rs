@@ -1,14 +1,13 @@
 //! The standard Redis lock over RESP2: acquire is `SET key owner NX PX ttl`, release is a
-//! compare-and-delete script run by `EVALSHA`. Encoding requests, and a pure incremental
+//! compare-and-delete script run by `EVALSHA`, which one connection loads (`SCRIPT LOAD`, its
+//! [`Handshake`]) before a run that releases. Encoding requests, and a pure incremental
 //! parser of RESP frames (replies for the generator, commands for the responder) that returns
 //! offsets into the buffer, never borrows.
 
 use memchr::memchr;
 
-use super::{
-    IN_ORDER, Outcome, ParseError, Parsed, Protocol, digits, in_order, name_len, push_name, push_u64,
-};
-use crate::workload::{Op, OpKind};
+use super::{Handshake, IN_ORDER, Name, ParseError, Parsed, Protocol, describe_reply, in_order, push_u64};
+use crate::op::{Op, OpKind, Outcome};
 
 /// Longest line (a simple string, an error, a length or an integer) accepted: Redis's own
 /// error messages are under 200 bytes.
@@ -178,11 +177,7 @@ fn push_bulk(out: &mut Vec<u8>, data: &[u8]) {
 
 /// Appends the bulk string `lt-<n>`.
 fn push_name_bulk(out: &mut Vec<u8>, n: u64) {
-    out.push(b'$');
-    push_u64(out, name_len(n) as u64);
-    out.extend_from_slice(b"\r\n");
-    push_name(out, n);
-    out.extend_from_slice(b"\r\n");
+    push_bulk(out, Name::new(n).as_bytes());
 }
 
 /// `SCRIPT LOAD` of [`RELEASE_SCRIPT`]: its reply is the bulk string [`RELEASE_SHA1`].
@@ -192,6 +187,18 @@ pub fn script_load_request() -> Vec<u8> {
     push_bulk(&mut out, b"LOAD");
     push_bulk(&mut out, RELEASE_SCRIPT.as_bytes());
     out
+}
+
+/// Whether `buf` starts with the answer to [`script_load_request`]: `Ok(Some(len))` for the
+/// bulk string [`RELEASE_SHA1`], the digest the `EVALSHA` requests name; `Ok(None)` until it
+/// is all there.
+pub fn script_loaded(buf: &[u8]) -> Result<Option<usize>, String> {
+    let sha = RELEASE_SHA1.as_bytes();
+    match parse(buf).map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some(Frame { value: Value::Bulk { start, end }, len }) if &buf[start..end] == sha => Ok(Some(len)),
+        Some(_) => Err(format!("unexpected reply {}", describe_reply(buf))),
+    }
 }
 
 /// `PING`, the health probe of a Redis target.
@@ -204,6 +211,8 @@ pub struct RedisClient {
     set_tail: Vec<u8>,
     /// `$len\r\nlt-<conn>\r\n`: EVALSHA after the key.
     owner: Vec<u8>,
+    /// Whether this connection loads the release script before the run.
+    loads_script: bool,
 }
 
 /// `SET` with four arguments, up to the key.
@@ -215,12 +224,16 @@ impl RedisClient {
         let mut owner = Vec::new();
         push_name_bulk(&mut owner, conn as u64);
         let mut set_tail = owner.clone();
-        set_tail.extend_from_slice(b"$2\r\nNX\r\n$2\r\nPX\r\n$");
-        push_u64(&mut set_tail, digits(ttl_ms) as u64);
-        set_tail.extend_from_slice(b"\r\n");
-        push_u64(&mut set_tail, ttl_ms);
-        set_tail.extend_from_slice(b"\r\n");
-        RedisClient { set_tail, owner }
+        set_tail.extend_from_slice(b"$2\r\nNX\r\n$2\r\nPX\r\n");
+        push_bulk(&mut set_tail, itoa::Buffer::new().format(ttl_ms).as_bytes());
+        RedisClient { set_tail, owner, loads_script: false }
+    }
+
+    /// This client, loading the release script before the run if `load`. One connection of a
+    /// run that releases needs to (Redis keeps a script for all its connections); a run that
+    /// never releases needs none, and may be against a server that has no scripts at all.
+    pub fn loading_release_script(self, load: bool) -> RedisClient {
+        RedisClient { loads_script: load, ..self }
     }
 }
 
@@ -229,6 +242,14 @@ const EVALSHA_HEAD: &[u8] =
     b"*5\r\n$7\r\nEVALSHA\r\n$40\r\nb998f9dfb154cdbea8cda65ad5177aadf0e945a2\r\n$1\r\n1\r\n";
 
 impl Protocol for RedisClient {
+    fn handshake(&self) -> Option<Handshake> {
+        self.loads_script.then(|| Handshake {
+            name: "SCRIPT LOAD",
+            request: script_load_request(),
+            answered: script_loaded,
+        })
+    }
+
     fn encode(&mut self, op: &Op, out: &mut Vec<u8>) -> u32 {
         match *op {
             Op::Acquire { key } => {
@@ -393,5 +414,39 @@ mod tests {
         let load = script_load_request();
         assert_eq!(parse(&load), frame(Value::Array(3), load.len()));
         assert!(load.starts_with(b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n$93\r\nif redis.call"));
+    }
+
+    #[test]
+    fn the_script_load_is_the_handshake_of_the_one_client_asked_to_load_it() {
+        assert!(RedisClient::new(1000, 0).handshake().is_none());
+        assert!(RedisClient::new(1000, 0).loading_release_script(false).handshake().is_none());
+        let h = RedisClient::new(1000, 0).loading_release_script(true).handshake().unwrap();
+        assert_eq!(h.name, "SCRIPT LOAD");
+        assert_eq!(h.request, script_load_request());
+        // The request bytes are unchanged by loading: the handshake is all that differs.
+        let (mut plain, mut loading) =
+            (RedisClient::new(5, 3), RedisClient::new(5, 3).loading_release_script(true));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for op in [Op::Acquire { key: 1 }, Op::Release { key: 1 }, Op::Health] {
+            plain.encode(&op, &mut a);
+            loading.encode(&op, &mut b);
+        }
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn the_script_load_is_answered_by_the_release_scripts_digest() {
+        let sha = format!("$40\r\n{RELEASE_SHA1}\r\n");
+        for cut in 0..sha.len() {
+            assert_eq!(script_loaded(&sha.as_bytes()[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(script_loaded(sha.as_bytes()), Ok(Some(47)));
+        let other = b"$40\r\n0000000000000000000000000000000000000000\r\n";
+        assert_eq!(
+            script_loaded(other),
+            Err("unexpected reply $40\\r\\n0000000000000000000000000000000000000000\\r\\n".to_string())
+        );
+        assert_eq!(script_loaded(b"+OK\r\n"), Err("unexpected reply +OK\\r\\n".to_string()));
+        assert_eq!(script_loaded(b"HTTP/1.1"), Err("bad RESP type byte 0x48".to_string()));
     }
 }

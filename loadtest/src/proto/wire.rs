@@ -1,7 +1,7 @@
 //! ringlock's binary wire protocol (`docs/PROTOCOL.md`), spoken with ringlock's own codec
 //! (`ringlock_client::frame`), so the generator encodes exactly what the Rust client
-//! does. The connection opens with the preface and `HELLO` ([`handshake`]); acquire and release
-//! are frames, the health probe is `PING`.
+//! does. The connection opens with the preface and `HELLO` ([`handshake`], the client's
+//! [`Handshake`]); acquire and release are frames, the health probe is `PING`.
 //!
 //! The wire protocol may answer out of order (a request for a resource of another core, or a
 //! waiting acquire, answers when it is done): each request carries the connection's next
@@ -9,12 +9,14 @@
 
 use ringlock_client::frame::{self, FrameError, WireReply, WireRequest};
 
-use super::{Outcome, ParseError, Parsed, Protocol, Reply, push_name};
-use crate::workload::{Op, OpKind};
+use super::{Handshake, Name, ParseError, Parsed, Protocol, Reply};
+use crate::op::{Op, OpKind, Outcome};
 
 /// One connection's wire client.
 #[derive(Clone, Debug)]
 pub struct WireClient {
+    /// The shared secret `HELLO` presents.
+    secret: String,
     owner: String,
     ttl_ms: Option<u64>,
     wait_ms: u64,
@@ -41,6 +43,14 @@ pub fn hello_answered(buf: &[u8]) -> Result<Option<usize>, String> {
     }
 }
 
+/// [`hello_answered`], with nothing after the answer: the server says no more until asked.
+fn hello_answered_alone(buf: &[u8]) -> Result<Option<usize>, String> {
+    match hello_answered(buf)? {
+        Some(n) if buf.len() > n => Err("bytes after HELLO_OK".to_owned()),
+        answered => Ok(answered),
+    }
+}
+
 fn describe(e: FrameError) -> String {
     match e {
         FrameError::Fatal(why) | FrameError::Invalid { reason: why, .. } => why.to_owned(),
@@ -48,13 +58,13 @@ fn describe(e: FrameError) -> String {
 }
 
 impl WireClient {
-    /// The client of connection `conn`: owner `lt-<conn>`, a lease of `ttl_ms` on every
-    /// acquire if given, and a server-side wait of `wait_ms` (0: none).
-    pub fn new(ttl_ms: Option<u64>, wait_ms: u64, conn: usize) -> WireClient {
-        let mut owner = Vec::new();
-        push_name(&mut owner, conn as u64);
+    /// The client of connection `conn`: `HELLO` with the shared `secret`, owner `lt-<conn>`, a
+    /// lease of `ttl_ms` on every acquire if given, and a server-side wait of `wait_ms` (0:
+    /// none).
+    pub fn new(secret: &str, ttl_ms: Option<u64>, wait_ms: u64, conn: usize) -> WireClient {
         WireClient {
-            owner: String::from_utf8(owner).expect("names are ASCII"),
+            secret: secret.to_owned(),
+            owner: Name::new(conn as u64).as_str().to_owned(),
             ttl_ms,
             wait_ms,
             // Id 0 is the server's, for pushes; the handshake used it too.
@@ -64,14 +74,18 @@ impl WireClient {
 }
 
 impl Protocol for WireClient {
+    fn handshake(&self) -> Option<Handshake> {
+        Some(Handshake { name: "HELLO", request: handshake(&self.secret), answered: hello_answered_alone })
+    }
+
     fn encode(&mut self, op: &Op, out: &mut Vec<u8>) -> u32 {
         let id = self.next_sent;
         self.next_sent = self.next_sent.checked_add(1).unwrap_or(1);
-        let mut name = Vec::new();
+        let name;
         let req = match *op {
             Op::Acquire { key } | Op::Release { key } => {
-                push_name(&mut name, key);
-                let resource = std::str::from_utf8(&name).expect("names are ASCII");
+                name = Name::new(key);
+                let resource = name.as_str();
                 let owner = self.owner.as_str();
                 match op {
                     Op::Acquire { .. } => {
@@ -123,7 +137,7 @@ mod tests {
 
     #[test]
     fn requests_are_the_clients_frames_numbered_from_one() {
-        let mut c = WireClient::new(Some(30_000), 0, 7);
+        let mut c = WireClient::new("s", Some(30_000), 0, 7);
         let mut out = Vec::new();
         assert_eq!(c.encode(&Op::Acquire { key: 42 }, &mut out), 1);
         assert_eq!(c.encode(&Op::Release { key: 42 }, &mut out), 2);
@@ -152,7 +166,7 @@ mod tests {
 
     #[test]
     fn replies_classify_by_the_request_their_id_names_and_partial_frames_wait() {
-        let c = WireClient::new(None, 0, 0);
+        let c = WireClient::new("s", None, 0, 0);
         // In flight: 1 an acquire, 2 a release, 3 a ping; 7 was never sent.
         let kind_of = |id| match id {
             1 => Some(OpKind::Acquire),
@@ -194,5 +208,19 @@ mod tests {
         assert_eq!(hello_answered(&reply(0, &WireReply::HelloOk { version: 1 })[..3]), Ok(None));
         assert_eq!(hello_answered(&reply(0, &WireReply::HelloOk { version: 1 })), Ok(Some(10)));
         assert!(hello_answered(&reply(0, &WireReply::Unauthorized)).unwrap_err().contains("Unauthorized"));
+    }
+
+    #[test]
+    fn every_client_opens_with_hello_answered_by_hello_ok_alone() {
+        let h = WireClient::new("s3cret", None, 0, 4).handshake().unwrap();
+        assert_eq!(h.name, "HELLO");
+        assert_eq!(h.request, handshake("s3cret"));
+        let ok = reply(0, &WireReply::HelloOk { version: 1 });
+        assert_eq!((h.answered)(&ok[..3]), Ok(None));
+        assert_eq!((h.answered)(&ok), Ok(Some(10)));
+        let mut more = ok.clone();
+        more.push(0);
+        assert_eq!((h.answered)(&more), Err("bytes after HELLO_OK".to_owned()));
+        assert!((h.answered)(&reply(0, &WireReply::Unauthorized)).unwrap_err().contains("Unauthorized"));
     }
 }

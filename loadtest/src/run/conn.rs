@@ -1,0 +1,130 @@
+//! One connection's plumbing, the same in both loops: connecting, the protocol's opening
+//! [`Handshake`], the read buffer and reading into it, and finding the request in flight that
+//! a reply answers ([`Pending`], by order or by id).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::RunError;
+use crate::op::OpKind;
+use crate::proto::{Handshake, IN_ORDER};
+
+/// Bytes each connection reads into; at least one whole reply of the largest kind accepted
+/// (an HTTP head of 8 KiB plus a body of 64 KiB).
+pub const READ_BUF_BYTES: usize = 128 * 1024;
+
+/// Below this much free space at the end of the read buffer, unparsed bytes move to its front
+/// before the next read, so reads stay large.
+pub const MIN_READ_BYTES: usize = 16 * 1024;
+
+/// Longest wait for one connection to be accepted.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request in flight: what it was, when it was sent (closed loop) or due (open loop), and
+/// the id its reply will carry.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Pending {
+    pub(super) kind: OpKind,
+    pub(super) at: Instant,
+    pub(super) id: u32,
+}
+
+/// Where in `pending` (oldest first) the request a reply with `id` answers is.
+pub(super) fn answered(pending: &VecDeque<Pending>, id: u32) -> Option<usize> {
+    if id == IN_ORDER {
+        (!pending.is_empty()).then_some(0)
+    } else {
+        // Out-of-order answers are few: the one sought is nearly always at the front.
+        pending.iter().position(|p| p.id == id)
+    }
+}
+
+/// A connection's read buffer: bytes `start..end` are read and not yet parsed.
+pub(super) struct InBuf {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl InBuf {
+    pub(super) fn new() -> InBuf {
+        InBuf { buf: vec![0; READ_BUF_BYTES].into_boxed_slice(), start: 0, end: 0 }
+    }
+
+    pub(super) fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub(super) fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Room to read into, or `None` if one unparsed reply fills the whole buffer.
+    fn spare(&mut self) -> Option<&mut [u8]> {
+        if self.buf.len() - self.end < MIN_READ_BYTES && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            return None;
+        }
+        Some(&mut self.buf[self.end..])
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+}
+
+/// Reads once into `input`; `Err` describes why the connection is over.
+pub(super) async fn read_some<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+    input: &mut InBuf,
+    in_flight: usize,
+) -> Result<(), String> {
+    let Some(spare) = input.spare() else {
+        return Err(format!("a reply larger than {READ_BUF_BYTES} bytes"));
+    };
+    match reader.read(spare).await {
+        Ok(0) => Err(format!("server closed the connection with {in_flight} requests in flight")),
+        Ok(n) => {
+            input.filled(n);
+            Ok(())
+        }
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+/// Opens a connection to `addr`.
+pub(super) async fn connect(addr: SocketAddr) -> Result<TcpStream, RunError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| RunError::Connect(addr, io::ErrorKind::TimedOut.into()))?
+        .map_err(|e| RunError::Connect(addr, e))?;
+    // Requests must leave when written, not when Nagle's algorithm decides.
+    stream.set_nodelay(true).map_err(|e| RunError::Connect(addr, e))?;
+    Ok(stream)
+}
+
+/// Sends `handshake` on a new connection and reads until its answer is all there.
+pub(super) async fn handshake(stream: &mut TcpStream, handshake: &Handshake) -> Result<(), RunError> {
+    let setup = |e: String| RunError::Setup(format!("{}: {e}", handshake.name));
+    stream.write_all(&handshake.request).await.map_err(|e| setup(e.to_string()))?;
+    let mut input = InBuf::new();
+    loop {
+        read_some(stream, &mut input, 1).await.map_err(setup)?;
+        if (handshake.answered)(input.data()).map_err(setup)?.is_some() {
+            return Ok(());
+        }
+    }
+}

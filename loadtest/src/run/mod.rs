@@ -1,0 +1,175 @@
+//! A run: connects, opens every connection with its protocol's handshake, drives them all
+//! from one thread (a current-thread tokio runtime, so the generator is exactly one core
+//! however many connections it has), prints a progress line each second, stops by itself at
+//! the deadline or the request bound, and gathers the [`Report`].
+//!
+//! This module is the run from start to end, and the one place that picks a protocol by the
+//! plan's target; past that, connections see their target only through [`Protocol`]. The
+//! rest, in the order a run uses it:
+//! - `conn`: connecting, the handshake, the read buffer, and matching each reply to its
+//!   request in flight, by order (as HTTP/1.1 and RESP answer) or by id (as the wire protocol
+//!   may answer out of order);
+//! - `shared`: what all connections share (budget, requests in flight, hand-offs, statistics)
+//!   and taking replies into it;
+//! - `closed`: the closed loop, one task per connection keeping `depth` requests in flight;
+//! - `open`: the open loop, a writer sending on schedule and a reader per connection;
+//! - `report`: the progress line, the CPU samples and the final report.
+
+mod closed;
+mod conn;
+mod open;
+mod report;
+mod shared;
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::task::LocalSet;
+
+pub use self::conn::{CONNECT_TIMEOUT, MIN_READ_BYTES, READ_BUF_BYTES};
+use self::open::Schedule;
+pub use self::open::{FULL_BACKOFF, MAX_OPEN_IN_FLIGHT};
+use self::report::CpuSample;
+use self::shared::Shared;
+use crate::cli::{Load, Plan, Target};
+use crate::proto::Protocol;
+use crate::proto::http::HttpClient;
+use crate::proto::redis::{self, RedisClient};
+use crate::proto::wire::WireClient;
+use crate::stats::Report;
+use crate::workload::Script;
+
+/// How long a run waits, after it stops sending, for the replies still in flight; those that
+/// do not come count as errors (a server that stopped answering).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a run could not be made at all (as opposed to errors counted during it).
+#[derive(Debug)]
+pub enum RunError {
+    /// The runtime could not be built.
+    Runtime(io::Error),
+    /// A connection could not be opened.
+    Connect(SocketAddr, io::Error),
+    /// A connection's handshake failed (the wire protocol's `HELLO`, or loading the Redis
+    /// release script).
+    Setup(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+            RunError::Connect(addr, e) => write!(f, "cannot connect to {addr}: {e}"),
+            RunError::Setup(why) => write!(f, "cannot prepare the server: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Runs `plan` to the end on the calling thread and reports.
+pub fn run(plan: &Plan) -> Result<Report, RunError> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(RunError::Runtime)?;
+    LocalSet::new().block_on(&runtime, drive(plan))
+}
+
+/// Runs `plan` with each connection's protocol client, and the lease its requests ask for.
+async fn drive(plan: &Plan) -> Result<Report, RunError> {
+    match plan.target {
+        Target::Http | Target::Health => {
+            let (host, secret, ttl, wait) =
+                (plan.host.clone(), plan.secret.clone(), plan.ttl_ms, plan.wait_ms);
+            drive_with(plan, ttl, move |conn| HttpClient::new(&host, &secret, ttl, wait, conn)).await
+        }
+        Target::Redis => {
+            let ttl = plan.ttl_ms.unwrap_or(redis::DEFAULT_TTL_MS);
+            // Redis keeps a loaded script for every connection: the first one loads it.
+            let load = plan.workload.releases();
+            let make = move |conn| RedisClient::new(ttl, conn).loading_release_script(load && conn == 0);
+            drive_with(plan, Some(ttl), make).await
+        }
+        Target::Wire => {
+            let (secret, ttl, wait) = (plan.secret.clone(), plan.ttl_ms, plan.wait_ms);
+            drive_with(plan, ttl, move |conn| WireClient::new(&secret, ttl, wait, conn)).await
+        }
+    }
+}
+
+/// Connects, opens and drives the connections with the clients `make` gives, until the run
+/// stops and its replies are in (or [`DRAIN_TIMEOUT`] has passed).
+async fn drive_with<P, F>(plan: &Plan, lease_ms: Option<u64>, make: F) -> Result<Report, RunError>
+where
+    P: Protocol + Clone + 'static,
+    F: FnMut(usize) -> P,
+{
+    let conns = plan.load.connections();
+    let mut streams = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        streams.push(conn::connect(plan.addr).await?);
+    }
+    let protos: Vec<P> = (0..conns).map(make).collect();
+    for (stream, proto) in streams.iter_mut().zip(&protos) {
+        if let Some(handshake) = proto.handshake() {
+            conn::handshake(stream, &handshake).await?;
+        }
+    }
+
+    let shared = Rc::new(Shared::new(plan, Instant::now()));
+    let first_sample = Rc::new(Cell::new(None));
+    let sampler = {
+        let (first_sample, pid, warmup_end) = (first_sample.clone(), plan.server_pid, shared.warmup_end);
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep_until(warmup_end.into()).await;
+            first_sample.set(Some(CpuSample::take(pid)));
+        })
+    };
+    let progress = plan.progress.then(|| tokio::task::spawn_local(report::report_progress(shared.clone())));
+
+    let mut tasks = Vec::with_capacity(conns);
+    let mut readers = Vec::new();
+    for (conn, (stream, proto)) in streams.into_iter().zip(protos).enumerate() {
+        let script = Script::new(plan.workload, plan.seed, conn);
+        match plan.load {
+            Load::Closed { depth, .. } => tasks.push(tokio::task::spawn_local(closed::closed_loop(
+                proto,
+                stream,
+                script,
+                depth,
+                shared.clone(),
+            ))),
+            Load::Open { rate, batch, .. } => {
+                let schedule = Schedule { conn, conns, rate, batch };
+                let (writer, reader) = open::open_loop(proto, stream, script, schedule, shared.clone());
+                tasks.push(writer);
+                readers.push(reader);
+            }
+        }
+    }
+
+    // Senders stop by themselves at the deadline; give replies DRAIN_TIMEOUT more.
+    let hard_stop = tokio::time::Instant::from_std(shared.deadline + DRAIN_TIMEOUT);
+    for task in &mut tasks {
+        if tokio::time::timeout_at(hard_stop, &mut *task).await.is_err() {
+            task.abort();
+        }
+    }
+    while shared.in_flight.get() > 0 && tokio::time::Instant::now() < hard_stop {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for task in readers.iter().chain(progress.iter()).chain([&sampler]) {
+        task.abort();
+    }
+    let lost = shared.in_flight.get();
+    if lost > 0 {
+        shared.in_flight.set(0);
+        shared.stats.borrow_mut().record_lost(lost, lost, || {
+            format!("{lost} requests unanswered {} s after the run stopped", DRAIN_TIMEOUT.as_secs())
+        });
+    }
+    let end = CpuSample::take(plan.server_pid);
+    Ok(report::report(plan, lease_ms, &shared, first_sample.get(), end))
+}
