@@ -6,6 +6,7 @@
 use crate::config::Limits;
 use crate::metrics::CoreStats;
 use crate::shard::{AcquireOpts, Acquired, Changed, EventKind, Listed, Shard, Ticket};
+use crate::store::record::CONNECTION_SESSION;
 
 /// Longest lease, in ms: one year. Longer asks are refused rather than clamped.
 pub const MAX_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
@@ -81,6 +82,9 @@ pub enum Reply {
     Lost { token: u64 },
     /// One core's share of a stats answer.
     Stats(Box<CoreStats>),
+    /// The server cannot keep the change (its log cannot be written): nothing was done, try
+    /// again later.
+    Unavailable,
 }
 
 /// What a connection's protocol session may ask of the lock service, during one turn of its
@@ -187,6 +191,11 @@ impl<S: AsRef<str>> Request<S> {
         }
     }
 
+    /// Whether serving it may change a lock (and so must be logged before it is answered).
+    pub fn changes_state(&self) -> bool {
+        matches!(self, Request::Acquire { .. } | Request::Release { .. } | Request::Extend { .. })
+    }
+
     /// An owned copy, to send to another core.
     pub fn to_owned(&self) -> Request {
         let own = |s: &S| Box::<str>::from(s.as_ref());
@@ -225,7 +234,13 @@ pub fn apply<S: AsRef<str>>(
 ) -> Option<Reply> {
     Some(match req {
         Request::Acquire { resource, owner, ttl, wait, session } => {
-            let opts = AcquireOpts { ttl: *ttl, wait: *wait, ticket, watch: session.then_some(watcher) };
+            let opts = AcquireOpts {
+                ttl: *ttl,
+                wait: *wait,
+                ticket,
+                watch: session.then_some(watcher),
+                session: if *session { CONNECTION_SESSION } else { 0 },
+            };
             match shard.acquire(resource.as_ref(), owner.as_ref(), opts, now) {
                 Acquired::Granted { token } => Reply::Granted { token },
                 Acquired::Busy { .. } => Reply::Busy,

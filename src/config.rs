@@ -7,12 +7,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 
 use crate::auth::{DEFAULT_SECRET, Secret};
 use crate::log::Level;
+pub use crate::store::wal::Fsync;
 
 /// The environment variables that may come from a `<VAR>_FILE` instead.
 pub const FILE_VARS: [&str; 4] =
@@ -37,6 +39,22 @@ pub struct ServerArgs {
     /// Log level: error, warn, info or debug.
     #[arg(long, env = "RINGLOCK_LOG", default_value = "info")]
     pub log: Level,
+
+    /// Where the locks are kept, so that they survive a restart or a crash (created if
+    /// missing; one server per directory).
+    #[arg(long, env = "RINGLOCK_DATA_DIR", default_value = "ringlock-data")]
+    pub data_dir: PathBuf,
+
+    /// Keep the locks in memory only, as the reference server does: nothing is written, and
+    /// a restart frees every lock (and fencing tokens start again from 1).
+    #[arg(long, env = "RINGLOCK_IN_MEMORY")]
+    pub in_memory: bool,
+
+    /// When the log reaches the disk: `always` (each batch is synced before its answers go
+    /// out; survives a power loss) or `never` (the kernel writes it back when it likes;
+    /// survives the process being killed, not a power loss).
+    #[arg(long, env = "RINGLOCK_FSYNC", default_value = "always")]
+    pub fsync: Fsync,
 
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -162,6 +180,15 @@ impl From<&LimitArgs> for Limits {
     }
 }
 
+/// Where a server keeps its locks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory only: a restart frees every lock.
+    InMemory,
+    /// In a log and snapshots in `dir`, synced as `fsync` says.
+    Durable { dir: PathBuf, fsync: Fsync },
+}
+
 /// Everything a server needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -169,8 +196,10 @@ pub struct Config {
     pub threads: usize,
     pub secret: Secret,
     pub limits: Limits,
-    /// The value fencing tokens count up from. `None` (always, outside tests): the wall clock
-    /// in nanoseconds, so that tokens keep rising across restarts.
+    pub storage: Storage,
+    /// Tokens of a new data directory (or of a server in memory) start after this value; 0
+    /// outside tests, so that the first token is 1. Never the wall clock: a token must not
+    /// depend on what a clock says.
     pub token_seed: Option<u64>,
 }
 
@@ -183,17 +212,24 @@ impl Config {
             threads: args.threads.map_or_else(available_cores, NonZeroUsize::get),
             secret: Secret::new(secret),
             limits: Limits::from(&args.limits),
+            storage: if args.in_memory {
+                Storage::InMemory
+            } else {
+                Storage::Durable { dir: args.data_dir.clone(), fsync: args.fsync }
+            },
             token_seed: None,
         }
     }
 
-    /// A configuration for tests and embedding: loopback, any free port, the given secret.
+    /// A configuration for tests and embedding: loopback, any free port, the given secret,
+    /// locks in memory.
     pub fn local(threads: usize, secret: &str) -> Config {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             threads,
             secret: Secret::new(secret),
             limits: Limits::default(),
+            storage: Storage::InMemory,
             token_seed: None,
         }
     }

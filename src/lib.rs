@@ -36,4 +36,5 @@ pub mod route;
 mod runtime;
 pub mod server;
 pub mod shard;
+mod store;
 pub mod timer;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ringlock::cli::{self, LockArgs, StatusArgs};
-use ringlock::config::{self, Config, ServerArgs};
+use ringlock::config::{self, Config, Fsync, ServerArgs, Storage};
 use ringlock::log::{self, Level};
 use ringlock::server::Server;
 
@@ -51,6 +51,10 @@ fn main() -> ExitCode {
 
 fn serve(args: &ServerArgs) -> ExitCode {
     log::set_level(args.log);
+    // A file-size limit (RLIMIT_FSIZE) would kill the process at the log's next write; as an
+    // error instead, it is a full disk: changes are refused until writes succeed again.
+    // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let config = Config::from_args(args);
     let server = match Server::start(config.clone()) {
         Ok(server) => server,
@@ -64,8 +68,18 @@ fn serve(args: &ServerArgs) -> ExitCode {
     } else {
         "secret set"
     };
+    let storage = match &config.storage {
+        Storage::InMemory => "in memory only".to_owned(),
+        Storage::Durable { dir, fsync } => {
+            format!(
+                "durable in {}, fsync {}",
+                dir.display(),
+                if *fsync == Fsync::Always { "always" } else { "never" }
+            )
+        }
+    };
     println!(
-        "ringlock {} listening on {} ({} threads, {mode})",
+        "ringlock {} listening on {} with locks {storage} ({} threads, {mode})",
         env!("CARGO_PKG_VERSION"),
         server.local_addr(),
         config.threads

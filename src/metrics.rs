@@ -49,6 +49,25 @@ pub struct CoreStats {
     pub shard: Stats,
     pub connections: usize,
     pub latency: HistogramSnapshot,
+    /// Its log, if the server keeps one.
+    pub log: Option<LogStats>,
+}
+
+/// A core's log at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Batches written and synced.
+    pub batches: u64,
+    /// Bytes of records in them.
+    pub bytes: u64,
+    /// Writes or syncs that failed (each retried).
+    pub write_errors: u64,
+    /// Snapshots written.
+    pub snapshots: u64,
+    /// Writes fail now: changes are refused.
+    pub failing: bool,
+    /// Time to write and sync each batch.
+    pub sync: HistogramSnapshot,
 }
 
 /// A metric's name, help text, and how to read it from a snapshot.
@@ -84,22 +103,63 @@ pub fn render(cores: &[CoreStats]) -> String {
             let _ = writeln!(out, "ringlock_{name}{{core=\"{}\"}} {}", c.core, get(c));
         }
     }
-    let name = "ringlock_request_duration_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time from a request's arrival to its answer being ready.\n# TYPE {name} histogram"
+    histogram(
+        &mut out,
+        "ringlock_request_duration_seconds",
+        "Time from a request's arrival to its answer being ready.",
+        cores.iter().map(|c| &c.latency),
     );
+    let logs: Vec<&LogStats> = cores.iter().filter_map(|c| c.log.as_ref()).collect();
+    if !logs.is_empty() {
+        let log_counters: [Metric<LogStats>; 4] = [
+            ("log_batches", "Log batches written and synced.", |l| l.batches),
+            ("log_bytes", "Bytes of log records written.", |l| l.bytes),
+            ("log_write_errors", "Log writes or syncs that failed (each is retried).", |l| l.write_errors),
+            ("log_snapshots", "Snapshots written.", |l| l.snapshots),
+        ];
+        for (name, help, get) in log_counters {
+            let _ =
+                writeln!(out, "# HELP ringlock_{name}_total {help}\n# TYPE ringlock_{name}_total counter");
+            let _ = writeln!(out, "ringlock_{name}_total {}", logs.iter().map(|l| get(l)).sum::<u64>());
+        }
+        let name = "ringlock_log_failing";
+        let _ = writeln!(
+            out,
+            "# HELP {name} 1 while a core cannot write its log (and refuses changes).\n# TYPE {name} gauge"
+        );
+        for c in cores {
+            if let Some(l) = &c.log {
+                let _ = writeln!(out, "{name}{{core=\"{}\"}} {}", c.core, u8::from(l.failing));
+            }
+        }
+        histogram(
+            &mut out,
+            "ringlock_log_sync_duration_seconds",
+            "Time to write and sync one log batch.",
+            logs.iter().map(|l| &l.sync),
+        );
+    }
+    out
+}
+
+/// Writes a histogram summed over `parts`.
+fn histogram<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    parts: impl Iterator<Item = &'a HistogramSnapshot> + Clone,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut cumulative = 0;
     for (i, bound) in
         BUCKETS_US.iter().map(|&b| format!("{}", b as f64 / 1e6)).chain(["+Inf".to_owned()]).enumerate()
     {
-        cumulative += cores.iter().map(|c| c.latency.counts[i]).sum::<u64>();
+        cumulative += parts.clone().map(|h| h.counts[i]).sum::<u64>();
         let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
     }
-    let sum_us: u64 = cores.iter().map(|c| c.latency.sum_us).sum();
+    let sum_us: u64 = parts.map(|h| h.sum_us).sum();
     let _ = writeln!(out, "{name}_sum {}", sum_us as f64 / 1e6);
     let _ = writeln!(out, "{name}_count {cumulative}");
-    out
 }
 
 #[cfg(test)]
@@ -128,6 +188,7 @@ mod tests {
             shard: Stats { grants: 5, conflicts: 1, held: 2, ..Stats::default() },
             connections: 3,
             latency: h.snapshot(),
+            log: None,
         };
         let b = CoreStats {
             core: 1,

@@ -10,12 +10,21 @@ use std::hash::BuildHasher;
 
 /// The seeded hash of resource names, shared (by value) by the router and every shard.
 #[derive(Clone, Debug, Default)]
-pub struct ResourceHasher(foldhash::fast::RandomState);
+pub struct ResourceHasher(foldhash::fast::SeedableRandomState);
 
 impl ResourceHasher {
     /// A hasher with a fresh random seed.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The hasher of the seed `(a, b)`: the same on every run, so that a data directory's
+    /// names belong to the same core after a restart.
+    pub fn with_seed(a: u64, b: u64) -> Self {
+        // foldhash wants its shared seed for the life of the process; one per distinct seed
+        // (a process makes one or two).
+        let shared: &'static foldhash::SharedSeed = Box::leak(Box::new(foldhash::SharedSeed::from_u64(b)));
+        ResourceHasher(foldhash::fast::SeedableRandomState::with_seed(a, shared))
     }
 
     /// The 64-bit hash of a resource name.

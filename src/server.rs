@@ -6,18 +6,21 @@
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::SystemTime;
+use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, Storage};
 use crate::log::Level;
 use crate::net::{self, Settings, listener};
 use crate::route::{ResourceHasher, Router};
-use crate::runtime::{self, Cores, MAX_THREADS};
+use crate::runtime::{self, CoreLog, Cores, MAX_THREADS};
+use crate::store::dir::DataDir;
 
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
     cores: Cores,
+    /// The data directory, locked for as long as the server runs.
+    _data: Option<DataDir>,
 }
 
 impl Server {
@@ -26,20 +29,49 @@ impl Server {
         let n = config.threads.clamp(1, MAX_THREADS);
         let listeners = listener::bind(config.addr, n)?;
         let addr = listeners[0].local_addr()?;
-        // Tokens start at the wall clock in nanoseconds, and shard i of n hands out every n-th
-        // number after it. A restarted server's tokens are above the last run's as long as
-        // none of that run's shards granted more than 1e9 / n locks a second on average (one
-        // core grants a few tens of millions at most) and the clock did not step back by more
-        // than the downtime.
-        let token_seed = config.token_seed.unwrap_or_else(|| {
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-        });
-        let setup = runtime::Setup { router: Router::new(ResourceHasher::new(), n), token_seed };
+        let first = config.token_seed.unwrap_or(0);
+        // Shard i of n hands out every n-th token after the seed: a durable server's seed is
+        // above every token its log has seen, so tokens keep rising across restarts.
+        let (setup, data) = match &config.storage {
+            Storage::InMemory => {
+                let setup = runtime::Setup {
+                    router: Router::new(ResourceHasher::new(), n),
+                    token_seed: first,
+                    logs: None,
+                };
+                (setup, None)
+            }
+            Storage::Durable { dir, fsync } => {
+                let started = Instant::now();
+                let data = DataDir::open(dir).map_err(io::Error::other)?;
+                let recovery = data.recover(n, first).map_err(io::Error::other)?;
+                let held: usize = recovery.cores.iter().map(|c| c.recovered.locks.len()).sum();
+                crate::log!(
+                    Level::Info,
+                    "recovered {held} locks from {} in {} ms",
+                    dir.display(),
+                    started.elapsed().as_millis()
+                );
+                let logs = recovery
+                    .cores
+                    .into_iter()
+                    .map(|c| CoreLog {
+                        dir: c.dir,
+                        segment: c.next_seq,
+                        fsync: *fsync,
+                        locks: c.recovered.locks,
+                        snapshot_bytes: c.snapshot_bytes,
+                    })
+                    .collect();
+                let router = Router::new(recovery.hasher, n);
+                (runtime::Setup { router, token_seed: recovery.next_token - 1, logs: Some(logs) }, Some(data))
+            }
+        };
         let settings = Settings { secret: config.secret.clone(), limits: config.limits.clone() };
         let cores = Cores::start(setup, listeners, move |core, listener| {
             serve_core(core, Rc::new(settings.clone()), listener)
         })?;
-        Ok(Server { addr, cores })
+        Ok(Server { addr, cores, _data: data })
     }
 
     /// The address the server listens on (with the port chosen, if 0 was asked).

@@ -22,6 +22,10 @@ mod hostile;
 /// Running the server: metrics, graceful shutdown, secret files, protected mode, logs.
 mod ops;
 
+/// Crashes and restarts: nothing acknowledged lost, leases and tokens across the downtime,
+/// torn and damaged logs, a second server, a full disk, memory-only mode.
+mod durability;
+
 /// The binary protocol: golden vectors, the Rust client, sessions, the `lock` command.
 mod wire;
 

@@ -337,6 +337,7 @@ fn answer(reply: WireReply<'_>) -> Result<Answer, Error> {
         WireReply::Busy => Err(Error::Busy),
         WireReply::TimedOut => Err(Error::TimedOut),
         WireReply::QueueFull => Err(Error::QueueFull),
+        WireReply::Unavailable => Err(Error::Unavailable),
         WireReply::NotHolder => Err(Error::NotHolder),
         WireReply::TokenMismatch => Err(Error::TokenMismatch),
         WireReply::Invalid { reason } => Err(Error::Invalid(reason.to_owned())),

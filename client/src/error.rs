@@ -26,6 +26,8 @@ pub enum Error {
     NotHolder,
     /// We hold the lock under another token (a newer grant).
     TokenMismatch,
+    /// The server cannot keep changes now (its log cannot be written); nothing was done.
+    Unavailable,
     /// The server refused the request's fields (the reason says which).
     Invalid(String),
 }
@@ -43,6 +45,7 @@ impl fmt::Display for Error {
             Error::NotFound => f.write_str("nobody holds the lock"),
             Error::NotHolder => f.write_str("another owner holds the lock"),
             Error::TokenMismatch => f.write_str("the lock is held under another token"),
+            Error::Unavailable => f.write_str("the server cannot keep changes now; try again later"),
             Error::Invalid(why) => write!(f, "invalid request: {why}"),
         }
     }

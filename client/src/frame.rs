@@ -43,6 +43,7 @@ pub mod kind {
     pub const NOT_HOLDER: u8 = 0xA5;
     pub const TOKEN_MISMATCH: u8 = 0xA6;
     pub const INVALID: u8 = 0xA7;
+    pub const UNAVAILABLE: u8 = 0xA8;
     pub const PROTOCOL_ERROR: u8 = 0xE0;
     pub const UNAUTHORIZED: u8 = 0xE1;
 }
@@ -127,6 +128,9 @@ pub enum WireReply<'a> {
     NotFound,
     NotHolder,
     TokenMismatch,
+    /// The server cannot keep a change now (it cannot write its log): nothing was done; try
+    /// again later.
+    Unavailable,
     /// The request was well framed but asked for something not allowed (the reason says what).
     Invalid {
         reason: &'a str,
@@ -361,6 +365,7 @@ pub fn encode_reply(out: &mut Vec<u8>, id: u32, reply: &WireReply<'_>) {
         WireReply::NotFound => frame(out, kind::NOT_FOUND, id, |_| {}),
         WireReply::NotHolder => frame(out, kind::NOT_HOLDER, id, |_| {}),
         WireReply::TokenMismatch => frame(out, kind::TOKEN_MISMATCH, id, |_| {}),
+        WireReply::Unavailable => frame(out, kind::UNAVAILABLE, id, |_| {}),
         WireReply::Invalid { reason } => frame(out, kind::INVALID, id, text(reason)),
         WireReply::ProtocolError { reason } => frame(out, kind::PROTOCOL_ERROR, id, text(reason)),
         WireReply::Unauthorized => frame(out, kind::UNAUTHORIZED, id, |_| {}),
@@ -394,6 +399,7 @@ pub fn parse_reply(frame: &[u8]) -> Result<(u32, WireReply<'_>), FrameError> {
         kind::NOT_FOUND => WireReply::NotFound,
         kind::NOT_HOLDER => WireReply::NotHolder,
         kind::TOKEN_MISMATCH => WireReply::TokenMismatch,
+        kind::UNAVAILABLE => WireReply::Unavailable,
         kind::INVALID => WireReply::Invalid { reason: r.text()? },
         kind::PROTOCOL_ERROR => WireReply::ProtocolError { reason: r.text()? },
         kind::UNAUTHORIZED => WireReply::Unauthorized,
@@ -479,6 +485,7 @@ mod tests {
             WireReply::NotFound,
             WireReply::NotHolder,
             WireReply::TokenMismatch,
+            WireReply::Unavailable,
             WireReply::Invalid { reason: "why" },
             WireReply::ProtocolError { reason: "bad" },
             WireReply::Unauthorized,

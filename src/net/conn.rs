@@ -26,6 +26,7 @@ use crate::runtime::panic::{self, CatchUnwind};
 use crate::runtime::{ConnId, Core, Delivery, Mailbox};
 
 use super::Settings;
+use super::gate::Gate;
 
 /// Bytes a connection's read buffer starts with: a few pipelined requests. It grows (up to
 /// the head and body limits) only for a connection that sends more at once, and shrinks back.
@@ -55,6 +56,8 @@ struct Conn {
 
 struct ConnState {
     out: Vec<u8>,
+    /// Which of `out` may go out yet (answers wait for the log).
+    gate: Gate,
     session: Session,
     /// The session asked to close once `out` is sent (`Connection: close`, a framing error).
     close: bool,
@@ -73,6 +76,7 @@ impl Conn {
             mailbox,
             state: RefCell::new(ConnState {
                 out: Vec::new(),
+                gate: Gate::default(),
                 session: Session::new(protected),
                 close: false,
                 eof: false,
@@ -86,17 +90,33 @@ impl Conn {
 
 impl ConnState {
     /// Hands the session every piece of mail that has come; returns whether there was any.
-    fn take_mail(&mut self, mailbox: &Mailbox, cx: &Context<'_>) -> bool {
-        let ConnState { out, session, close, .. } = self;
+    fn take_mail(&mut self, core: &Core, mailbox: &Mailbox, cx: &Context<'_>) -> bool {
         let mut any = false;
         while let Some(delivery) = mailbox.pop() {
             any = true;
-            match delivery {
-                Delivery::Reply { slot, reply } => session.on_reply(cx, slot, reply, out, close),
-                Delivery::Push(news) => session.on_push(cx, news, out),
-            }
+            let before = self.out.len();
+            let ConnState { out, session, close, .. } = self;
+            let after = match delivery {
+                Delivery::Reply { slot, reply, after } => {
+                    session.on_reply(cx, slot, reply, out, close);
+                    after
+                }
+                Delivery::Push { news, after } => {
+                    session.on_push(cx, news, out);
+                    after
+                }
+            };
+            self.hold_new(core, before, after);
         }
         any
+    }
+
+    /// The answers written from `before` on may go out only once log batch `batch` is
+    /// durable: nothing is acknowledged that a crash could take back.
+    fn hold_new(&mut self, core: &Core, before: usize, batch: u64) {
+        if self.out.len() > before && batch > core.durable() {
+            self.gate.hold(before, batch);
+        }
     }
 }
 
@@ -132,9 +152,9 @@ pub async fn serve(core: Rc<Core>, settings: Rc<Settings>, stream: TcpStream, pe
         let _ = stream.shutdown(std::net::Shutdown::Both);
     }
     // Whatever happened, withdraw its waits and release its session locks (those whose grant
-    // is still in the mailbox included).
+    // is still in the mailbox included: mail is taken before anything is withdrawn).
     if let Ok(mut st) = conn.state.try_borrow_mut() {
-        st.take_mail(&conn.mailbox, &context(&core, &settings));
+        st.take_mail(&core, &conn.mailbox, &context(&core, &settings));
         let mut turn = core.turn(conn.id);
         st.session.teardown(&mut turn);
         core.close_conn(conn.id);
@@ -149,6 +169,11 @@ async fn run(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<
     if stopped != Stopped::ByUs {
         let mut st = conn.state.borrow_mut();
         st.eof = true;
+        // Answers already in the mailbox first: a grant there must reach the session (which
+        // then owns it, and releases it if it is a session lock) before its wait is withdrawn,
+        // or nobody would ever release it.
+        st.take_mail(&core, &conn.mailbox, &context(&core, &settings));
+        let before = st.out.len();
         let ConnState { out, session, close, .. } = &mut *st;
         let cx = context(&core, &settings);
         let mut turn = core.turn(conn.id);
@@ -156,6 +181,9 @@ async fn run(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<
             Stopped::Shutdown => session.on_shutdown(&mut turn, &cx, out, close),
             _ => session.on_eof(&mut turn, &cx, out, close),
         }
+        let batch = core.answers_wait_for();
+        drop(turn);
+        st.hold_new(&core, before, batch);
     }
     conn.writer.notify_one();
     let _ = writer.await;
@@ -250,12 +278,17 @@ async fn read_loop(core: &Core, settings: &Settings, conn: &Conn, stream: &TcpSt
         };
         let used = {
             let mut st = conn.state.borrow_mut();
+            let before = st.out.len();
             let ConnState { out, session, close, .. } = &mut *st;
             let cx = context(core, settings);
             // The turn ends (delivering what it made to every connection's mailbox) before
             // this connection's state is let go; delivering never touches it.
             let mut turn = core.turn(conn.id);
-            session.on_bytes(&mut turn, &cx, &buf, out, close)
+            let used = session.on_bytes(&mut turn, &cx, &buf, out, close);
+            let batch = core.answers_wait_for();
+            drop(turn);
+            st.hold_new(core, before, batch);
+            used
         };
         buf.drain(..used);
         started = match (buf.is_empty(), started) {
@@ -277,14 +310,24 @@ async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stre
         // `None`: nothing to send yet; `Some(done)` with nothing to send: the connection ends.
         let idle = {
             let mut st = conn.state.borrow_mut();
-            if st.take_mail(&conn.mailbox, &context(&core, &settings)) {
+            if st.take_mail(&core, &conn.mailbox, &context(&core, &settings)) {
                 // Answers came: the reader may have room to read again.
                 conn.reader.notify_one();
             }
+            let len = st.out.len();
+            let ready = st.gate.sendable(len, core.durable());
             if st.out.is_empty() {
                 Some(st.broken || ((st.close || st.eof) && st.session.in_flight() == 0))
+            } else if ready == 0 {
+                Some(false)
             } else {
-                std::mem::swap(&mut st.out, &mut sending);
+                if ready == st.out.len() {
+                    std::mem::swap(&mut st.out, &mut sending);
+                } else {
+                    sending.extend_from_slice(&st.out[..ready]);
+                    st.out.drain(..ready);
+                }
+                st.gate.sent(ready);
                 None
             }
         };
@@ -298,6 +341,7 @@ async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stre
                 tokio::select! {
                     () = conn.writer.notified() => {}
                     () = conn.mailbox.arrived() => {}
+                    () = core.durable_advanced() => {}
                 }
                 continue;
             }

@@ -16,6 +16,14 @@ use super::{Settings, conn};
 const BACKLOG: i32 = 4096;
 /// Pause after a failed accept (out of descriptors, say) before trying again.
 const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+/// How long a start waits for its address to come free. A server that was just killed holds
+/// its listening sockets a little longer than its process lives (its io_uring's pending
+/// accepts are cancelled by the kernel after the exit, measured at tens of milliseconds), so
+/// a supervisor's immediate restart would otherwise fail; a server that is really running
+/// there keeps it for good, and is reported after this wait.
+const BIND_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Between tries while waiting for the address.
+const BIND_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Binds `n` listeners to `addr` (port 0: one free port for all of them).
 ///
@@ -25,13 +33,22 @@ const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
 /// fails on a live listener), and an address already served is refused.
 pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
     if addr.port() != 0 {
-        let probe = socket(addr)?;
-        probe.bind(&addr.into()).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on {addr}: {e} (is another server running there?)"),
-            )
-        })?;
+        let deadline = std::time::Instant::now() + BIND_WAIT;
+        loop {
+            let probe = socket(addr)?;
+            match probe.bind(&addr.into()) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(BIND_RETRY);
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {addr}: {e} (is another server running there?)"),
+                    ));
+                }
+            }
+        }
     }
     let mut listeners = Vec::with_capacity(n);
     let mut addr = addr;

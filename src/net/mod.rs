@@ -4,6 +4,7 @@
 //! mailbox.
 
 pub mod conn;
+mod gate;
 pub mod listener;
 
 use crate::auth::Secret;

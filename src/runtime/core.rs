@@ -27,9 +27,12 @@ use tokio::sync::Notify;
 use crate::api::{self, LockService, Reply, Request};
 use crate::metrics::Histogram;
 use crate::route::Router;
-use crate::shard::{ADVANCE_BUDGET, Shard, Ticket, TokenSeries};
+use crate::shard::{ADVANCE_BUDGET, Restored, Shard, Ticket, TokenSeries};
+use crate::store::record::Record;
+use crate::store::recovery::RecoveredLock;
 
 use super::clock::{Clock, DateCache};
+use super::journal::Journal;
 use super::mailbox::{Delivery, Mailbox, Registry};
 use super::mesh::{Batch, Mesh, Msg};
 use super::ticket::{self, Address, ConnId, Slot};
@@ -44,13 +47,17 @@ struct Orphan {
 pub struct Core {
     id: usize,
     router: Router,
-    shard: RefCell<Shard>,
-    mesh: Mesh,
+    pub(super) shard: RefCell<Shard>,
+    pub(super) mesh: Mesh,
+    /// The core's log (`None`: the server keeps its locks in memory only).
+    pub(super) journal: Option<Journal>,
     conns: Registry,
+    /// The journal's length when the current turn began: records beyond it are the turn's.
+    turn_start: Cell<usize>,
     /// Answers and events made during the current turn, delivered when it ends.
     deliveries: RefCell<VecDeque<(Ticket, Reply)>>,
     orphans: RefCell<HashMap<Ticket, Orphan>>,
-    clock: Clock,
+    pub(super) clock: Clock,
     date: DateCache,
     timer: TimerArm,
     stop: Stop,
@@ -80,19 +87,51 @@ pub(super) struct CoreSetup {
     pub epoch: Instant,
     pub tokens: TokenSeries,
     pub mesh: Mesh,
+    /// What the core recovered, if the server keeps a log.
+    pub store: Option<Durable>,
+}
+
+/// What a durable core starts from.
+pub struct Durable {
+    /// The locks it held.
+    pub locks: Vec<RecoveredLock>,
+    /// Bytes of its newest snapshot.
+    pub snapshot_bytes: u64,
 }
 
 impl Core {
+    /// Builds the core; a durable one gets its recovered locks back, each lease running from
+    /// now for what was left of it, and the journal marks the start of this run.
     pub(super) fn new(s: CoreSetup) -> Core {
+        let clock = Clock::new(s.epoch);
+        let mut shard = Shard::new(s.router.hasher().clone(), s.tokens);
+        let journal = s.store.map(|store| {
+            let now = clock.tick();
+            shard.start_journal();
+            shard.journal_record(&Record::Run { at: now });
+            for lock in &store.locks {
+                shard.restore(Restored {
+                    resource: &lock.resource,
+                    owner: &lock.owner,
+                    token: lock.token,
+                    deadline: lock.remaining.map(|ms| now + ms),
+                    session: lock.session,
+                    watch: None,
+                });
+            }
+            Journal::new(store.snapshot_bytes)
+        });
         Core {
             id: s.id,
-            shard: RefCell::new(Shard::new(s.router.hasher().clone(), s.tokens)),
+            shard: RefCell::new(shard),
             router: s.router,
             mesh: s.mesh,
+            journal,
             conns: Registry::default(),
+            turn_start: Cell::new(0),
             deliveries: RefCell::new(VecDeque::new()),
             orphans: RefCell::new(HashMap::new()),
-            clock: Clock::new(s.epoch),
+            clock,
             date: DateCache::default(),
             timer: TimerArm { wake: Notify::new(), armed: Cell::new(u64::MAX) },
             stop: Stop { stopping: Cell::new(false), notify: Notify::new() },
@@ -145,6 +184,33 @@ impl Core {
     /// Service times of the requests this core's connections sent.
     pub fn service_times(&self) -> &Histogram {
         &self.service_times
+    }
+
+    /// The log batch that the answers of the current turn must wait for before they may be
+    /// sent: the batch that will carry the records the turn made, or 0 if it made none.
+    pub fn answers_wait_for(&self) -> u64 {
+        match &self.journal {
+            Some(j) if self.shard.borrow().journal_len() > self.turn_start.get() => j.gathering(),
+            _ => 0,
+        }
+    }
+
+    /// Every log batch up to this one is durable.
+    pub fn durable(&self) -> u64 {
+        self.journal.as_ref().map_or(0, Journal::durable)
+    }
+
+    /// Waits until more of the log is durable (never, without a log).
+    pub async fn durable_advanced(&self) {
+        match &self.journal {
+            Some(j) => j.advanced().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether the core refuses state changes because its log cannot be written.
+    fn refusing(&self) -> bool {
+        self.journal.as_ref().is_some_and(Journal::failing)
     }
 
     /// Whether the server is shutting down.
@@ -203,6 +269,10 @@ impl Core {
 
     /// Serves `req` on this core's shard, collecting the events it caused.
     fn apply<S: AsRef<str>>(&self, ticket: Ticket, req: &Request<S>) -> Option<Reply> {
+        if req.changes_state() && self.refusing() {
+            // Nothing may be granted (or freed) that the log cannot keep.
+            return Some(Reply::Unavailable);
+        }
         let now = self.clock.now();
         let mut reply =
             api::apply(&mut self.shard.borrow_mut(), req, ticket, ticket::session_of(ticket), now);
@@ -211,6 +281,7 @@ impl Core {
             stats.core = self.id;
             stats.connections = self.conns.len();
             stats.latency = self.service_times.snapshot();
+            stats.log = self.journal.as_ref().map(Journal::stats);
         }
         reply
     }
@@ -233,6 +304,11 @@ impl Core {
             }
         }
         self.mesh.flush();
+        if let Some(journal) = &self.journal
+            && self.shard.borrow().journal_pending()
+        {
+            journal.poke();
+        }
         if let Some(deadline) = self.shard.borrow().next_deadline()
             && deadline < self.timer.armed.get()
         {
@@ -246,7 +322,12 @@ impl Core {
         let (conn, slot) = match ticket::address(ticket) {
             Address::Nobody { .. } => return,
             Address::Conn { core, .. } if core != self.id => {
-                return self.mesh.post(core, Msg::Reply { ticket, reply });
+                let msg = Msg::Reply { ticket, reply };
+                return match (&self.journal, self.answers_wait_for()) {
+                    // The answer leaves this core only once what it says is durable.
+                    (Some(j), batch) if batch > j.durable() => j.hold(batch, core, msg),
+                    _ => self.mesh.post(core, msg),
+                };
             }
             Address::Conn { conn, slot, .. } => (conn, slot),
         };
@@ -260,9 +341,10 @@ impl Core {
             return;
         }
         if let Some(mailbox) = self.conns.get(conn) {
+            let after = self.answers_wait_for();
             mailbox.post(match slot {
-                Slot::Request(slot) => Delivery::Reply { slot, reply },
-                Slot::Session => Delivery::Push(reply),
+                Slot::Request(slot) => Delivery::Reply { slot, reply, after },
+                Slot::Session => Delivery::Push { news: reply, after },
             });
         }
     }
@@ -344,6 +426,7 @@ struct Work<'a> {
 
 impl<'a> Work<'a> {
     fn begin(core: &'a Core) -> Work<'a> {
+        core.turn_start.set(core.shard.borrow().journal_len());
         Work { core, now: core.clock.tick() }
     }
 }

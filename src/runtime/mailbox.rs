@@ -16,13 +16,14 @@ use crate::api::Reply;
 
 use super::ticket::ConnId;
 
-/// One piece of mail.
+/// One piece of mail. `after`: the log batch it may be sent after (0: at once), as
+/// [`super::Core::durable`] counts them.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {
     /// The answer (or a later word) for the request the connection keeps in `slot`.
-    Reply { slot: usize, reply: Reply },
+    Reply { slot: usize, reply: Reply, after: u64 },
     /// News about the connection's session locks (a lease that ran out).
-    Push(Reply),
+    Push { news: Reply, after: u64 },
 }
 
 /// A connection's mailbox.

@@ -5,7 +5,9 @@
 //! per core: the runtime knows nothing of sockets.
 
 mod clock;
+mod commit;
 mod core;
+mod journal;
 mod mailbox;
 mod mesh;
 pub mod panic;
@@ -21,14 +23,18 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use std::path::PathBuf;
+
 use crate::route::Router;
 use crate::shard::TokenSeries;
+use crate::store::recovery::RecoveredLock;
+use crate::store::wal::{Fsync, Wal};
 
 pub use self::core::Core;
 pub use self::mailbox::{Delivery, Mailbox};
 pub use self::ticket::ConnId;
 
-use self::core::CoreSetup;
+use self::core::{CoreSetup, Durable};
 use self::mesh::{Batch, Mesh, Msg};
 
 /// Most cores a server runs on (tickets give the core 8 bits).
@@ -46,6 +52,21 @@ pub struct Setup {
     /// The value fencing tokens count up from (shard `i` of `n` hands out every `n`-th number
     /// after it).
     pub token_seed: u64,
+    /// Each core's log, in core order; `None`: locks live in memory only.
+    pub logs: Option<Vec<CoreLog>>,
+}
+
+/// Where a durable core's log goes, and what it recovered.
+pub struct CoreLog {
+    /// The core's directory.
+    pub dir: PathBuf,
+    /// The number of the log segment this run writes.
+    pub segment: u64,
+    pub fsync: Fsync,
+    /// The locks it held.
+    pub locks: Vec<RecoveredLock>,
+    /// Bytes of its newest snapshot.
+    pub snapshot_bytes: u64,
 }
 
 /// The running cores.
@@ -70,18 +91,21 @@ impl Cores {
         let epoch = Instant::now();
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(n);
+        let mut logs = setup.logs.map(Vec::into_iter);
         for (id, (item, inbox)) in work.into_iter().zip(inboxes).enumerate() {
+            let log = logs.as_mut().map(|l| l.next().expect("one log per core"));
             let core = CoreSetup {
                 id,
                 router: setup.router.clone(),
                 epoch,
                 tokens: TokenSeries::for_shard(setup.token_seed, id, n),
                 mesh: Mesh::new(senders.clone()),
+                store: None,
             };
             let (ready, serve) = (ready_tx.clone(), serve.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("ringlock-core-{id}"))
-                .spawn(move || run_core(core, inbox, ready, move |core| serve(core, item)))?;
+                .spawn(move || run_core(core, log, inbox, ready, move |core| serve(core, item)))?;
             threads.push(thread);
         }
         drop(ready_tx);
@@ -108,7 +132,8 @@ impl Cores {
 }
 
 fn run_core<Fut: Future<Output = ()>>(
-    setup: CoreSetup,
+    mut setup: CoreSetup,
+    log: Option<CoreLog>,
     inbox: UnboundedReceiver<Batch>,
     ready: mpsc::Sender<io::Result<()>>,
     serve: impl FnOnce(Rc<Core>) -> Fut,
@@ -123,7 +148,26 @@ fn run_core<Fut: Future<Output = ()>>(
     let id = setup.id;
     let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
         runtime.block_on(async move {
+            let wal = match log {
+                Some(log) => match Wal::create(&log.dir, log.segment, log.fsync) {
+                    Ok(wal) => {
+                        setup.store = Some(Durable { locks: log.locks, snapshot_bytes: log.snapshot_bytes });
+                        Some(wal)
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(io::Error::new(
+                            e.kind(),
+                            format!("cannot start a log segment in {}: {e}", log.dir.display()),
+                        )));
+                        return;
+                    }
+                },
+                None => None,
+            };
             let core = Rc::new(Core::new(setup));
+            if let Some(wal) = wal {
+                panic::spawn_vital(id, "the journal task", commit::run(core.clone(), wal));
+            }
             panic::spawn_vital(id, "the timer task", core.clone().run_timers());
             panic::spawn_vital(id, "the date task", core.clone().run_date());
             panic::spawn_vital(id, "the mesh inbox", inbox_loop(core.clone(), inbox));

@@ -29,6 +29,7 @@
 mod table;
 
 use crate::route::ResourceHasher;
+use crate::store::record::Record;
 use crate::timer::{TimerId, TimerWheel};
 use table::{Lock, LockTable, Waiter};
 
@@ -67,6 +68,20 @@ pub struct AcquireOpts {
     pub ticket: Ticket,
     /// Report the end of this grant's lease (when it runs out rather than is released) to
     /// this ticket as [`EventKind::Lost`]: a session connection's.
+    pub watch: Option<Ticket>,
+    /// The session that will hold the lock (0: none), as the journal records it.
+    pub session: u64,
+}
+
+/// A lock as it comes back from the log (see [`Shard::restore`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restored<'a> {
+    pub resource: &'a str,
+    pub owner: &'a str,
+    pub token: u64,
+    /// The tick its lease ends at; `None`: no expiry.
+    pub deadline: Option<u64>,
+    pub session: u64,
     pub watch: Option<Ticket>,
 }
 
@@ -197,6 +212,9 @@ struct Timers {
     events: Vec<Event>,
     fired: Vec<(u64, TimerKey)>,
     stats: Stats,
+    /// Every state change, encoded as log records (see [`crate::store::record`]), until the
+    /// log takes them; `None`: the shard lives in memory only.
+    journal: Option<Vec<u8>>,
 }
 
 impl Shard {
@@ -212,6 +230,7 @@ impl Shard {
                 events: Vec::new(),
                 fired: Vec::new(),
                 stats: Stats::default(),
+                journal: None,
             },
         }
     }
@@ -228,11 +247,11 @@ impl Shard {
                 }
                 let (_, vacant) = held.remove();
                 let lock = vacant.insert(Lock::new(resource, owner, 0)).into_mut();
-                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch, now) }
+                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch, opts.session, now) }
             }
             Entry::Vacant(free) => {
                 let lock = free.insert(Lock::new(resource, owner, 0)).into_mut();
-                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch, now) }
+                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch, opts.session, now) }
             }
         }
     }
@@ -242,6 +261,7 @@ impl Shard {
     pub fn release(&mut self, resource: &str, owner: &str, token: Option<u64>, now: u64) -> Changed {
         self.change(resource, owner, token, now, |t, hash, lock| {
             t.stats.releases += 1;
+            t.record(&Record::Release { token: lock.token });
             t.end_lease(hash, lock);
             t.vacate(hash, lock, now, now, false)
         })
@@ -260,7 +280,8 @@ impl Shard {
         self.change(resource, owner, token, now, |t, hash, lock| {
             t.stats.extends += 1;
             t.end_lease(hash, lock);
-            t.start_lease(hash, lock, ttl, now);
+            let deadline = t.start_lease(hash, lock, ttl, now);
+            t.record(&Record::Extend { token: lock.token, deadline });
             true
         })
     }
@@ -335,7 +356,8 @@ impl Shard {
         let leases = fired.iter().filter(|(_, k)| k.id & WAITER_ID_BIT == 0);
         let waits = fired.iter().filter(|(_, k)| k.id & WAITER_ID_BIT != 0);
         for &(when, key) in leases.chain(waits) {
-            let Some(mut found) = self.table.find_by_hash(key.hash) else {
+            let Some(mut found) = self.table.find_by_timer(key.hash, key.id, key.id & WAITER_ID_BIT != 0)
+            else {
                 continue;
             };
             let lock = found.get_mut();
@@ -358,6 +380,70 @@ impl Shard {
     /// is pending.
     pub fn next_deadline(&self) -> Option<u64> {
         self.timers.wheel.next_deadline()
+    }
+
+    /// Puts back a lock recovered from the log, as it was: held by `owner` under `token`, its
+    /// lease ending at `deadline`. The shard's own tokens must start above every restored
+    /// token (see [`TokenSeries`]). Records nothing: the log has it already.
+    pub fn restore(&mut self, lock: Restored<'_>) {
+        let hash = self.table.hash(lock.resource);
+        let t = &mut self.timers;
+        if let Entry::Vacant(free) = self.table.entry(hash, lock.resource) {
+            let held = free.insert(Lock::new(lock.resource, lock.owner, lock.token)).into_mut();
+            if lock.watch.is_some() || lock.session != 0 {
+                let extra = held.extra_mut();
+                extra.watcher = lock.watch;
+                extra.session = lock.session;
+            }
+            if let Some(deadline) = lock.deadline {
+                held.timer = t.wheel.insert(deadline, TimerKey { hash, id: lock.token });
+            }
+        }
+    }
+
+    /// Starts recording every state change as log records, for [`Shard::take_journal`].
+    pub fn start_journal(&mut self) {
+        self.timers.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// Whether state changes wait in the journal.
+    pub fn journal_pending(&self) -> bool {
+        self.journal_len() > 0
+    }
+
+    /// Bytes of records waiting in the journal.
+    pub fn journal_len(&self) -> usize {
+        self.timers.journal.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Swaps the journal's records with `into` (which should be empty): the log takes what
+    /// the shard recorded, and the shard records on into the buffer it got back.
+    pub fn take_journal(&mut self, into: &mut Vec<u8>) {
+        if let Some(journal) = self.timers.journal.as_mut() {
+            std::mem::swap(journal, into);
+        }
+    }
+
+    /// Appends `record` to the journal (a marker such as the start of a run), if there is one.
+    pub fn journal_record(&mut self, record: &Record<'_>) {
+        self.timers.record(record);
+    }
+
+    /// Every held lock as the log's `Grant` record of its current lease (for a snapshot).
+    pub fn grants(&self) -> impl Iterator<Item = Record<'_>> {
+        let t = &self.timers;
+        self.table.iter().map(move |lock| Record::Grant {
+            token: lock.token,
+            deadline: t.current_lease_end(self.table.hash(lock.name()), lock),
+            session: lock.extra.as_ref().map_or(0, |e| e.session),
+            resource: lock.name(),
+            owner: lock.owner(),
+        })
+    }
+
+    /// The token the shard hands out next.
+    pub fn next_token(&self) -> u64 {
+        self.timers.token
     }
 
     /// Takes the events produced since the last call (grants to waiters, timeouts, lost
@@ -427,6 +513,13 @@ impl Timers {
         token
     }
 
+    /// Appends `record` to the journal, if there is one.
+    fn record(&mut self, record: &Record<'_>) {
+        if let Some(journal) = self.journal.as_mut() {
+            crate::store::record::encode(journal, record);
+        }
+    }
+
     /// Makes `lock` (fresh or just vacated) the caller's, with a new token.
     fn grant(
         &mut self,
@@ -434,14 +527,19 @@ impl Timers {
         lock: &mut Lock,
         ttl: Option<u64>,
         watcher: Option<Ticket>,
+        session: u64,
         now: u64,
     ) -> u64 {
         lock.token = self.next_token();
         self.stats.grants += 1;
-        if let Some(w) = watcher {
-            lock.extra_mut().watcher = Some(w);
+        if watcher.is_some() || session != 0 {
+            let extra = lock.extra_mut();
+            extra.watcher = watcher;
+            extra.session = session;
         }
-        self.start_lease(hash, lock, ttl, now);
+        let deadline = self.start_lease(hash, lock, ttl, now);
+        let (resource, owner) = (lock.name(), lock.owner());
+        self.record(&Record::Grant { token: lock.token, deadline, session, resource, owner });
         lock.token
     }
 
@@ -475,15 +573,19 @@ impl Timers {
             deadline,
             timer,
             watch: opts.watch,
+            session: opts.session,
         });
         Acquired::Queued
     }
 
-    fn start_lease(&mut self, hash: u64, lock: &mut Lock, ttl: Option<u64>, now: u64) {
-        lock.timer = match ttl {
-            Some(ttl) => self.wheel.insert(deadline_after(now, ttl), TimerKey { hash, id: lock.token }),
+    /// Starts the lease of `ttl` ms from `now`; returns the tick it ends at.
+    fn start_lease(&mut self, hash: u64, lock: &mut Lock, ttl: Option<u64>, now: u64) -> Option<u64> {
+        let deadline = ttl.map(|ttl| deadline_after(now, ttl));
+        lock.timer = match deadline {
+            Some(at) => self.wheel.insert(at, TimerKey { hash, id: lock.token }),
             None => TimerId::NONE,
         };
+        deadline
     }
 
     fn end_lease(&mut self, hash: u64, lock: &mut Lock) {
@@ -532,10 +634,14 @@ impl Timers {
     /// if the lease ran out, time out the waiters who gave up by `free_at`, and hand the lock
     /// to the first one left, at `now`. Returns whether the lock is held again.
     fn vacate(&mut self, hash: u64, lock: &mut Lock, free_at: u64, now: u64, expired: bool) -> bool {
-        self.stats.expiries += u64::from(expired);
+        if expired {
+            self.stats.expiries += 1;
+            self.record(&Record::Expire { token: lock.token });
+        }
         let Some(extra) = lock.extra.as_mut() else {
             return false;
         };
+        extra.session = 0;
         if let Some(watcher) = extra.watcher.take()
             && expired
         {
@@ -548,7 +654,7 @@ impl Timers {
         };
         self.wheel.cancel(next.timer, &TimerKey { hash, id: next.id });
         lock.set_owner(&next.owner);
-        let token = self.grant(hash, lock, next.ttl, next.watch, now);
+        let token = self.grant(hash, lock, next.ttl, next.watch, next.session, now);
         self.events.push(Event { ticket: next.ticket, kind: EventKind::Granted { token } });
         lock.trim_extra();
         true

@@ -40,6 +40,8 @@ pub(super) struct Extra {
     pub waiters: VecDeque<Waiter>,
     /// Who is told when the current lease runs out (a session connection).
     pub watcher: Option<Ticket>,
+    /// The session that holds the current lease (0: none).
+    pub session: u64,
 }
 
 /// An acquire waiting for its turn.
@@ -55,6 +57,8 @@ pub(super) struct Waiter {
     pub timer: TimerId,
     /// Who is told if the lease it is granted runs out (see [`Extra::watcher`]).
     pub watch: Option<Ticket>,
+    /// The session that will hold the lock (see [`Extra::session`]).
+    pub session: u64,
 }
 
 impl Lock {
@@ -91,7 +95,8 @@ impl Lock {
 
     /// Frees the extra part once it holds nothing.
     pub fn trim_extra(&mut self) {
-        if self.extra.as_ref().is_some_and(|e| e.waiters.is_empty() && e.watcher.is_none()) {
+        if self.extra.as_ref().is_some_and(|e| e.waiters.is_empty() && e.watcher.is_none() && e.session == 0)
+        {
             self.extra = None;
         }
     }
@@ -168,10 +173,19 @@ impl LockTable {
         Some(Found { entry, hasher })
     }
 
-    /// The lock whose name hashes to exactly `hash` (all a timer remembers of its lock).
-    pub fn find_by_hash(&mut self, hash: u64) -> Option<Found<'_>> {
+    /// The lock a timer is for: `hash` is its name's hash, `id` the lease's token or a
+    /// waiter's id (`waiter`), both unique within the shard, so the lock is found exactly
+    /// even if another name has the same hash.
+    pub fn find_by_timer(&mut self, hash: u64, id: u64, waiter: bool) -> Option<Found<'_>> {
         let hasher = &self.hasher;
-        let entry = self.map.find_entry(hash, |l| hasher.hash(l.name()) == hash).ok()?;
+        let is_it = |l: &Lock| {
+            if waiter {
+                l.extra.as_ref().is_some_and(|e| e.waiters.iter().any(|w| w.id == id))
+            } else {
+                l.token == id
+            }
+        };
+        let entry = self.map.find_entry(hash, is_it).ok()?;
         Some(Found { entry, hasher })
     }
 

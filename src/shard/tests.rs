@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::*;
 
 const SEED: u64 = 1_000;
-const OWNERLESS: AcquireOpts = AcquireOpts { ttl: None, wait: 0, ticket: Ticket(0), watch: None };
+const OWNERLESS: AcquireOpts = AcquireOpts { ttl: None, wait: 0, ticket: Ticket(0), watch: None, session: 0 };
 
 fn shard() -> Shard {
     Shard::new(ResourceHasher::new(), TokenSeries::after(SEED))
@@ -236,7 +236,8 @@ fn zero_ttl_waiters_cascade_through_the_queue() {
 #[test]
 fn a_watched_lease_reports_its_loss_on_expiry_but_not_on_release() {
     let mut s = shard();
-    let watched = AcquireOpts { ttl: Some(10), wait: 0, ticket: Ticket(9), watch: Some(Ticket(9)) };
+    let watched =
+        AcquireOpts { ttl: Some(10), wait: 0, ticket: Ticket(9), watch: Some(Ticket(9)), session: 0 };
     s.acquire("r", "a", watched, 0);
     advance_all(&mut s, 11);
     assert_eq!(events(&mut s), vec![Event { ticket: Ticket(9), kind: EventKind::Lost { token: SEED + 1 } }]);
@@ -698,7 +699,7 @@ impl Harness {
                 self.next_ticket += 1;
                 let ticket = Ticket(self.next_ticket);
                 self.tickets.insert(ticket, (r, ttl));
-                let opts = AcquireOpts { ttl, wait, ticket, watch: watch.then_some(ticket) };
+                let opts = AcquireOpts { ttl, wait, ticket, watch: watch.then_some(ticket), session: 0 };
                 let m = self.model.acquire(RESOURCES[r], OWNERS[o], opts, now);
                 let s = match self.shard.acquire(RESOURCES[r], OWNERS[o], opts, now) {
                     Acquired::Granted { token } => Out::Granted(token),

@@ -6,28 +6,38 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use ringlock::config::Config;
+use std::path::{Path, PathBuf};
+
+use ringlock::config::{Config, Fsync, Storage};
 use ringlock::server::Server;
 
 /// The secret test servers use.
 pub const SECRET: &str = "test-secret";
 
-/// A server running in this process on a free loopback port; stops when dropped.
+/// A server running in this process on a free loopback port; stops when dropped (and its
+/// data directory, if it has one of its own, is removed).
 pub struct TestServer {
     server: Option<Server>,
     pub addr: SocketAddr,
+    data: Option<TempDir>,
 }
 
 impl TestServer {
-    /// A server with `threads` cores and [`SECRET`].
+    /// A server with `threads` cores and [`SECRET`], durable (the default) in a data
+    /// directory of its own.
     pub fn start(threads: usize) -> TestServer {
-        Self::with_config(Config::local(threads, SECRET))
+        let data = TempDir::new("server");
+        let mut config = Config::local(threads, SECRET);
+        config.storage = Storage::Durable { dir: data.path().to_owned(), fsync: Fsync::Always };
+        let mut server = Self::with_config(config);
+        server.data = Some(data);
+        server
     }
 
     pub fn with_config(config: Config) -> TestServer {
         let server = Server::start(config).expect("server starts");
         let addr = server.local_addr();
-        TestServer { server: Some(server), addr }
+        TestServer { server: Some(server), addr, data: None }
     }
 
     /// A new client connection.
@@ -46,6 +56,35 @@ impl Drop for TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown();
         }
+        self.data.take();
+    }
+}
+
+/// A directory of its own for one test under `target/test-data/`, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new, empty directory named after `what`.
+    pub fn new(what: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("test-data")
+            .join(format!("{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a test directory");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -89,6 +128,21 @@ impl Http {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         stream.set_nodelay(true).unwrap();
         Http { reader: BufReader::new(stream) }
+    }
+
+    /// A connection, or `None` if the server cannot be reached (it is down).
+    pub fn try_connect(addr: SocketAddr) -> Option<Http> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        stream.set_nodelay(true).ok()?;
+        Some(Http { reader: BufReader::new(stream) })
+    }
+
+    /// Sends a request and reads its response; `None` if the connection failed first (the
+    /// request's fate is then unknown).
+    pub fn try_call(&mut self, raw: impl AsRef<[u8]>) -> Option<Resp> {
+        self.reader.get_mut().write_all(raw.as_ref()).ok()?;
+        self.try_read()
     }
 
     /// Sends raw bytes.
@@ -181,35 +235,49 @@ pub fn post_bytes(path: &str, secret: &str, body: &[u8]) -> Vec<u8> {
     raw
 }
 
-/// A `ringlock` server process, killed when dropped.
+/// A `ringlock` server process, killed when dropped (and the data directory
+/// [`ringlock_command`] gave it removed).
 pub struct Process {
     pub child: std::process::Child,
     pub addr: SocketAddr,
     /// Its start-up line.
     pub line: String,
+    data: Option<TempDir>,
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.data.take();
     }
 }
 
 impl Process {
     /// Starts the server `cmd` describes and reads its address from the start-up line.
     pub fn start(mut cmd: std::process::Command) -> Process {
+        let data = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "RINGLOCK_DATA_DIR")
+            .and_then(|(_, v)| v)
+            .map(|dir| TempDir(PathBuf::from(dir)));
         let mut child = cmd.spawn().expect("spawn ringlock");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line
-            .split_whitespace()
-            .skip_while(|w| *w != "on")
-            .nth(1)
-            .unwrap_or_else(|| panic!("start-up line {line:?}"))
-            .parse()
-            .unwrap();
-        Process { child, addr, line }
+        let Some(addr) = line.split_whitespace().skip_while(|w| *w != "on").nth(1) else {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            let _ = child.kill();
+            panic!("no start-up line but {line:?}; standard error:\n{err}");
+        };
+        let addr = addr.parse().unwrap();
+        Process { child, addr, line, data }
+    }
+
+    /// Sends `signal`.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
     }
 
     /// Sends SIGTERM.
@@ -227,7 +295,8 @@ impl Process {
     }
 }
 
-/// The `ringlock` binary, with none of its variables inherited from the test's environment.
+/// The `ringlock` binary, with none of its variables inherited from the test's environment,
+/// and a data directory of its own (removed with the [`Process`] that runs it).
 pub fn ringlock_command() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringlock"));
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
@@ -238,9 +307,15 @@ pub fn ringlock_command() -> std::process::Command {
         "LOCKSERVER_SECRET_FILE",
         "RINGLOCK_THREADS",
         "RINGLOCK_LOG",
+        "RINGLOCK_IN_MEMORY",
+        "RINGLOCK_FSYNC",
     ] {
         cmd.env_remove(var);
     }
+    // The directory is made by the server; TempDir::new makes it now only to clear it.
+    let data = TempDir::new("process");
+    cmd.env("RINGLOCK_DATA_DIR", data.path());
+    std::mem::forget(data);
     cmd
 }
 

@@ -18,6 +18,7 @@ pub const LOCKED: &str = "ERR Resource is already locked";
 pub const NOT_LOCKED: &str = "ERR Resource not found";
 pub const TOKEN_MISMATCH: &str = "ERR Token mismatch";
 pub const QUEUE_FULL: &str = "ERR Too many waiters";
+pub const UNAVAILABLE: &str = "ERR Storage unavailable: the server cannot write its log now; try again later";
 pub const UNAUTHORIZED: &str = "Missing or invalid secret";
 
 /// `GET /health`.
@@ -111,6 +112,7 @@ pub fn lock_reply(endpoint: Endpoint, reply: &Reply) -> Response {
         (Endpoint::Extend, Reply::Done { token }) => granted(*token),
         (_, Reply::Busy | Reply::TimedOut | Reply::NotHolder) => Response::text(Conflict, LOCKED),
         (_, Reply::QueueFull) => Response::text(Conflict, QUEUE_FULL),
+        (_, Reply::Unavailable) => Response::text(Status::ServiceUnavailable, UNAVAILABLE),
         (_, Reply::NotFound) => Response::text(Conflict, NOT_LOCKED),
         (_, Reply::TokenMismatch) => Response::text(Conflict, TOKEN_MISMATCH),
         (Endpoint::Inspect, Reply::Info(Some(lock))) => Response::json(Ok, &LockView::from(&**lock)),

@@ -256,6 +256,7 @@ fn wire_reply(op: Op, reply: &Reply) -> WireReply<'_> {
         (_, Reply::Busy) => WireReply::Busy,
         (_, Reply::TimedOut) => WireReply::TimedOut,
         (_, Reply::QueueFull) => WireReply::QueueFull,
+        (_, Reply::Unavailable) => WireReply::Unavailable,
         (_, Reply::NotFound | Reply::Info(None)) => WireReply::NotFound,
         (_, Reply::NotHolder) => WireReply::NotHolder,
         (_, Reply::TokenMismatch) => WireReply::TokenMismatch,

@@ -1,0 +1,220 @@
+//! Recovery as a pure fold: a core's snapshot and log batches, in order, folded into the locks
+//! it held and the tokens it handed out. No I/O and no clock: times are the log's own.
+//!
+//! # The rules (docs/DURABILITY.md states them for users)
+//! - A lock held at the crash is held after it, by the same owner, with the same token.
+//! - A lease is not ended by the downtime: what is left of it is measured at the latest time
+//!   the log knows (the last batch the core wrote), and runs again from the restart. So it ends
+//!   no earlier than the restart plus what was left at the last record, and no later than the
+//!   restart plus its full length, whatever the wall clock did meanwhile (no wall clock is
+//!   read). A [`Record::Run`] applies the same rule at each earlier restart found in the log.
+//! - A released or expired lock stays free; waits are not in the log at all. A lock bound to
+//!   one connection ([`CONNECTION_SESSION`]) is released, as that connection's end would have.
+//! - No token is handed out twice: the next token is above every token the log has seen.
+
+use hashbrown::HashMap;
+
+use super::record::{Batch, CONNECTION_SESSION, Record, Records};
+
+/// A lock held after recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredLock {
+    pub resource: Box<str>,
+    pub owner: Box<str>,
+    pub token: u64,
+    /// Ms of lease left, to run from the restart; `None`: no expiry.
+    pub remaining: Option<u64>,
+    /// The session that holds it (0: none).
+    pub session: u64,
+}
+
+/// What a core's log folds into.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// In no particular order.
+    pub locks: Vec<RecoveredLock>,
+    /// Above every token the log has seen (at least 1).
+    pub next_token: u64,
+}
+
+struct Held {
+    owner: Box<str>,
+    token: u64,
+    /// A tick of the current run's clock.
+    deadline: Option<u64>,
+    session: u64,
+}
+
+/// The fold in progress. Feed it batches in the order they were written ([`Replay::batch`]),
+/// then [`Replay::finish`].
+#[derive(Default)]
+pub struct Replay {
+    locks: HashMap<Box<str>, Held>,
+    by_token: HashMap<u64, Box<str>>,
+    /// The latest time of the current run's clock the log has shown.
+    clock: u64,
+    next_token: u64,
+}
+
+impl Replay {
+    pub fn new() -> Replay {
+        Replay::default()
+    }
+
+    /// Folds in one batch; an error is a record that cannot be read.
+    pub fn batch(&mut self, batch: &Batch<'_>) -> Result<(), &'static str> {
+        for record in Records::new(batch.body) {
+            self.record(record?);
+        }
+        self.clock = self.clock.max(batch.at);
+        Ok(())
+    }
+
+    fn record(&mut self, record: Record<'_>) {
+        match record {
+            Record::Grant { token, deadline, session, resource, owner } => {
+                self.next_token = self.next_token.max(token + 1);
+                let held = Held { owner: owner.into(), token, deadline, session };
+                if let Some(old) = self.locks.insert(resource.into(), held) {
+                    self.by_token.remove(&old.token);
+                }
+                self.by_token.insert(token, resource.into());
+            }
+            Record::Release { token } | Record::Expire { token } => {
+                if let Some(resource) = self.by_token.remove(&token) {
+                    self.locks.remove(&resource);
+                }
+            }
+            Record::Extend { token, deadline } => {
+                if let Some(held) = self.by_token.get(&token).and_then(|r| self.locks.get_mut(r)) {
+                    held.deadline = deadline;
+                }
+            }
+            Record::Run { at } => {
+                // A restart: what was left of each lease at the last time the log knew runs
+                // again from `at`, the new run's clock when it recovered.
+                let clock = self.clock;
+                let by_token = &mut self.by_token;
+                self.locks.retain(|_, held| match held.deadline {
+                    _ if held.session == CONNECTION_SESSION => {
+                        by_token.remove(&held.token);
+                        false
+                    }
+                    Some(d) if d <= clock => {
+                        by_token.remove(&held.token);
+                        false
+                    }
+                    Some(d) => {
+                        held.deadline = Some(at + (d - clock));
+                        true
+                    }
+                    None => true,
+                });
+                self.clock = at;
+            }
+            Record::Tokens { next } => self.next_token = self.next_token.max(next),
+            Record::SnapshotEnd { .. } => {}
+        }
+    }
+
+    /// The locks still held at the latest time the log knows, each with what was left of its
+    /// lease then.
+    pub fn finish(self) -> Recovered {
+        let clock = self.clock;
+        let locks = self
+            .locks
+            .into_iter()
+            .filter(|(_, held)| held.session != CONNECTION_SESSION && held.deadline.is_none_or(|d| d > clock))
+            .map(|(resource, held)| RecoveredLock {
+                resource,
+                owner: held.owner,
+                token: held.token,
+                remaining: held.deadline.map(|d| d - clock),
+                session: held.session,
+            })
+            .collect();
+        Recovered { locks, next_token: self.next_token.max(1) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::encode;
+
+    fn replay(batches: &[(u64, Vec<Record<'_>>)]) -> Recovered {
+        let mut r = Replay::new();
+        let bodies: Vec<(u64, Vec<u8>)> = batches
+            .iter()
+            .map(|(at, records)| {
+                let mut body = Vec::new();
+                records.iter().for_each(|rec| encode(&mut body, rec));
+                (*at, body)
+            })
+            .collect();
+        for (seq, (at, body)) in bodies.iter().enumerate() {
+            r.batch(&Batch { seq: seq as u64, at: *at, body }).unwrap();
+        }
+        let mut out = r.finish();
+        out.locks.sort_by(|a, b| a.resource.cmp(&b.resource));
+        out
+    }
+
+    fn grant(token: u64, deadline: Option<u64>, resource: &str) -> Record<'_> {
+        Record::Grant { token, deadline, session: 0, resource, owner: "o" }
+    }
+
+    fn held(resource: &str, token: u64, remaining: Option<u64>) -> RecoveredLock {
+        RecoveredLock { resource: resource.into(), owner: "o".into(), token, remaining, session: 0 }
+    }
+
+    #[test]
+    fn held_locks_come_back_with_their_token_and_what_was_left() {
+        let r = replay(&[
+            (10, vec![grant(1, Some(1_011), "a"), grant(2, None, "b"), grant(3, Some(500), "c")]),
+            (20, vec![Record::Release { token: 2 }, Record::Extend { token: 3, deadline: Some(2_020) }]),
+            (400, vec![]),
+        ]);
+        // At tick 400 (the last batch): a had 611 ms left, c 1620 ms; b was released.
+        assert_eq!(r.locks, vec![held("a", 1, Some(611)), held("c", 3, Some(1_620))]);
+        assert_eq!(r.next_token, 4);
+    }
+
+    #[test]
+    fn expired_and_handed_on_locks_stay_free() {
+        let r = replay(&[
+            (0, vec![grant(1, Some(100), "a"), grant(2, Some(50), "b")]),
+            (60, vec![Record::Expire { token: 2 }, grant(3, None, "a")]),
+            (100, vec![]),
+        ]);
+        assert_eq!(r.locks, vec![held("a", 3, None)], "b expired; a was handed to token 3");
+        // A lease whose deadline the log's time reached is over, record or not.
+        let r = replay(&[(0, vec![grant(1, Some(100), "a")]), (100, vec![])]);
+        assert_eq!(r.locks, vec![]);
+    }
+
+    #[test]
+    fn a_restart_in_the_log_keeps_what_was_left() {
+        // Run 1 ends at tick 900 with 100 ms left of a's lease; run 2 recovered at its tick 5
+        // (so a ends at 105 in run 2's clock), and its last batch is at tick 55.
+        let r = replay(&[
+            (0, vec![grant(1, Some(1_000), "a"), grant(2, Some(800), "gone")]),
+            (900, vec![]),
+            (5, vec![Record::Run { at: 5 }]),
+            (55, vec![]),
+        ]);
+        assert_eq!(r.locks, vec![held("a", 1, Some(50))]);
+    }
+
+    #[test]
+    fn tokens_never_go_back() {
+        let r = replay(&[(
+            0,
+            vec![grant(7, None, "a"), Record::Release { token: 7 }, Record::Tokens { next: 3 }],
+        )]);
+        assert_eq!(r.next_token, 8);
+        let r = replay(&[(0, vec![Record::Tokens { next: 1_000 }])]);
+        assert_eq!(r.next_token, 1_000);
+        assert_eq!(replay(&[]).next_token, 1);
+    }
+}
