@@ -51,7 +51,13 @@ fn main() -> ExitCode {
 
 fn serve(args: &ServerArgs) -> ExitCode {
     log::set_level(args.log);
-    let config = Config::from_args(args);
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ringlock: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let server = match Server::start(config.clone()) {
         Ok(server) => server,
         Err(e) => {

@@ -66,7 +66,12 @@ struct Exercised {
 fn wire_worker(addr: String, seed: u64, log: Log, done: Instant) -> Exercised {
     let mut rng = Rng(seed);
     let mut seen = Exercised::default();
-    let config = ClientConfig { addr, owner: format!("wire-{seed}"), secret: SECRET.into() };
+    let config = ClientConfig {
+        addr,
+        owner: format!("wire-{seed}"),
+        secret: SECRET.into(),
+        ..ClientConfig::default()
+    };
     let mut client = Client::connect(&config).unwrap();
     while Instant::now() < done {
         let resource = RESOURCES[rng.below(3) as usize];
