@@ -204,13 +204,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// The configuration from parsed arguments and the environment (`LOCKSERVER_SECRET`).
-    pub fn from_args(args: &ServerArgs) -> Config {
-        let secret = std::env::var("LOCKSERVER_SECRET").unwrap_or_else(|_| DEFAULT_SECRET.to_owned());
-        Config {
+    /// The configuration from parsed arguments and the environment (`LOCKSERVER_SECRET`);
+    /// refused with the reason if the secret is empty (see [`secret_from_env`]).
+    pub fn from_args(args: &ServerArgs) -> Result<Config, String> {
+        Ok(Config {
             addr: SocketAddr::new(args.bind, args.port),
             threads: args.threads.map_or_else(available_cores, NonZeroUsize::get),
-            secret: Secret::new(secret),
+            secret: secret_from_env(|var| std::env::var(var).ok())?,
             limits: Limits::from(&args.limits),
             storage: if args.in_memory {
                 Storage::InMemory
@@ -218,7 +218,7 @@ impl Config {
                 Storage::Durable { dir: args.data_dir.clone(), fsync: args.fsync }
             },
             token_seed: None,
-        }
+        })
     }
 
     /// A configuration for tests and embedding: loopback, any free port, the given secret,
@@ -238,6 +238,26 @@ impl Config {
 /// The cores this process may run on (its affinity mask, so `taskset` is respected).
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// The secret from `LOCKSERVER_SECRET` (which [`env_from_files`] has set from
+/// `LOCKSERVER_SECRET_FILE`, if that was given), or the default when it is unset. An empty one
+/// is refused: an empty header would then authorize every request, which is never what a
+/// deployment meant (it comes from an empty file, or a variable set from an unset one).
+pub fn secret_from_env(get: impl Fn(&str) -> Option<String>) -> Result<Secret, String> {
+    match get("LOCKSERVER_SECRET") {
+        None => Ok(Secret::new(DEFAULT_SECRET)),
+        Some(secret) if !secret.is_empty() => Ok(Secret::new(secret)),
+        Some(_) => Err(match get("LOCKSERVER_SECRET_FILE").filter(|path| !path.is_empty()) {
+            Some(path) => format!(
+                "LOCKSERVER_SECRET_FILE: {path} is empty; an empty secret would let every client in, so put \
+                 the secret in it"
+            ),
+            None => "LOCKSERVER_SECRET is empty; an empty secret would let every client in, so set a secret \
+                     (or unset it for the default, which serves only this machine)"
+                .to_owned(),
+        }),
+    }
 }
 
 /// Resolves `<VAR>_FILE` for each of [`FILE_VARS`]: the file's contents (less a final line
@@ -289,6 +309,26 @@ mod tests {
         assert!(missing.starts_with("LOCKSERVER_SECRET_FILE: cannot read /nonexistent/s: "), "{missing}");
         assert_eq!(env_from_files(env(vec![])), Ok(vec![]));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_empty_secret_is_refused() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())
+        };
+        assert!(secret_from_env(env(&[])).unwrap().is_default());
+        assert!(secret_from_env(env(&[("LOCKSERVER_SECRET", "s")])).unwrap().matches(b"s"));
+        assert_eq!(
+            secret_from_env(env(&[("LOCKSERVER_SECRET", "")])).unwrap_err(),
+            "LOCKSERVER_SECRET is empty; an empty secret would let every client in, so set a secret (or \
+             unset it for the default, which serves only this machine)"
+        );
+        assert_eq!(
+            secret_from_env(env(&[("LOCKSERVER_SECRET", ""), ("LOCKSERVER_SECRET_FILE", "/run/s")]))
+                .unwrap_err(),
+            "LOCKSERVER_SECRET_FILE: /run/s is empty; an empty secret would let every client in, so put the \
+             secret in it"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! - `proto`: bytes to requests and replies to bytes: `proto::http` and the binary
 //!   `proto::wire` (its codec is [`ringlock_client::frame`]), sharing one port; a session
 //!   asks for lock work only through `api::LockService`;
-//! - `auth`: the shared secret;
+//! - `auth`: the shared secret, the wrong tries a connection gets, the count of refusals;
 //! - `api`: the protocol-neutral `api::Request` and `api::Reply`, what a request may ask
 //!   for, and `api::LockService`, all a protocol may ask of the server;
 //! - `runtime`: one thread per core, each an io_uring event loop with its `runtime::Core`:

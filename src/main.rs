@@ -55,7 +55,13 @@ fn serve(args: &ServerArgs) -> ExitCode {
     // error instead, it is a full disk: changes are refused until writes succeed again.
     // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    let config = Config::from_args(args);
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ringlock: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let server = match Server::start(config.clone()) {
         Ok(server) => server,
         Err(e) => {

@@ -73,8 +73,9 @@ pub struct LogStats {
 /// A metric's name, help text, and how to read it from a snapshot.
 type Metric<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-/// The Prometheus text of every core's snapshot: totals summed, gauges per core.
-pub fn render(cores: &[CoreStats]) -> String {
+/// The Prometheus text of every core's snapshot (totals summed, gauges per core), and the
+/// server's count of requests refused for their secret.
+pub fn render(cores: &[CoreStats], auth_failures: u64) -> String {
     let mut out = String::new();
     let total = |f: fn(&Stats) -> u64| cores.iter().map(|c| f(&c.shard)).sum::<u64>();
     let _ =
@@ -93,6 +94,9 @@ pub fn render(cores: &[CoreStats]) -> String {
         let _ = writeln!(out, "# HELP ringlock_{name}_total {help}\n# TYPE ringlock_{name}_total counter");
         let _ = writeln!(out, "ringlock_{name}_total {}", total(get));
     }
+    let name = "ringlock_auth_failures_total";
+    let help = "Requests refused for a missing or wrong secret.";
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {auth_failures}");
     let gauges: [Metric<CoreStats>; 2] = [
         ("held_locks", "Locks held, per core.", |c| c.shard.held),
         ("connections", "Open connections, per core.", |c| c.connections as u64),
@@ -195,11 +199,12 @@ mod tests {
             shard: Stats { grants: 2, held: 1, ..Stats::default() },
             ..CoreStats::default()
         };
-        let text = render(&[a, b]);
+        let text = render(&[a, b], 4);
         for line in [
             "ringlock_grants_total 7",
             "ringlock_conflicts_total 1",
             "ringlock_expiries_total 0",
+            "ringlock_auth_failures_total 4",
             "ringlock_held_locks{core=\"0\"} 2",
             "ringlock_held_locks{core=\"1\"} 1",
             "ringlock_connections{core=\"0\"} 3",

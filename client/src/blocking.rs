@@ -1,15 +1,16 @@
-//! The client without async: each call blocks until its reply. The connection's tasks run on
-//! a small runtime of their own, on one background thread, so replies and lost-lease notices
-//! are read even while the caller does something else. [`Client::lock`] returns a [`Guard`]
-//! that releases the lock when dropped.
+//! The client without async: each call blocks until its reply (or its timeout). The
+//! connection's tasks run on a small runtime of their own, on one background thread, so
+//! replies and lost-lease notices are read even while the caller does something else.
+//! [`Client::lock`] returns a [`Guard`] that releases the lock when dropped, and whose
+//! [`LostSignal`] tells when the lock can no longer be counted on.
 
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::{AcquireOptions, Config, Error, Lease, LockInfo, Lost};
+use crate::{AcquireOptions, Config, Error, Lease, LockInfo, Lost, LostReason};
 
 /// A blocking connection to a ringlock server. See [`crate::Client`] for what each call does.
 pub struct Client {
@@ -53,10 +54,11 @@ impl Client {
         self.handle.block_on(self.inner().acquire(resource, opts))
     }
 
-    /// Acquires, and returns a guard that releases the lock when dropped.
+    /// Acquires, and returns a guard that releases the lock when dropped (see
+    /// [`crate::Client::lock`]).
     pub fn lock(&self, resource: &str, opts: AcquireOptions) -> Result<Guard<'_>, Error> {
-        let lease = self.acquire(resource, opts)?;
-        Ok(Guard { client: self, lease: Some(lease) })
+        let guard = self.handle.block_on(self.inner().lock(resource, opts))?;
+        Ok(Guard { client: self, inner: Some(guard) })
     }
 
     pub fn release(&self, resource: &str, token: Option<u64>) -> Result<(), Error> {
@@ -89,40 +91,94 @@ impl Drop for Client {
     }
 }
 
-/// A held lock that is released (token-checked) when dropped.
+/// A held lock that is released (token-checked) when dropped. See [`crate::Guard`].
 pub struct Guard<'a> {
     client: &'a Client,
-    lease: Option<Lease>,
+    inner: Option<crate::Guard>,
 }
 
-impl Guard<'_> {
+impl<'a> Guard<'a> {
+    fn inner(&self) -> &crate::Guard {
+        self.inner.as_ref().expect("held until dropped")
+    }
+
     /// The lease: resource and fencing token.
     pub fn lease(&self) -> &Lease {
-        self.lease.as_ref().expect("held until dropped")
+        self.inner().lease()
     }
 
     /// The fencing token to hand to the storage being written.
     pub fn token(&self) -> u64 {
-        self.lease().token
+        self.inner().token()
     }
 
-    /// Renews the lease: it now ends `ttl` from now.
+    /// The moment, on this process's clock, that the lease cannot have ended at the server
+    /// before (`None`: no expiry).
+    pub fn expires(&self) -> Option<Instant> {
+        self.inner().expires()
+    }
+
+    /// A signal that fires when the lock can no longer be counted on.
+    pub fn lost(&self) -> LostSignal<'a> {
+        LostSignal { inner: self.inner().lost(), client: self.client }
+    }
+
+    /// Renews the lease: it now ends `ttl` from now (a refused or failed renewal makes the
+    /// guard lost).
     pub fn extend(&self, ttl: Option<Duration>) -> Result<(), Error> {
-        let lease = self.lease();
-        self.client.extend(&lease.resource, Some(lease.token), ttl)
+        self.client.handle.block_on(self.inner().extend(ttl))
     }
 
     /// Releases now, reporting the outcome (dropping releases too, but says nothing).
     pub fn release(mut self) -> Result<(), Error> {
-        let lease = self.lease.take().expect("held until dropped");
-        self.client.release(&lease.resource, Some(lease.token))
+        let guard = self.inner.take().expect("held until dropped");
+        self.client.handle.block_on(guard.release())
     }
 }
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            let _ = self.client.release(&lease.resource, Some(lease.token));
+        let Some(guard) = self.inner.take() else { return };
+        if guard.lost().check().is_none() {
+            // Waits for the answer, so that the lock is free when the drop returns.
+            let _ = self.client.handle.block_on(guard.release());
         }
+        // A lost lock is released without waiting (dropping the async guard): its server
+        // may not answer at all.
+    }
+}
+
+/// [`crate::LostSignal`] for code without async: it blocks on the client's runtime.
+#[derive(Clone)]
+pub struct LostSignal<'a> {
+    inner: crate::LostSignal,
+    client: &'a Client,
+}
+
+impl LostSignal<'_> {
+    /// Blocks until the lock is lost; returns why.
+    pub fn wait(&mut self) -> LostReason {
+        self.client.handle.block_on(self.inner.wait())
+    }
+
+    /// Blocks until the lock is lost or `timeout` has passed; returns why, if it was lost.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<LostReason> {
+        let inner = &mut self.inner;
+        self.client.handle.block_on(async { tokio::time::timeout(timeout, inner.wait()).await.ok() })
+    }
+
+    /// Why the lock is lost, if it is, now.
+    pub fn check(&self) -> Option<LostReason> {
+        self.inner.check()
+    }
+
+    /// When the signal fires if nothing else comes first (`None`: no expiry).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline()
+    }
+
+    /// The async signal, to `select!` on.
+    pub fn into_async(self) -> crate::LostSignal {
+        self.inner
     }
 }

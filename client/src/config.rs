@@ -1,33 +1,64 @@
 //! Where a client connects and who it is, configured as the reference server's SDKs are:
-//! `LOCKSERVER_ADDR`, `LOCKSERVER_OWNER`, `LOCKSERVER_SECRET`, from the environment or `.env`.
+//! `LOCKSERVER_ADDR`, `LOCKSERVER_OWNER`, `LOCKSERVER_SECRET`, from the environment or `.env`;
+//! and how long it waits for the server before it gives up on the connection.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Where the SDKs connect when `LOCKSERVER_ADDR` is not set.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// The reference server's default secret, and so the one every SDK sends when not told
 /// otherwise.
 pub const DEFAULT_SECRET: &str = "changeme";
+/// How long a call waits for its answer (beyond the wait it asked the server for) before the
+/// connection is given up. A healthy server answers in well under a millisecond; 5 s rides out
+/// a lost packet or two (TCP's first retransmission comes after 1 s) and a busy machine, and
+/// still finds a stopped or cut-off server long before a lease of the usual tens of seconds
+/// ends.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where and who: the server's address, this client's owner name, the shared secret.
+/// Where and who: the server's address, this client's owner name, the shared secret; and how
+/// long to wait for answers.
 #[derive(Clone)]
 pub struct Config {
     /// `host:port`.
     pub addr: String,
     pub owner: String,
     pub secret: String,
+    /// How long connecting, and each call, may wait for the server; an acquire that waits
+    /// server-side gets its wait on top. A call that runs out fails with
+    /// [`Error::CallTimeout`](crate::Error::CallTimeout) and closes the connection: a server
+    /// that stopped answering cannot be trusted with the requests still on it.
+    pub call_timeout: Duration,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config").field("addr", &self.addr).field("owner", &self.owner).finish_non_exhaustive()
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("owner", &self.owner)
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    /// The defaults of [`Config::from_env`], without reading the environment.
+    fn default() -> Config {
+        Config {
+            addr: DEFAULT_ADDR.to_owned(),
+            owner: default_owner(),
+            secret: DEFAULT_SECRET.to_owned(),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
     }
 }
 
 impl Config {
     /// `LOCKSERVER_ADDR` (default `127.0.0.1:8080`), `LOCKSERVER_OWNER` (default
     /// `<host>-<pid>`, unique to this process) and `LOCKSERVER_SECRET` (default `changeme`),
-    /// from the environment, or from `.env` for what the environment does not set.
+    /// from the environment, or from `.env` for what the environment does not set; the call
+    /// timeout is [`DEFAULT_CALL_TIMEOUT`].
     pub fn from_env() -> Config {
         let _ = dotenvy::dotenv();
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -35,6 +66,7 @@ impl Config {
             addr: var("LOCKSERVER_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned()),
             owner: var("LOCKSERVER_OWNER").unwrap_or_else(default_owner),
             secret: var("LOCKSERVER_SECRET").unwrap_or_else(|| DEFAULT_SECRET.to_owned()),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 }

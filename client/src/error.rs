@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 /// What can go wrong.
 #[derive(Debug)]
@@ -10,6 +11,10 @@ pub enum Error {
     Io(io::Error),
     /// The connection closed with the request unanswered.
     Closed,
+    /// The server did not answer within this long (the call timeout, plus the wait asked
+    /// for). The connection has been closed: whatever was still on it is lost with it,
+    /// session locks included.
+    CallTimeout(Duration),
     /// The server refused the secret.
     Unauthorized,
     /// The server could not read what we sent, or we could not read what it sent.
@@ -37,6 +42,11 @@ impl fmt::Display for Error {
         match self {
             Error::Io(e) => write!(f, "connection failed: {e}"),
             Error::Closed => f.write_str("connection closed"),
+            Error::CallTimeout(after) => write!(
+                f,
+                "no answer from the server within {:.3} s; the connection was closed",
+                after.as_secs_f64()
+            ),
             Error::Unauthorized => f.write_str("the server refused the secret"),
             Error::Protocol(why) => write!(f, "protocol error: {why}"),
             Error::Busy => f.write_str("the lock is held"),

@@ -2,12 +2,19 @@
 //! with fencing tokens, server-side waiting and session locks.
 //!
 //! It speaks ringlock's binary wire protocol: an async [`Client`] (tokio) with any number of
-//! requests in flight on one connection, a [`blocking::Client`] with a [`blocking::Guard`]
-//! that releases its lock when dropped, and the protocol's codec itself ([`frame`]), which
-//! the server and ringlock's load generator use too. It depends on no server code, so a
-//! worker on any OS can use it. Configured like the reference `lockserver` SDKs:
-//! `LOCKSERVER_ADDR`, `LOCKSERVER_OWNER`, `LOCKSERVER_SECRET`, from the environment or `.env`
-//! ([`Config::from_env`]).
+//! requests in flight on one connection, a [`blocking::Client`], a [`Guard`] (and
+//! [`blocking::Guard`]) that releases its lock when dropped, and the protocol's codec itself
+//! ([`frame`]), which the server and ringlock's load generator use too. It depends on no
+//! server code, so a worker on any OS can use it. Configured like the reference `lockserver`
+//! SDKs: `LOCKSERVER_ADDR`, `LOCKSERVER_OWNER`, `LOCKSERVER_SECRET`, from the environment or
+//! `.env` ([`Config::from_env`]).
+//!
+//! The client keeps its own time. Every call has a timeout ([`Config::call_timeout`]); one
+//! that runs out closes the connection. A guard counts its lease on this process's clock from
+//! the moment its last acquire or renewal was *sent*, and its [`LostSignal`] fires when the
+//! lock can no longer be counted on: the server's `LOST` push, a renewal refused or failed,
+//! the connection's end, or, whatever the server does (a server that stopped answering
+//! included), a [`safety_margin`] before the lease could end there.
 //!
 //! # Example
 //!
@@ -25,8 +32,12 @@
 //!     session: true,                        // and free it if this connection drops
 //! };
 //! let guard = client.lock("s3://bucket/key", opts)?;
+//! let lost = guard.lost();
 //! write_with_fence(guard.token());          // the storage refuses writes with lower tokens
 //! guard.extend(Some(Duration::from_secs(30)))?;
+//! if let Some(why) = lost.check() {         // or lost.wait(), or wait_timeout(..)
+//!     eprintln!("stop writing: {why}");
+//! }
 //! // released when `guard` is dropped
 //! # Ok(())
 //! # }
@@ -35,8 +46,9 @@
 //! # Layout
 //! - [`config`]: where to connect and who we are;
 //! - [`frame`]: the wire protocol's bytes (pure: check, parse, encode);
-//! - [`Client`] (in `conn`): the async connection;
-//! - [`blocking`]: the same without async, and the guard;
+//! - [`Client`] (in `conn`): the async connection, its timeouts and socket options;
+//! - [`guard`]: a held lock on this process's clock, and the signal that it is lost;
+//! - [`blocking`]: the same without async;
 //! - [`Error`]: what a call can fail with.
 
 pub mod blocking;
@@ -44,7 +56,9 @@ pub mod config;
 mod conn;
 mod error;
 pub mod frame;
+pub mod guard;
 
-pub use config::{Config, DEFAULT_ADDR, DEFAULT_SECRET};
+pub use config::{Config, DEFAULT_ADDR, DEFAULT_CALL_TIMEOUT, DEFAULT_SECRET};
 pub use conn::{AcquireOptions, Client, Lease, LockInfo, Lost};
 pub use error::Error;
+pub use guard::{Guard, LostReason, LostSignal, safety_margin};

@@ -4,18 +4,25 @@
 //!
 //! `lock` takes a session lock (released by the server if this process dies), renews its
 //! lease every third of its length while the command runs, passes the command's exit status
-//! through, and releases the lock when the command ends. If the lock is lost while the command
-//! runs (a renewal refused, the lease pushed as lost, the connection gone) the command is
-//! stopped with SIGTERM, since it no longer holds what it thinks it holds.
+//! through, and releases the lock when the command ends. The command finds the lock's name
+//! and fencing token in `RINGLOCK_RESOURCE` and `RINGLOCK_TOKEN`, to fence its writes.
+//!
+//! It keeps the lease's time on its own clock, with the client's [`ringlock_client::Guard`]:
+//! if the lock is lost while the command runs (the lease pushed as lost, a renewal refused or
+//! failed, the connection gone) or can no longer be counted on (no renewal confirmed by the
+//! send time of the last one plus the lease, less a safety margin: a server that stopped
+//! answering, a partition), the command is sent SIGTERM, then SIGKILL if it has not exited
+//! `--kill-after` seconds later, since it no longer holds what it thinks it holds.
 
 use std::ffi::OsString;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, ExitStatus};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use ringlock_client::blocking::Client;
-use ringlock_client::{AcquireOptions, Config, DEFAULT_ADDR, Error};
+use ringlock_client::blocking::Client as BlockingClient;
+use ringlock_client::{AcquireOptions, Client, Config, DEFAULT_ADDR, Error, Guard};
+use tokio::sync::oneshot;
 
 /// Exit status when the lock cannot be had in time (`EX_TEMPFAIL`).
 pub const EXIT_BUSY: u8 = 75;
@@ -25,6 +32,10 @@ pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_NOT_STARTED: u8 = 127;
 /// Exit status when the lock was lost while the command ran.
 pub const EXIT_LOST: u8 = 70;
+/// Seconds a command has to exit after SIGTERM before it gets SIGKILL, by default: the grace
+/// `docker stop` gives. Until it exits it may still write, so fence its writes with
+/// `RINGLOCK_TOKEN` (or lower `--kill-after`).
+pub const DEFAULT_KILL_AFTER_SECS: f64 = 10.0;
 
 /// Where the server is and who we are; the secret comes from `LOCKSERVER_SECRET` only, so
 /// that it never shows in a process listing.
@@ -51,18 +62,25 @@ impl ClientArgs {
 
 /// `ringlock lock`.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Exit status: the command's own; 75 if the lock could not be had in time; 69 if the \
+#[command(after_help = "The command finds the lock's name in RINGLOCK_RESOURCE and its fencing token in \
+RINGLOCK_TOKEN. Exit status: the command's own; 75 if the lock could not be had in time; 69 if the \
 server could not be reached; 70 if the lock was lost while the command ran (the command is sent \
-SIGTERM); 127 if the command could not be started. A command killed by a signal gives 128 + the signal.")]
+SIGTERM, then SIGKILL after --kill-after seconds); 127 if the command could not be started. A command \
+killed by a signal gives 128 + the signal.")]
 pub struct LockArgs {
     /// The lock's name.
     pub name: String,
     /// Wait up to this many seconds for the lock (0: give up at once if it is held).
     #[arg(short, long, default_value_t = 0.0, value_parser = seconds)]
     pub wait: f64,
-    /// Lease length in seconds; renewed every third of it while the command runs.
-    #[arg(long, default_value_t = 30.0, value_parser = seconds)]
+    /// Lease length in seconds; renewed every third of it while the command runs. If no
+    /// renewal is confirmed in time, the command is sent SIGTERM a fifth of the lease (at
+    /// least 0.1 s) before the lease could end.
+    #[arg(long, default_value_t = 30.0, value_parser = positive_seconds)]
     pub ttl: f64,
+    /// Seconds the command has to exit after SIGTERM, once the lock is lost, before SIGKILL.
+    #[arg(long, default_value_t = DEFAULT_KILL_AFTER_SECS, value_parser = seconds)]
+    pub kill_after: f64,
     #[command(flatten)]
     pub client: ClientArgs,
     /// The command to run, and its arguments.
@@ -86,24 +104,39 @@ fn seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-fn connect(args: &ClientArgs) -> Result<Client, ExitCode> {
-    Client::connect(&args.config()).map_err(|e| {
-        eprintln!("ringlock: cannot use the server at {}: {e}", args.addr);
-        ExitCode::from(EXIT_UNAVAILABLE)
-    })
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1e9 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds > 0")),
+    }
+}
+
+fn unavailable(args: &ClientArgs, e: &Error) -> ExitCode {
+    eprintln!("ringlock: cannot use the server at {}: {e}", args.addr);
+    ExitCode::from(EXIT_UNAVAILABLE)
 }
 
 /// Runs `ringlock lock`.
 pub fn lock(args: LockArgs) -> ExitCode {
-    let client = match connect(&args.client) {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run_locked(args)),
+        Err(e) => {
+            eprintln!("ringlock lock: cannot start: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_locked(args: LockArgs) -> ExitCode {
+    let client = match Client::connect(&args.client.config()).await {
         Ok(client) => client,
-        Err(code) => return code,
+        Err(e) => return unavailable(&args.client, &e),
     };
     let ttl = Duration::from_secs_f64(args.ttl);
     let wait = (args.wait > 0.0).then(|| Duration::from_secs_f64(args.wait));
     let opts = AcquireOptions { ttl: Some(ttl), wait, session: true };
-    let lease = match client.acquire(&args.name, opts) {
-        Ok(lease) => lease,
+    let guard = match client.lock(&args.name, opts).await {
+        Ok(guard) => guard,
         Err(Error::Busy | Error::TimedOut | Error::QueueFull) => {
             let waited =
                 if args.wait > 0.0 { format!(" after waiting {} s", args.wait) } else { String::new() };
@@ -115,13 +148,17 @@ pub fn lock(args: LockArgs) -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
-    let mut lost_notices = client.lost();
     let forwarder = Forwarder::start();
-    let mut child = match Command::new(&args.command[0]).args(&args.command[1..]).spawn() {
+    let child = Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .env("RINGLOCK_RESOURCE", &args.name)
+        .env("RINGLOCK_TOKEN", guard.token().to_string())
+        .spawn();
+    let mut child = match child {
         Ok(child) => child,
         Err(e) => {
             eprintln!("ringlock lock: cannot run {:?}: {e}", args.command[0]);
-            let _ = client.release(&lease.resource, Some(lease.token));
+            let _ = guard.release().await;
             return ExitCode::from(EXIT_NOT_STARTED);
         }
     };
@@ -129,49 +166,61 @@ pub fn lock(args: LockArgs) -> ExitCode {
     if let Some(f) = &forwarder {
         f.started(pid);
     }
-    let (done, finished) = mpsc::channel::<()>();
-    let (client_ref, lease_ref) = (&client, &lease);
-    let lost = std::thread::scope(|scope| {
-        let renewer = scope.spawn(move || {
-            let (client, lease) = (client_ref, lease_ref);
-            // Renew every third of the lease, so two renewals can fail before it runs out.
-            let every = ttl / 3;
-            loop {
-                match finished.recv_timeout(every) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return None,
-                }
-                let lost_push = lost_notices.try_recv().ok().filter(|l| l.token == lease.token);
-                let renewed = client.extend(&lease.resource, Some(lease.token), Some(ttl));
-                if let Some(why) =
-                    lost_push.map(|_| "its lease ran out".to_owned()).or(renewed.err().map(|e| e.to_string()))
-                {
-                    eprintln!(
-                        "ringlock lock: lost the lock on {} ({why}); stopping the command",
-                        lease.resource
-                    );
-                    // SAFETY: sending a signal to our own child, which we have not reaped.
-                    unsafe { libc::kill(pid, libc::SIGTERM) };
-                    return Some(());
-                }
-            }
-        });
-        let status = child.wait();
-        let _ = done.send(());
-        (renewer.join().ok().flatten(), status)
+    let (exited_tx, mut exited) = oneshot::channel::<std::io::Result<ExitStatus>>();
+    std::thread::spawn(move || {
+        let _ = exited_tx.send(child.wait());
     });
+
+    let mut lost = guard.lost();
+    let outcome = tokio::select! {
+        status = &mut exited => Ok(status),
+        why = lost.wait() => Err(why),
+        never = renew(&guard, ttl) => match never {},
+    };
+    let status = match outcome {
+        Ok(status) => {
+            let _ = guard.release().await;
+            status
+        }
+        Err(why) => {
+            eprintln!("ringlock lock: lost the lock on {} ({why}); stopping the command", args.name);
+            // SAFETY: kill(2) touches no memory of ours. The pid is our child's, which we have
+            // not seen exit; it could be another process's only if the waiting thread reaped
+            // it this very moment and the pid were reused at once.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let grace = Duration::from_secs_f64(args.kill_after);
+            if tokio::time::timeout(grace, &mut exited).await.is_err() {
+                eprintln!(
+                    "ringlock lock: the command did not exit within {} s of SIGTERM; sending SIGKILL",
+                    args.kill_after
+                );
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = exited.await;
+            }
+            // Released without waiting: the server may not answer at all.
+            drop(guard);
+            return ExitCode::from(EXIT_LOST);
+        }
+    };
     drop(forwarder);
-    let (lost, status) = lost;
-    let _ = client.release(&lease.resource, Some(lease.token));
-    if lost.is_some() {
-        return ExitCode::from(EXIT_LOST);
-    }
     match status {
-        Ok(status) => exit_code(status),
-        Err(e) => {
+        Ok(Ok(status)) => exit_code(status),
+        Ok(Err(e)) => {
             eprintln!("ringlock lock: waiting for the command failed: {e}");
             ExitCode::FAILURE
         }
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// Renews the lease every third of it, so that one renewal's answer has a third of the lease
+/// to come back before the guard's signal would fire. A renewal that fails makes the guard
+/// lost, which the caller is watching; so this never returns.
+async fn renew(guard: &Guard, ttl: Duration) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let _ = guard.extend(Some(ttl)).await;
     }
 }
 
@@ -243,9 +292,9 @@ impl Forwarder {
 
 /// Runs `ringlock status`.
 pub fn status(args: StatusArgs) -> ExitCode {
-    let client = match connect(&args.client) {
+    let client = match BlockingClient::connect(&args.client.config()) {
         Ok(client) => client,
-        Err(code) => return code,
+        Err(e) => return unavailable(&args.client, &e),
     };
     match client.inspect(&args.name) {
         Ok(None) => println!("{}: free", args.name),

@@ -68,7 +68,12 @@ struct Exercised {
 fn wire_worker(addr: String, seed: u64, log: Log, done: Instant) -> Exercised {
     let mut rng = Rng(seed);
     let mut seen = Exercised::default();
-    let config = ClientConfig { addr, owner: format!("wire-{seed}"), secret: SECRET.into() };
+    let config = ClientConfig {
+        addr,
+        owner: format!("wire-{seed}"),
+        secret: SECRET.into(),
+        ..ClientConfig::default()
+    };
     let mut client = Client::connect(&config).unwrap();
     // Session locks left to their lease on the current connection: dropping the connection
     // later ends them then, if their lease has not ended first.

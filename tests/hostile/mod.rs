@@ -328,8 +328,12 @@ fn protected_mode_serves_this_machine() {
 fn a_wire_connection_holding_session_locks_is_never_idle() {
     use ringlock_client::{AcquireOptions, Config as ClientConfig, blocking::Client};
     let server = tight(1, short_timeouts());
-    let config =
-        |owner: &str| ClientConfig { addr: server.host_port(), owner: owner.into(), secret: SECRET.into() };
+    let config = |owner: &str| ClientConfig {
+        addr: server.host_port(),
+        owner: owner.into(),
+        secret: SECRET.into(),
+        ..ClientConfig::default()
+    };
     let holder = Client::connect(&config("holder")).unwrap();
     holder.acquire("kept", AcquireOptions { session: true, ..AcquireOptions::default() }).unwrap();
     let bystander = Client::connect(&config("bystander")).unwrap();
@@ -339,4 +343,46 @@ fn a_wire_connection_holding_session_locks_is_never_idle() {
     let info = observer.inspect("kept").unwrap().expect("still held: closing would have released it");
     assert_eq!(info.owner, "holder");
     holder.ping().expect("the holder's connection is open");
+}
+
+#[test]
+fn wrong_secrets_close_the_connection_after_five_and_are_counted() {
+    let server = TestServer::start(2);
+    let body = r#"{"resource":"guarded","owner":"mallory"}"#;
+    let unauthorized = plain("401 Unauthorized", "Missing or invalid secret");
+    let mut c = server.connect();
+    for guess in ["wrong", "", "guess-3", "guess-4"] {
+        assert_eq!(c.post("/acquire", guess, body).text(), unauthorized, "{guess:?}: refused, kept open");
+    }
+    assert_eq!(
+        c.post("/acquire", "guess-5", body).text(),
+        unauthorized.replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n")
+    );
+    assert!(c.is_closed(), "closed after the fifth");
+
+    // Pipelined guesses: five answers, then nothing more is read.
+    let guesses: String = (0..20).map(|i| post("/acquire", &format!("guess-{i}"), body)).collect();
+    let replies = exchange(&server, guesses.as_bytes());
+    assert_eq!(replies.matches("HTTP/1.1 401 Unauthorized\r\n").count(), 5, "{replies}");
+
+    // Other refusals do not count.
+    let mut c = server.connect();
+    for _ in 0..6 {
+        assert_eq!(c.get("/no-such-path", "wrong").status, 404);
+    }
+    assert_eq!(c.acquire("guarded", "alice").status, 200, "the lock was never taken, and this one is open");
+
+    // A wire client gets one try.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut hello = PREFACE.to_vec();
+    frame::encode_request(&mut hello, 1, &WireRequest::Hello { secret: b"wrong" });
+    s.write_all(&hello).unwrap();
+    assert_eq!(read_reply(&mut s), (1, "Unauthorized".into()));
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"", "closed");
+
+    let metrics = server.connect().call("GET /metrics HTTP/1.1\r\n\r\n").body;
+    assert!(metrics.lines().any(|l| l == "ringlock_auth_failures_total 11"), "{metrics}");
 }

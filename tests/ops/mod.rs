@@ -140,3 +140,33 @@ fn the_default_secret_starts_in_protected_mode_and_logs_follow_the_level() {
     let (_, log) = server.finish();
     assert_eq!(log, "", "nothing below warn");
 }
+
+#[test]
+fn an_empty_secret_is_refused_at_start() {
+    let out = ringlock().env("LOCKSERVER_SECRET", "").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ringlock: LOCKSERVER_SECRET is empty; an empty secret would let every client in, so set a secret \
+         (or unset it for the default, which serves only this machine)\n"
+    );
+    assert_eq!(out.stdout, b"", "never listened");
+
+    let dir = std::env::temp_dir().join(format!("ringlock-empty-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, contents) in [("empty", ""), ("blank-line", "\n")] {
+        let file = dir.join(name);
+        std::fs::write(&file, contents).unwrap();
+        let out = ringlock().env("LOCKSERVER_SECRET_FILE", &file).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "ringlock: LOCKSERVER_SECRET_FILE: {} is empty; an empty secret would let every client in, so \
+                 put the secret in it\n",
+                file.display()
+            )
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -295,6 +295,66 @@ impl Process {
     }
 }
 
+/// The real server binary on a free loopback port with [`SECRET`] and one core, which a test
+/// can freeze with SIGSTOP: to its clients it then looks like a stalled machine or a
+/// partition (its kernel still accepts connections and acknowledges bytes; nothing answers).
+/// Resumed and stopped when dropped.
+pub struct FreezableServer {
+    process: Process,
+}
+
+impl FreezableServer {
+    pub fn start() -> FreezableServer {
+        let mut cmd = ringlock_command();
+        cmd.args(["-b", "127.0.0.1", "-p", "0", "--threads", "1"]).env("LOCKSERVER_SECRET", SECRET);
+        FreezableServer { process: Process::start(cmd) }
+    }
+
+    /// `host:port`.
+    pub fn host_port(&self) -> String {
+        self.process.addr.to_string()
+    }
+
+    /// Stops the server process (SIGSTOP).
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets it run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: signalling our own child process, which has not been reaped.
+        assert_eq!(unsafe { libc::kill(self.process.child.id() as libc::pid_t, signal) }, 0);
+    }
+}
+
+impl Drop for FreezableServer {
+    fn drop(&mut self) {
+        // Then `Process` kills it, by its pid.
+        self.thaw();
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; kills it (by its pid) and fails the test if it
+/// does not.
+pub fn exit_within(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The `ringlock` binary, with none of its variables inherited from the test's environment,
 /// and a data directory of its own (removed with the [`Process`] that runs it).
 pub fn ringlock_command() -> std::process::Command {

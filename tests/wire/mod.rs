@@ -2,9 +2,9 @@
 //! parser and the client's codec all pass; every operation through the Rust client; hand-off
 //! order, waits, session locks; and the `ringlock lock` command running real children.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use ringlock::config::Config;
 use ringlock_client::blocking::Client;
 use ringlock_client::frame::{self, PREFACE};
-use ringlock_client::{AcquireOptions, Config as ClientConfig, Error};
+use ringlock_client::{AcquireOptions, Config as ClientConfig, Error, LostReason, safety_margin};
 
-use crate::support::{Http, SECRET, TestServer};
+use crate::support::{FreezableServer, Http, SECRET, TestServer, exit_within};
 
 /// One golden case: exchanges on one connection, and whether the server closes it after.
 struct Case {
@@ -108,7 +108,16 @@ fn golden_vectors_through_the_codec() {
 }
 
 fn client(server: &TestServer, owner: &str) -> Client {
-    let config = ClientConfig { addr: server.host_port(), owner: owner.into(), secret: SECRET.into() };
+    client_at(&server.host_port(), owner)
+}
+
+fn client_at(addr: &str, owner: &str) -> Client {
+    let config = ClientConfig {
+        addr: addr.into(),
+        owner: owner.into(),
+        secret: SECRET.into(),
+        ..ClientConfig::default()
+    };
     Client::connect(&config).expect("connect")
 }
 
@@ -147,14 +156,24 @@ fn every_operation_through_the_client() {
     drop(guard);
     a.acquire("guarded", opts(None, None, false)).expect("the guard released on drop");
 
-    let wrong = ClientConfig { addr: server.host_port(), owner: "x".into(), secret: "nope".into() };
+    let wrong = ClientConfig {
+        addr: server.host_port(),
+        owner: "x".into(),
+        secret: "nope".into(),
+        ..ClientConfig::default()
+    };
     assert!(matches!(Client::connect(&wrong), Err(Error::Unauthorized)));
 }
 
 #[test]
 fn many_requests_in_flight_on_one_connection() {
     let server = TestServer::start(2);
-    let config = ClientConfig { addr: server.host_port(), owner: "pipe".into(), secret: SECRET.into() };
+    let config = ClientConfig {
+        addr: server.host_port(),
+        owner: "pipe".into(),
+        secret: SECRET.into(),
+        ..ClientConfig::default()
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let c = ringlock_client::Client::connect(&config).await.unwrap();
@@ -203,7 +222,12 @@ fn waiters_on_several_connections_are_served_first_come_first_served() {
     let mut waiters = Vec::new();
     for i in 0..4 {
         let (config, order) = (
-            ClientConfig { addr: server.host_port(), owner: format!("w{i}"), secret: SECRET.into() },
+            ClientConfig {
+                addr: server.host_port(),
+                owner: format!("w{i}"),
+                secret: SECRET.into(),
+                ..ClientConfig::default()
+            },
             order.clone(),
         );
         waiters.push(thread::spawn(move || {
@@ -304,10 +328,14 @@ fn both_protocols_share_the_port_and_bad_frames_leave_the_server_up() {
 }
 
 fn ringlock_lock(server: &TestServer, args: &[&str]) -> Command {
+    ringlock_lock_at(&server.host_port(), args)
+}
+
+fn ringlock_lock_at(addr: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlock"));
     cmd.arg("lock")
         .args(args)
-        .env("LOCKSERVER_ADDR", server.host_port())
+        .env("LOCKSERVER_ADDR", addr)
         .env("LOCKSERVER_SECRET", SECRET)
         .env_remove("LOCKSERVER_OWNER");
     cmd
@@ -370,4 +398,183 @@ fn the_status_command() {
         "{held}"
     );
     assert_eq!(status("other"), "other: free\n");
+}
+
+#[test]
+fn calls_time_out_against_a_frozen_server_and_give_the_connection_up() {
+    let server = FreezableServer::start();
+    let call_timeout = Duration::from_millis(300);
+    let config = ClientConfig {
+        addr: server.host_port(),
+        owner: "frozen".into(),
+        secret: SECRET.into(),
+        call_timeout,
+    };
+    let c = Client::connect(&config).unwrap();
+    c.acquire("frozen-session", opts(None, None, true)).unwrap();
+    server.freeze();
+    let timed_out = c.ping().unwrap_err();
+    assert!(matches!(timed_out, Error::CallTimeout(after) if after == call_timeout), "{timed_out:?}");
+    assert_eq!(timed_out.to_string(), "no answer from the server within 0.300 s; the connection was closed");
+    assert!(matches!(c.inspect("frozen-session"), Err(Error::Closed)), "the connection is given up");
+    assert!(
+        matches!(Client::connect(&config), Err(Error::CallTimeout(after)) if after == call_timeout),
+        "connecting has the timeout too (the kernel accepts; nobody answers HELLO)"
+    );
+    server.thaw();
+    let other = client_at(&server.host_port(), "other");
+    other
+        .acquire("frozen-session", opts(None, Some(5_000), false))
+        .expect("the given-up connection closed, and its session lock went with it");
+}
+
+#[test]
+fn a_guard_says_why_its_lock_is_lost() {
+    let server = TestServer::start(2);
+    let a = client(&server, "a");
+    // The same owner on another connection can end a's lease early, as a server would.
+    let same_owner = client(&server, "a");
+
+    let guard = a.lock("lost-push", opts(Some(60_000), None, true)).unwrap();
+    let mut lost = guard.lost();
+    assert_eq!(lost.check(), None);
+    same_owner.extend("lost-push", Some(guard.token()), Some(Duration::from_millis(50))).unwrap();
+    assert_eq!(lost.wait_timeout(Duration::from_secs(5)), Some(LostReason::Expired), "the LOST push");
+    assert_eq!(guard.lost().check(), Some(LostReason::Expired), "and it stays lost");
+
+    let guard = a.lock("refused", opts(Some(60_000), None, false)).unwrap();
+    same_owner.release("refused", Some(guard.token())).unwrap();
+    assert!(matches!(guard.extend(Some(Duration::from_secs(60))), Err(Error::NotFound)));
+    assert_eq!(guard.lost().check(), Some(LostReason::Refused("nobody holds the lock".into())));
+
+    let guard = a.lock("given-back", opts(Some(60_000), None, false)).unwrap();
+    let lost = guard.lost();
+    guard.release().unwrap();
+    assert_eq!(lost.check(), Some(LostReason::Released));
+}
+
+#[test]
+fn a_guard_on_a_frozen_server_is_lost_by_its_own_deadline() {
+    let server = FreezableServer::start();
+    let c = client_at(&server.host_port(), "frozen");
+    let ttl = Duration::from_secs(1);
+    let before = Instant::now();
+    let guard = c.lock("frozen-deadline", opts(Some(1_000), None, true)).unwrap();
+    let after = Instant::now();
+    let mut lost = guard.lost();
+    let deadline = lost.deadline().unwrap();
+    let give_up = ttl - safety_margin(ttl);
+    assert!(
+        before + give_up <= deadline && deadline <= after + give_up,
+        "counted from the acquire's send time, less the margin"
+    );
+    assert_eq!(guard.expires(), Some(deadline + safety_margin(ttl)));
+    server.freeze();
+    assert_eq!(lost.wait_timeout(Duration::from_secs(5)), Some(LostReason::Deadline));
+    assert!(Instant::now() >= deadline);
+    // Dropping a lost guard does not wait for the frozen server.
+    drop(guard);
+}
+
+#[test]
+fn the_lock_command_gives_its_command_the_token_and_the_name() {
+    let server = TestServer::start(2);
+    let script = r#"echo "$RINGLOCK_TOKEN $RINGLOCK_RESOURCE"; read -r line || true"#;
+    let mut child = ringlock_lock(&server, &["env-lock", "--", "sh", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let held = client(&server, "observer").inspect("env-lock").unwrap().expect("held while it runs");
+    assert_eq!(line, format!("{} env-lock\n", held.token));
+    drop(child.stdin.take());
+    assert!(exit_within(&mut child, Duration::from_secs(10)).success());
+}
+
+#[test]
+fn the_lock_command_stops_its_command_before_a_frozen_server_could_end_the_lease() {
+    let server = FreezableServer::start();
+    let mut lock = ringlock_lock_at(
+        &server.host_port(),
+        &["--ttl", "3", "frozen-job", "--", "sh", "-c", "echo $$; exec sleep 60"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut pid = String::new();
+    BufReader::new(lock.stdout.take().unwrap()).read_line(&mut pid).unwrap();
+    let pid: libc::pid_t = pid.trim().parse().expect("the command's pid");
+
+    // Freeze the server right after it has renewed the lease, and note when that lease ends
+    // at the server at the earliest: when it was asked, plus what was left then.
+    let observer = client_at(&server.host_port(), "observer");
+    let left = || observer.inspect("frozen-job").unwrap().expect("held while it runs").expires_in.unwrap();
+    let mut last = left();
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let lease_end = loop {
+        let asked = Instant::now();
+        let now_left = left();
+        if now_left > last + Duration::from_millis(200) {
+            break asked + now_left;
+        }
+        assert!(asked < give_up, "no renewal seen");
+        last = now_left;
+        thread::sleep(Duration::from_millis(20));
+    };
+    server.freeze();
+
+    let status = exit_within(&mut lock, Duration::from_secs(10));
+    let stopped = Instant::now();
+    assert_eq!(status.code(), Some(70), "lost: 70");
+    assert!(
+        stopped <= lease_end,
+        "the command ran {:?} past the moment the lease could end at the server",
+        stopped - lease_end
+    );
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, -1, "the command was stopped and reaped");
+    let mut stderr = String::new();
+    lock.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(
+        stderr,
+        "ringlock lock: lost the lock on frozen-job (no renewal was confirmed in time: by this process's \
+         clock, the lease is within its safety margin of its end); stopping the command\n"
+    );
+}
+
+#[test]
+fn the_lock_command_kills_a_command_that_ignores_sigterm_once_the_lock_is_lost() {
+    let server = TestServer::start(2);
+    let script = r#"trap "" TERM; echo "$RINGLOCK_TOKEN"; exec sleep 60"#;
+    let args = [
+        "--ttl",
+        "60",
+        "--kill-after",
+        "0.2",
+        "--owner",
+        "stubborn",
+        "stubborn-job",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ];
+    let mut lock =
+        ringlock_lock(&server, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut token = String::new();
+    BufReader::new(lock.stdout.take().unwrap()).read_line(&mut token).unwrap();
+    // The same owner ends the lease early; the server pushes LOST to the command's connection.
+    let token = token.trim().parse().expect("the token");
+    client(&server, "stubborn").extend("stubborn-job", Some(token), Some(Duration::from_millis(10))).unwrap();
+    assert_eq!(exit_within(&mut lock, Duration::from_secs(10)).code(), Some(70));
+    let mut stderr = String::new();
+    lock.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(
+        stderr,
+        "ringlock lock: lost the lock on stubborn-job (the server ended its lease); stopping the command\n\
+         ringlock lock: the command did not exit within 0.2 s of SIGTERM; sending SIGKILL\n"
+    );
 }

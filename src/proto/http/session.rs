@@ -2,7 +2,8 @@
 //! lock requests to the core, and writes the answers in request order. Pipelining: every
 //! complete request in the buffer is served, and answers that are ready leave together; an
 //! answer that must wait (a lock wait, another core) holds back only the ones behind it.
-//! Records each request's service time in the core's histogram.
+//! Records each request's service time in the core's histogram. A connection refused for
+//! its secret [`MAX_AUTH_FAILURES`] times is closed after that answer.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -10,13 +11,14 @@ use std::time::Instant;
 use slab::Slab;
 
 use crate::api::{LockService, Reply, Request};
+use crate::auth::MAX_AUTH_FAILURES;
 use crate::proto::context::Context;
 
 use super::body::BodyRequest;
 use super::endpoint::{self, gathered_reply, lock_reply};
 use super::head::{self, Method};
 use super::response::{CONTINUE, Response};
-use super::route::{self, Endpoint, Routed};
+use super::route::{self, Endpoint, Refusal, Routed};
 
 /// One HTTP connection's requests in flight, in order.
 #[derive(Default)]
@@ -26,6 +28,8 @@ pub struct Session {
     order: VecDeque<usize>,
     /// The incomplete request at the front of the buffer has been answered `100 Continue`.
     continued: bool,
+    /// Requests refused for a missing or wrong secret.
+    refused_secrets: u32,
 }
 
 struct Slot {
@@ -105,6 +109,9 @@ impl Session {
                 if head.expect_continue && !self.continued {
                     self.continued = true;
                     if let Some(refusal) = route::preflight(head.method, target, authorized) {
+                        if refusal == Refusal::Unauthorized {
+                            self.refuse_secret(cx);
+                        }
                         // Refused before the body was sent: answer, and close rather than
                         // guess whether the client will send the body anyway.
                         self.answer(cx, endpoint::refused(refusal), CLOSING, since, out, close);
@@ -121,6 +128,14 @@ impl Session {
             let framing = Framing { keep_alive: head.keep_alive, head_only: head.method == Method::Head };
             match route::route(head.method, target, &rest[head.len..end], cx.limits, authorized) {
                 Routed::Health => self.answer(cx, endpoint::health(), framing, since, out, close),
+                Routed::Refused(Refusal::Unauthorized) => {
+                    let last = self.refuse_secret(cx);
+                    let framing = if last { CLOSING } else { framing };
+                    self.answer(cx, endpoint::refused(Refusal::Unauthorized), framing, since, out, close);
+                    if last {
+                        *close = true;
+                    }
+                }
                 Routed::Refused(refusal) => {
                     self.answer(cx, endpoint::refused(refusal), framing, since, out, close)
                 }
@@ -140,6 +155,14 @@ impl Session {
         used
     }
 
+    /// Counts a request refused for its secret; returns whether it is the last this
+    /// connection may have.
+    fn refuse_secret(&mut self, cx: &Context<'_>) -> bool {
+        cx.secret.count_refusal();
+        self.refused_secrets += 1;
+        self.refused_secrets >= MAX_AUTH_FAILURES
+    }
+
     /// The reply for `slot` has come.
     pub fn on_reply(
         &mut self,
@@ -156,7 +179,9 @@ impl Session {
                 parts.push(reply);
                 *left -= 1;
                 if *left == 0 {
-                    s.state = SlotState::Ready(gathered_reply(s.endpoint, std::mem::take(parts), *limit));
+                    let parts = std::mem::take(parts);
+                    s.state =
+                        SlotState::Ready(gathered_reply(s.endpoint, parts, *limit, cx.secret.refusals()));
                 }
             }
             SlotState::Ready(_) => return,
@@ -223,7 +248,12 @@ impl Session {
         let state = if req.resource().is_none() {
             let limit = if let Request::List { limit, .. } = &req { *limit } else { 0 };
             match svc.submit_all(key, &req) {
-                (mine, 0) => SlotState::Ready(gathered_reply(endpoint, mine.into_iter().collect(), limit)),
+                (mine, 0) => SlotState::Ready(gathered_reply(
+                    endpoint,
+                    mine.into_iter().collect(),
+                    limit,
+                    cx.secret.refusals(),
+                )),
                 (mine, left) => SlotState::Gathering { left, parts: mine.into_iter().collect(), limit },
             }
         } else {

@@ -127,6 +127,9 @@ impl Session {
                 return frame::encode_reply(out, id, &WireReply::HelloOk { version: VERSION });
             }
             (false, _) => {
+                // A wire client gets one try: it presents the secret once, first thing, so a
+                // second would only be a guess.
+                cx.secret.count_refusal();
                 frame::encode_reply(out, id, &WireReply::Unauthorized);
                 *close = true;
                 return;
