@@ -1,10 +1,8 @@
-//! The shared secret: owns the expected value, the only comparison against it, how many wrong
-//! tries a connection gets, and the count of refusals for `/metrics`. Compared in constant
-//! time (with respect to its contents) and never printed.
+//! The shared secret: owns the expected value, the only comparison against it, and how many
+//! wrong tries a connection gets. Compared in constant time (with respect to its contents) and
+//! never printed.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use subtle::ConstantTimeEq;
 
@@ -16,15 +14,9 @@ use subtle::ConstantTimeEq;
 pub const MAX_AUTH_FAILURES: u32 = 5;
 
 /// The secret every client must present (`X-LOCKSERVER-SECRET`, or the wire handshake).
-/// Clones share one count of refusals: a server's cores all add to it.
 #[derive(Clone)]
 pub struct Secret {
     value: Box<[u8]>,
-    /// Requests refused for a missing or wrong secret, every core's. The one thing cores
-    /// share besides settings: refusals are rare by construction (at most
-    /// [`MAX_AUTH_FAILURES`] per connection), so one shared counter costs nothing, and it
-    /// reaches `/metrics` without any core's turn.
-    refusals: Arc<AtomicU64>,
 }
 
 /// The reference server's default, and so the one every SDK sends when not told otherwise.
@@ -32,7 +24,7 @@ pub use ringlock_client::DEFAULT_SECRET;
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret { value: value.into().into_bytes().into_boxed_slice(), refusals: Arc::default() }
+        Secret { value: value.into().into_bytes().into_boxed_slice() }
     }
 
     /// Whether `presented` is the secret. Takes the same time for every presented value of
@@ -44,16 +36,6 @@ impl Secret {
     /// Whether this is the well-known default, which anyone can guess.
     pub fn is_default(&self) -> bool {
         self.matches(DEFAULT_SECRET.as_bytes())
-    }
-
-    /// Counts a request refused for a missing or wrong secret.
-    pub fn count_refusal(&self) {
-        self.refusals.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Requests refused for a missing or wrong secret so far.
-    pub fn refusals(&self) -> u64 {
-        self.refusals.load(Ordering::Relaxed)
     }
 }
 
@@ -77,15 +59,5 @@ mod tests {
         assert!(!s.is_default());
         assert!(Secret::new(DEFAULT_SECRET).is_default());
         assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
-    }
-
-    #[test]
-    fn clones_share_the_count_of_refusals() {
-        let s = Secret::new("hunter2");
-        let core_copy = s.clone();
-        s.count_refusal();
-        core_copy.count_refusal();
-        assert_eq!((s.refusals(), core_copy.refusals()), (2, 2));
-        assert_eq!(Secret::new("hunter2").refusals(), 0, "another server's secret counts apart");
     }
 }

@@ -51,6 +51,8 @@ pub struct CoreStats {
     pub latency: HistogramSnapshot,
     /// Its log, if the server keeps one.
     pub log: Option<LogStats>,
+    /// Requests its connections had refused for a missing or wrong secret.
+    pub auth_failures: u64,
 }
 
 /// A core's log at one moment.
@@ -73,9 +75,8 @@ pub struct LogStats {
 /// A metric's name, help text, and how to read it from a snapshot.
 type Metric<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-/// The Prometheus text of every core's snapshot (totals summed, gauges per core), and the
-/// server's count of requests refused for their secret.
-pub fn render(cores: &[CoreStats], auth_failures: u64) -> String {
+/// The Prometheus text of every core's snapshot: totals summed, gauges per core.
+pub fn render(cores: &[CoreStats]) -> String {
     let mut out = String::new();
     let total = |f: fn(&Stats) -> u64| cores.iter().map(|c| f(&c.shard)).sum::<u64>();
     let _ =
@@ -96,6 +97,7 @@ pub fn render(cores: &[CoreStats], auth_failures: u64) -> String {
     }
     let name = "ringlock_auth_failures_total";
     let help = "Requests refused for a missing or wrong secret.";
+    let auth_failures: u64 = cores.iter().map(|c| c.auth_failures).sum();
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {auth_failures}");
     let gauges: [Metric<CoreStats>; 2] = [
         ("held_locks", "Locks held, per core.", |c| c.shard.held),
@@ -193,13 +195,14 @@ mod tests {
             connections: 3,
             latency: h.snapshot(),
             log: None,
+            auth_failures: 0,
         };
         let b = CoreStats {
             core: 1,
             shard: Stats { grants: 2, held: 1, ..Stats::default() },
             ..CoreStats::default()
         };
-        let text = render(&[a, b], 4);
+        let text = render(&[CoreStats { auth_failures: 3, ..a }, CoreStats { auth_failures: 1, ..b }]);
         for line in [
             "ringlock_grants_total 7",
             "ringlock_conflicts_total 1",

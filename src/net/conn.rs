@@ -127,6 +127,7 @@ fn context<'a>(core: &'a Core, settings: &'a Settings) -> Context<'a> {
         secret: &settings.secret,
         date: core.date(),
         service_times: core.service_times(),
+        auth_failures: core.auth_failures(),
     }
 }
 

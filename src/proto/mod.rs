@@ -234,7 +234,14 @@ mod tests {
 
     fn feed(session: &mut Session, bytes: &[u8]) -> (Vec<u8>, bool) {
         let (limits, secret, times) = (Limits::default(), Secret::new("changeme"), Histogram::default());
-        let cx = Context { limits: &limits, secret: &secret, date: [b'D'; 29], service_times: &times };
+        let failures = std::cell::Cell::new(0);
+        let cx = Context {
+            limits: &limits,
+            secret: &secret,
+            date: [b'D'; 29],
+            service_times: &times,
+            auth_failures: &failures,
+        };
         let (mut out, mut close) = (Vec::new(), false);
         session.on_bytes(&mut testing::OneShard::default(), &cx, bytes, &mut out, &mut close);
         (out, close)

@@ -63,6 +63,8 @@ pub struct Core {
     stop: Stop,
     /// Service times of the requests this core's connections sent.
     service_times: Histogram,
+    /// Requests this core's connections refused for a missing or wrong secret.
+    auth_failures: Cell<u64>,
 }
 
 /// When the timer task must wake.
@@ -136,6 +138,7 @@ impl Core {
             timer: TimerArm { wake: Notify::new(), armed: Cell::new(u64::MAX) },
             stop: Stop { stopping: Cell::new(false), notify: Notify::new() },
             service_times: Histogram::default(),
+            auth_failures: Cell::new(0),
         }
     }
 
@@ -213,6 +216,11 @@ impl Core {
         self.journal.as_ref().is_some_and(Journal::failing)
     }
 
+    /// The count of requests this core's connections refused for their secret.
+    pub fn auth_failures(&self) -> &Cell<u64> {
+        &self.auth_failures
+    }
+
     /// Whether the server is shutting down.
     pub fn stopping(&self) -> bool {
         self.stop.stopping.get()
@@ -282,6 +290,7 @@ impl Core {
             stats.connections = self.conns.len();
             stats.latency = self.service_times.snapshot();
             stats.log = self.journal.as_ref().map(Journal::stats);
+            stats.auth_failures = self.auth_failures.get();
         }
         reply
     }

@@ -315,9 +315,21 @@ impl FreezableServer {
         self.process.addr.to_string()
     }
 
-    /// Stops the server process (SIGSTOP).
+    /// Stops the server process (SIGSTOP), and returns once the kernel says it is stopped
+    /// (a signal is delivered asynchronously: a busy process may answer a little longer).
     pub fn freeze(&self) {
         self.signal(libc::SIGSTOP);
+        let stat = format!("/proc/{}/stat", self.process.child.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        // The state is the field after the parenthesised command name.
+        while std::fs::read_to_string(&stat)
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+            != Some(true)
+        {
+            assert!(std::time::Instant::now() < deadline, "the server did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Lets it run again (SIGCONT).

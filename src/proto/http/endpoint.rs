@@ -128,9 +128,8 @@ pub fn list_reply(locks: &[Listed], next: Option<&str>) -> Response {
     Response::json(Status::Ok, &ListView { locks: locks.iter().map(LockView::from).collect(), next })
 }
 
-/// The answer to a request every core answered a share of (`GET /locks?...`, `/metrics`,
-/// which also shows the server's `auth_failures`).
-pub fn gathered_reply(endpoint: Endpoint, parts: Vec<Reply>, limit: usize, auth_failures: u64) -> Response {
+/// The answer to a request every core answered a share of (`GET /locks?...`, `/metrics`).
+pub fn gathered_reply(endpoint: Endpoint, parts: Vec<Reply>, limit: usize) -> Response {
     match endpoint {
         Endpoint::Metrics => {
             let mut cores: Vec<CoreStats> = parts
@@ -138,10 +137,7 @@ pub fn gathered_reply(endpoint: Endpoint, parts: Vec<Reply>, limit: usize, auth_
                 .filter_map(|p| if let Reply::Stats(s) = p { Some(*s) } else { None })
                 .collect();
             cores.sort_by_key(|c| c.core);
-            Response {
-                body: Body::Metrics(metrics::render(&cores, auth_failures)),
-                ..Response::text(Status::Ok, "")
-            }
+            Response { body: Body::Metrics(metrics::render(&cores)), ..Response::text(Status::Ok, "") }
         }
         _ => {
             let shares =

@@ -158,7 +158,7 @@ impl Session {
     /// Counts a request refused for its secret; returns whether it is the last this
     /// connection may have.
     fn refuse_secret(&mut self, cx: &Context<'_>) -> bool {
-        cx.secret.count_refusal();
+        cx.count_auth_failure();
         self.refused_secrets += 1;
         self.refused_secrets >= MAX_AUTH_FAILURES
     }
@@ -180,8 +180,7 @@ impl Session {
                 *left -= 1;
                 if *left == 0 {
                     let parts = std::mem::take(parts);
-                    s.state =
-                        SlotState::Ready(gathered_reply(s.endpoint, parts, *limit, cx.secret.refusals()));
+                    s.state = SlotState::Ready(gathered_reply(s.endpoint, parts, *limit));
                 }
             }
             SlotState::Ready(_) => return,
@@ -248,12 +247,7 @@ impl Session {
         let state = if req.resource().is_none() {
             let limit = if let Request::List { limit, .. } = &req { *limit } else { 0 };
             match svc.submit_all(key, &req) {
-                (mine, 0) => SlotState::Ready(gathered_reply(
-                    endpoint,
-                    mine.into_iter().collect(),
-                    limit,
-                    cx.secret.refusals(),
-                )),
+                (mine, 0) => SlotState::Ready(gathered_reply(endpoint, mine.into_iter().collect(), limit)),
                 (mine, left) => SlotState::Gathering { left, parts: mine.into_iter().collect(), limit },
             }
         } else {

@@ -129,7 +129,7 @@ impl Session {
             (false, _) => {
                 // A wire client gets one try: it presents the secret once, first thing, so a
                 // second would only be a guess.
-                cx.secret.count_refusal();
+                cx.count_auth_failure();
                 frame::encode_reply(out, id, &WireReply::Unauthorized);
                 *close = true;
                 return;
