@@ -1,12 +1,16 @@
 //! The composition root: wires a server together from its parts. It binds the listeners
-//! (`net::listener`), starts one core per thread (`runtime`), and gives each
-//! core its listener to serve connections from (`net`); nothing below this module
-//! knows how the others are put together.
+//! (`net::listener`), or takes over the ones a service manager passed, starts one core per
+//! thread (`runtime`), and gives each core its listeners to serve connections from (`net`);
+//! nothing below this module knows how the others are put together.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::time::SystemTime;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::config::Config;
 use crate::log::Level;
@@ -18,14 +22,53 @@ use crate::runtime::{self, Cores, MAX_THREADS};
 pub struct Server {
     addr: SocketAddr,
     cores: Cores,
+    probes: Prober,
+}
+
+/// A probe a core answers: the channel its answer goes back on.
+type Probe = mpsc::Sender<()>;
+
+/// Asks every core whether it is alive and serving (for a watchdog); may be sent to another
+/// thread.
+#[derive(Clone)]
+pub struct Prober {
+    cores: Vec<UnboundedSender<Probe>>,
+}
+
+impl Prober {
+    /// Whether every core answered within `timeout`: its event loop turns and it still accepts
+    /// connections.
+    pub fn alive(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (answer, answers) = mpsc::channel();
+        if self.cores.iter().any(|core| core.send(answer.clone()).is_err()) {
+            return false;
+        }
+        drop(answer);
+        (0..self.cores.len())
+            .all(|_| answers.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok())
+    }
 }
 
 impl Server {
     /// Binds the listeners and starts one thread per core; returns once every core serves.
     pub fn start(config: Config) -> io::Result<Server> {
         let n = config.threads.clamp(1, MAX_THREADS);
-        let listeners = listener::bind(config.addr, n)?;
-        let addr = listeners[0].local_addr()?;
+        let listeners = listener::bind(config.addr, n)?.into_iter().map(|l| vec![l]).collect();
+        Self::start_on(config, listeners)
+    }
+
+    /// Starts on listening sockets that a service manager made and passed (systemd's socket
+    /// activation) instead of binding `config.addr`; every core accepts on all of them.
+    pub fn start_adopted(config: Config, sockets: Vec<OwnedFd>) -> io::Result<Server> {
+        let n = config.threads.clamp(1, MAX_THREADS);
+        Self::start_on(config, listener::adopt(sockets, n)?)
+    }
+
+    /// Starts one core per entry of `listeners`, each serving the listeners of its entry.
+    fn start_on(config: Config, listeners: Vec<Vec<TcpListener>>) -> io::Result<Server> {
+        let n = listeners.len();
+        let addr = listeners[0][0].local_addr()?;
         // Tokens start at the wall clock in nanoseconds, and shard i of n hands out every n-th
         // number after it. A restarted server's tokens are above the last run's as long as
         // none of that run's shards granted more than 1e9 / n locks a second on average (one
@@ -36,15 +79,22 @@ impl Server {
         });
         let setup = runtime::Setup { router: Router::new(ResourceHasher::new(), n), token_seed };
         let settings = Settings { secret: config.secret.clone(), limits: config.limits.clone() };
-        let cores = Cores::start(setup, listeners, move |core, listener| {
-            serve_core(core, Rc::new(settings.clone()), listener)
+        let (probes, probed): (Vec<_>, Vec<_>) = (0..n).map(|_| unbounded_channel()).unzip();
+        let work = listeners.into_iter().zip(probed).collect();
+        let cores = Cores::start(setup, work, move |core, (listeners, probed)| {
+            serve_core(core, Rc::new(settings.clone()), listeners, probed)
         })?;
-        Ok(Server { addr, cores })
+        Ok(Server { addr, cores, probes: Prober { cores: probes } })
     }
 
     /// The address the server listens on (with the port chosen, if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What asks the cores whether they are alive (for a watchdog).
+    pub fn prober(&self) -> Prober {
+        self.probes.clone()
     }
 
     /// Shuts down gracefully: every core stops accepting, answers what is in flight (waits
@@ -61,18 +111,49 @@ impl Server {
     }
 }
 
-/// What one core serves: connections from its listener until shutdown, then the answers
-/// still in flight, for at most the shutdown timeout.
-async fn serve_core(core: Rc<runtime::Core>, settings: Rc<Settings>, listener: std::net::TcpListener) {
-    let listener = tokio_uring::net::TcpListener::from_std(listener);
-    // Returns at shutdown, closing this core's listener.
-    net::listener::accept_loop(core.clone(), settings.clone(), listener).await;
+/// What one core serves: connections from its listeners until shutdown, then the answers
+/// still in flight, for at most the shutdown timeout. It answers probes while it accepts.
+async fn serve_core(
+    core: Rc<runtime::Core>,
+    settings: Rc<Settings>,
+    listeners: Vec<TcpListener>,
+    probed: UnboundedReceiver<Probe>,
+) {
+    let probes = tokio_uring::spawn(answer_probes(core.clone(), probed));
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            let listener = tokio_uring::net::TcpListener::from_std(l);
+            // Each returns at shutdown, closing its listener.
+            tokio_uring::spawn(net::listener::accept_loop(core.clone(), settings.clone(), listener))
+        })
+        .collect();
+    for accept_loop in accepting {
+        if let Err(e) = accept_loop.await
+            && e.is_panic()
+        {
+            // As if it had run on this task: the core's event loop fails, and the process ends.
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    probes.abort();
     let left = core.drained(settings.limits.shutdown_timeout).await;
     if left > 0 {
         crate::log!(
             Level::Warn,
+            [core = core.id(), connections = left],
             "core {}: closed {left} connections still busy after the shutdown timeout",
             core.id()
         );
+    }
+}
+
+/// Answers each probe, until the core stops.
+async fn answer_probes(core: Rc<runtime::Core>, mut probed: UnboundedReceiver<Probe>) {
+    while let Some(answer) = probed.recv().await {
+        if core.stopping() {
+            return;
+        }
+        let _ = answer.send(());
     }
 }

@@ -230,6 +230,13 @@ impl Process {
 /// The `ringlock` binary, with none of its variables inherited from the test's environment.
 pub fn ringlock_command() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringlock"));
+    clean_env(&mut cmd);
+    cmd
+}
+
+/// Pipes `cmd`'s output, and keeps it from inheriting ringlock's variables from the test's
+/// environment (a service manager's included).
+pub fn clean_env(cmd: &mut std::process::Command) {
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     for var in [
         "LOCKSERVER_BIND_IP",
@@ -238,10 +245,25 @@ pub fn ringlock_command() -> std::process::Command {
         "LOCKSERVER_SECRET_FILE",
         "RINGLOCK_THREADS",
         "RINGLOCK_LOG",
+        "RINGLOCK_LOG_FORMAT",
+        "RINGLOCK_CONFIG",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
     ] {
         cmd.env_remove(var);
     }
-    cmd
+}
+
+/// A scratch directory for one test, empty.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringlock-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A `POST` request as the SDKs send it.
