@@ -1,9 +1,12 @@
 //! Server configuration: command line, then environment, then `.env` (loaded into the
-//! environment at start-up without overriding it), then the defaults below. The names are the
-//! reference server's (`--bind/-b`, `--port/-p`, `LOCKSERVER_BIND_IP`, `LOCKSERVER_PORT`,
-//! `LOCKSERVER_SECRET`), so an existing deployment's settings carry over. Any of these
-//! variables may instead name a file holding the value, as `<VAR>_FILE` (the convention of
-//! container secrets), so that the secret need not sit in the environment.
+//! environment at start-up without overriding it), then the config file ([`file`]), then the
+//! defaults below. The names are the reference server's (`--bind/-b`, `--port/-p`,
+//! `LOCKSERVER_BIND_IP`, `LOCKSERVER_PORT`, `LOCKSERVER_SECRET`), so an existing deployment's
+//! settings carry over. Any of these variables may instead name a file holding the value, as
+//! `<VAR>_FILE` (the convention of container secrets), so that the secret need not sit in the
+//! environment.
+
+pub mod file;
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
@@ -13,7 +16,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 
 use crate::auth::{DEFAULT_SECRET, Secret};
-use crate::log::Level;
+use crate::log::{Format, Level};
 pub use crate::store::wal::Fsync;
 
 /// The environment variables that may come from a `<VAR>_FILE` instead.
@@ -55,6 +58,15 @@ pub struct ServerArgs {
     /// survives the process being killed, not a power loss).
     #[arg(long, env = "RINGLOCK_FSYNC", default_value = "always")]
     pub fsync: Fsync,
+
+    /// Log format: text, or json (one object a line).
+    #[arg(long, env = "RINGLOCK_LOG_FORMAT", default_value = "text")]
+    pub log_format: Format,
+
+    /// A TOML file of settings keyed by the long flag names (`port = 9000`); the command
+    /// line, the environment and `.env` override it.
+    #[arg(long, env = "RINGLOCK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     #[command(flatten)]
     pub limits: LimitArgs,

@@ -3,7 +3,7 @@
 //! # Layout
 //! In the order a request meets them:
 //! - [`server`]: the composition root, wiring listeners, cores and connections together;
-//! - [`config`]: command line, environment, `.env`, defaults, limits;
+//! - [`config`]: command line, environment, `.env`, the config file, defaults, limits;
 //! - `net`: each core's listener and connection loops (bytes in, bytes out, mailboxes);
 //! - `proto`: bytes to requests and replies to bytes: `proto::http` and the binary
 //!   `proto::wire` (its codec is [`ringlock_client::frame`]), sharing one port; a session
@@ -17,8 +17,9 @@
 //! - [`shard`]: one core's lock table, waiters and fencing tokens (no I/O, no clock);
 //! - [`timer`]: the timer wheel that ends leases and waits on time.
 //!
-//! Beside the path: `metrics` (counts for `/metrics`) and [`log`](mod@log). For clients: [`cli`], the
-//! `lock` and `status` subcommands, built on the `ringlock-client` crate.
+//! Beside the path: `metrics` (counts for `/metrics`), [`log`](mod@log) (text or JSON lines),
+//! and [`systemd`] (readiness, watchdog, socket activation). For clients: [`cli`], the `lock`
+//! and `status` subcommands, built on the `ringlock-client` crate.
 
 // Public: what the binary, the benchmarks and the integration tests use. The rest is the
 // server's inside.
@@ -37,4 +38,5 @@ mod runtime;
 pub mod server;
 pub mod shard;
 mod store;
+pub mod systemd;
 pub mod timer;

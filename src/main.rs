@@ -2,18 +2,19 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use ringlock::cli::{self, LockArgs, StatusArgs};
 use ringlock::config::{self, Config, Fsync, ServerArgs, Storage};
 use ringlock::log::{self, Level};
 use ringlock::server::Server;
+use ringlock::systemd::{self, Service};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// ringlock: a distributed lock server. A drop-in replacement for the lockserver crate's server
 /// (same API, same settings), with fencing tokens, server-side waiting and lease renewal.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(name = "ringlock", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(flatten)]
@@ -41,7 +42,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let cli = Cli::parse();
+    let cli: Cli = match config::file::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(config::file::Error::Cli(e)) => e.exit(),
+        Err(config::file::Error::File(e)) => {
+            eprintln!("ringlock: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Some(Cmd::Lock(args)) => cli::lock(args),
         Some(Cmd::Status(args)) => cli::status(args),
@@ -51,6 +59,7 @@ fn main() -> ExitCode {
 
 fn serve(args: &ServerArgs) -> ExitCode {
     log::set_level(args.log);
+    log::set_format(args.log_format);
     // A file-size limit (RLIMIT_FSIZE) would kill the process at the log's next write; as an
     // error instead, it is a full disk: changes are refused until writes succeed again.
     // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
@@ -62,14 +71,31 @@ fn serve(args: &ServerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server = match Server::start(config.clone()) {
+    // Sockets passed by systemd (socket activation) are served instead of binding our own.
+    // Taken first: it changes the environment, so no other thread may run yet.
+    let sockets = systemd::take_listen_fds();
+    let signals = Signals::catch();
+    let adopted = sockets.as_ref().map_or(0, Vec::len);
+    let started = sockets.and_then(|sockets| match adopted {
+        0 => Server::start(config.clone()),
+        _ => Server::start_adopted(config.clone(), sockets),
+    });
+    let server = match started {
         Ok(server) => server,
         Err(e) => {
             eprintln!("ringlock: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let mode = if config.secret.is_default() {
+    if adopted > 0 {
+        ringlock::log!(
+            Level::Info,
+            [sockets = adopted],
+            "serving the {adopted} socket(s) systemd passed; --bind and --port do not apply"
+        );
+    }
+    let protected = config.secret.is_default();
+    let mode = if protected {
         "protected mode: the secret is the default, so only clients on this machine are served"
     } else {
         "secret set"
@@ -77,46 +103,79 @@ fn serve(args: &ServerArgs) -> ExitCode {
     let storage = match &config.storage {
         Storage::InMemory => "in memory only".to_owned(),
         Storage::Durable { dir, fsync } => {
-            format!(
-                "durable in {}, fsync {}",
-                dir.display(),
-                if *fsync == Fsync::Always { "always" } else { "never" }
-            )
+            let fsync = if *fsync == Fsync::Always { "always" } else { "never" };
+            format!("durable in {}, fsync {fsync}", dir.display())
         }
     };
+    let addr = server.local_addr();
     println!(
-        "ringlock {} listening on {} with locks {storage} ({} threads, {mode})",
+        "ringlock {} listening on {addr} with locks {storage} ({} threads, {mode})",
         env!("CARGO_PKG_VERSION"),
-        server.local_addr(),
         config.threads
     );
-    if config.secret.is_default() {
+    ringlock::log!(
+        Level::Info,
+        [
+            version = env!("CARGO_PKG_VERSION"),
+            addr = &addr,
+            threads = config.threads,
+            storage = &storage,
+            protected = protected
+        ],
+        "listening on {addr}"
+    );
+    if protected {
         ringlock::log!(
             Level::Warn,
             "set LOCKSERVER_SECRET (or LOCKSERVER_SECRET_FILE) to serve other machines"
         );
     }
-    let signal = wait_for_signal();
-    ringlock::log!(Level::Info, "{signal}: shutting down (at most {:?})", config.limits.shutdown_timeout);
+    // Ready once the listeners serve; the watchdog pings while every core answers.
+    let prober = server.prober();
+    let service = Service::ready(&format!("serving on {addr}"), move |timeout| prober.alive(timeout));
+    let signal = signals.wait();
+    service.stopping();
+    let timeout = config.limits.shutdown_timeout;
+    ringlock::log!(
+        Level::Info,
+        [signal = signal, timeout_s = timeout.as_secs_f64()],
+        "{signal}: shutting down (at most {timeout:?})"
+    );
     server.shutdown();
     ringlock::log!(Level::Info, "stopped");
     ExitCode::SUCCESS
 }
 
-/// Blocks until SIGINT or SIGTERM; returns its name.
-fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a signal runtime");
-    runtime.block_on(async {
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-        else {
-            // Without handlers the default action (exit) applies; wait for it.
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        }
-    })
+/// SIGINT and SIGTERM, caught from before the server starts: one that comes while it starts
+/// (say, right after the start-up line) shuts it down gracefully too, rather than kill it.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    /// `None` if the handlers could not be installed: the default action (exit) then applies.
+    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn catch() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a signal runtime");
+        let handlers = runtime.block_on(async {
+            Some((signal(SignalKind::interrupt()).ok()?, signal(SignalKind::terminate()).ok()?))
+        });
+        Signals { runtime, handlers }
+    }
+
+    /// Blocks until SIGINT or SIGTERM; returns its name.
+    fn wait(self) -> &'static str {
+        let Signals { runtime, handlers } = self;
+        runtime.block_on(async {
+            let Some((mut int, mut term)) = handlers else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            }
+        })
+    }
 }

@@ -1,12 +1,16 @@
 //! The composition root: wires a server together from its parts. It binds the listeners
-//! (`net::listener`), starts one core per thread (`runtime`), and gives each
-//! core its listener to serve connections from (`net`); nothing below this module
-//! knows how the others are put together.
+//! (`net::listener`), or takes over the ones a service manager passed, starts one core per
+//! thread (`runtime`), and gives each core its listeners to serve connections from (`net`);
+//! nothing below this module knows how the others are put together.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::time::Instant;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::config::{Config, Storage};
 use crate::log::Level;
@@ -19,64 +23,73 @@ use crate::store::dir::DataDir;
 pub struct Server {
     addr: SocketAddr,
     cores: Cores,
+    probes: Prober,
     /// The data directory, locked for as long as the server runs.
     _data: Option<DataDir>,
+}
+
+/// A probe a core answers: the channel its answer goes back on.
+type Probe = mpsc::Sender<()>;
+
+/// Asks every core whether it is alive and serving (for a watchdog); may be sent to another
+/// thread.
+#[derive(Clone)]
+pub struct Prober {
+    cores: Vec<UnboundedSender<Probe>>,
+}
+
+impl Prober {
+    /// Whether every core answered within `timeout`: its event loop turns and it still accepts
+    /// connections.
+    pub fn alive(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (answer, answers) = mpsc::channel();
+        if self.cores.iter().any(|core| core.send(answer.clone()).is_err()) {
+            return false;
+        }
+        drop(answer);
+        (0..self.cores.len())
+            .all(|_| answers.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok())
+    }
 }
 
 impl Server {
     /// Binds the listeners and starts one thread per core; returns once every core serves.
     pub fn start(config: Config) -> io::Result<Server> {
         let n = config.threads.clamp(1, MAX_THREADS);
-        let listeners = listener::bind(config.addr, n)?;
-        let addr = listeners[0].local_addr()?;
-        let first = config.token_seed.unwrap_or(0);
-        // Shard i of n hands out every n-th token after the seed: a durable server's seed is
-        // above every token its log has seen, so tokens keep rising across restarts.
-        let (setup, data) = match &config.storage {
-            Storage::InMemory => {
-                let setup = runtime::Setup {
-                    router: Router::new(ResourceHasher::new(), n),
-                    token_seed: first,
-                    logs: None,
-                };
-                (setup, None)
-            }
-            Storage::Durable { dir, fsync } => {
-                let started = Instant::now();
-                let data = DataDir::open(dir).map_err(io::Error::other)?;
-                let recovery = data.recover(n, first).map_err(io::Error::other)?;
-                let held: usize = recovery.cores.iter().map(|c| c.recovered.locks.len()).sum();
-                crate::log!(
-                    Level::Info,
-                    "recovered {held} locks from {} in {} ms",
-                    dir.display(),
-                    started.elapsed().as_millis()
-                );
-                let logs = recovery
-                    .cores
-                    .into_iter()
-                    .map(|c| CoreLog {
-                        dir: c.dir,
-                        segment: c.next_seq,
-                        fsync: *fsync,
-                        locks: c.recovered.locks,
-                        snapshot_bytes: c.snapshot_bytes,
-                    })
-                    .collect();
-                let router = Router::new(recovery.hasher, n);
-                (runtime::Setup { router, token_seed: recovery.next_token - 1, logs: Some(logs) }, Some(data))
-            }
-        };
+        let listeners = listener::bind(config.addr, n)?.into_iter().map(|l| vec![l]).collect();
+        Self::start_on(config, listeners)
+    }
+
+    /// Starts on listening sockets that a service manager made and passed (systemd's socket
+    /// activation) instead of binding `config.addr`; every core accepts on all of them.
+    pub fn start_adopted(config: Config, sockets: Vec<OwnedFd>) -> io::Result<Server> {
+        let n = config.threads.clamp(1, MAX_THREADS);
+        Self::start_on(config, listener::adopt(sockets, n)?)
+    }
+
+    /// Starts one core per entry of `listeners`, each serving the listeners of its entry.
+    fn start_on(config: Config, listeners: Vec<Vec<TcpListener>>) -> io::Result<Server> {
+        let n = listeners.len();
+        let addr = listeners[0][0].local_addr()?;
+        let (setup, data) = setup(&config, n)?;
         let settings = Settings { secret: config.secret.clone(), limits: config.limits.clone() };
-        let cores = Cores::start(setup, listeners, move |core, listener| {
-            serve_core(core, Rc::new(settings.clone()), listener)
+        let (probes, probed): (Vec<_>, Vec<_>) = (0..n).map(|_| unbounded_channel()).unzip();
+        let work = listeners.into_iter().zip(probed).collect();
+        let cores = Cores::start(setup, work, move |core, (listeners, probed)| {
+            serve_core(core, Rc::new(settings.clone()), listeners, probed)
         })?;
-        Ok(Server { addr, cores, _data: data })
+        Ok(Server { addr, cores, probes: Prober { cores: probes }, _data: data })
     }
 
     /// The address the server listens on (with the port chosen, if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What asks the cores whether they are alive (for a watchdog).
+    pub fn prober(&self) -> Prober {
+        self.probes.clone()
     }
 
     /// Shuts down gracefully: every core stops accepting, answers what is in flight (waits
@@ -93,18 +106,85 @@ impl Server {
     }
 }
 
-/// What one core serves: connections from its listener until shutdown, then the answers
-/// still in flight, for at most the shutdown timeout.
-async fn serve_core(core: Rc<runtime::Core>, settings: Rc<Settings>, listener: std::net::TcpListener) {
-    let listener = tokio_uring::net::TcpListener::from_std(listener);
-    // Returns at shutdown, closing this core's listener.
-    net::listener::accept_loop(core.clone(), settings.clone(), listener).await;
+/// What the cores start from: with a data directory, its lock and what it held, read back.
+/// Shard i of n hands out every n-th token after the seed: a durable server's seed is above
+/// every token its log has seen, so tokens keep rising across restarts.
+fn setup(config: &Config, n: usize) -> io::Result<(runtime::Setup, Option<DataDir>)> {
+    let first = config.token_seed.unwrap_or(0);
+    let Storage::Durable { dir, fsync } = &config.storage else {
+        let setup =
+            runtime::Setup { router: Router::new(ResourceHasher::new(), n), token_seed: first, logs: None };
+        return Ok((setup, None));
+    };
+    let started = Instant::now();
+    let data = DataDir::open(dir).map_err(io::Error::other)?;
+    let recovery = data.recover(n, first).map_err(io::Error::other)?;
+    let held: usize = recovery.cores.iter().map(|c| c.recovered.locks.len()).sum();
+    let ms = started.elapsed().as_millis() as u64;
+    crate::log!(
+        Level::Info,
+        [locks = held, ms = ms],
+        "recovered {held} locks from {} in {ms} ms",
+        dir.display()
+    );
+    let logs = recovery
+        .cores
+        .into_iter()
+        .map(|c| CoreLog {
+            dir: c.dir,
+            segment: c.next_seq,
+            fsync: *fsync,
+            locks: c.recovered.locks,
+            snapshot_bytes: c.snapshot_bytes,
+        })
+        .collect();
+    let router = Router::new(recovery.hasher, n);
+    Ok((runtime::Setup { router, token_seed: recovery.next_token - 1, logs: Some(logs) }, Some(data)))
+}
+
+/// What one core serves: connections from its listeners until shutdown, then the answers
+/// still in flight, for at most the shutdown timeout. It answers probes while it accepts.
+async fn serve_core(
+    core: Rc<runtime::Core>,
+    settings: Rc<Settings>,
+    listeners: Vec<TcpListener>,
+    probed: UnboundedReceiver<Probe>,
+) {
+    let probes = tokio_uring::spawn(answer_probes(core.clone(), probed));
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            let listener = tokio_uring::net::TcpListener::from_std(l);
+            // Each returns at shutdown, closing its listener.
+            tokio_uring::spawn(net::listener::accept_loop(core.clone(), settings.clone(), listener))
+        })
+        .collect();
+    for accept_loop in accepting {
+        if let Err(e) = accept_loop.await
+            && e.is_panic()
+        {
+            // As if it had run on this task: the core's event loop fails, and the process ends.
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    probes.abort();
     let left = core.drained(settings.limits.shutdown_timeout).await;
     if left > 0 {
         crate::log!(
             Level::Warn,
+            [core = core.id(), connections = left],
             "core {}: closed {left} connections still busy after the shutdown timeout",
             core.id()
         );
+    }
+}
+
+/// Answers each probe, until the core stops.
+async fn answer_probes(core: Rc<runtime::Core>, mut probed: UnboundedReceiver<Probe>) {
+    while let Some(answer) = probed.recv().await {
+        if core.stopping() {
+            return;
+        }
+        let _ = answer.send(());
     }
 }

@@ -1,8 +1,10 @@
 //! Listening sockets: one per core on the same address (`SO_REUSEPORT`), so the kernel spreads
-//! new connections over the cores, and each core's accept loop.
+//! new connections over the cores, or the sockets a service manager passed (socket activation);
+//! and each core's accept loop.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -63,6 +65,35 @@ pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
         listeners.push(l);
     }
     Ok(listeners)
+}
+
+/// Takes over listening sockets a service manager made (systemd's socket activation), for `n`
+/// cores: every core gets its own descriptor of every socket (a `dup`), and accepts on all of
+/// them. A passed socket is one accept queue that the cores take turns on, where `SO_REUSEPORT`
+/// sockets of our own would give each core its own; but it is the manager's socket, bound
+/// before we ran and kept across our restarts, and it need not allow `SO_REUSEPORT`. Each must
+/// be a listening TCP socket.
+pub fn adopt(sockets: Vec<OwnedFd>, n: usize) -> io::Result<Vec<Vec<TcpListener>>> {
+    let mut listeners = Vec::with_capacity(sockets.len());
+    for fd in sockets {
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        // Through `TcpListener` (socket2 0.4 takes no `OwnedFd`); its kind is checked next.
+        let s = Socket::from(TcpListener::from(fd));
+        let tcp = matches!(s.r#type(), Ok(Type::STREAM))
+            && s.local_addr().ok().and_then(|a| a.as_socket()).is_some()
+            && s.is_listener().unwrap_or(false);
+        if !tcp {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the socket passed as descriptor {raw} is not a listening TCP socket"),
+            ));
+        }
+        listeners.push(TcpListener::from(s));
+    }
+    if listeners.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no socket was passed"));
+    }
+    (0..n).map(|_| listeners.iter().map(TcpListener::try_clone).collect()).collect()
 }
 
 fn socket(addr: SocketAddr) -> io::Result<Socket> {

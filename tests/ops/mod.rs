@@ -1,5 +1,21 @@
 //! Running the server: metrics, graceful shutdown, the secret from a file, protected mode's
-//! start-up line, the log level.
+//! start-up line, the log level; and deploying it: JSON logs, systemd, the Debian package,
+//! the OpenAPI spec, Prometheus and Grafana.
+
+/// `--log-format json`: one object a line.
+mod logs;
+
+/// systemd: readiness and watchdog messages, socket activation, the units verified.
+mod systemd;
+
+/// The Debian package, built by cargo-deb and listed.
+mod package;
+
+/// `docs/openapi.yaml` proven against a live server by schemathesis.
+mod openapi;
+
+/// `/metrics` checked by promtool; the Grafana dashboard's queries.
+mod prometheus;
 
 use std::process::Command;
 use std::thread;

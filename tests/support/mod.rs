@@ -371,6 +371,13 @@ pub fn exit_within(child: &mut std::process::Child, limit: Duration) -> std::pro
 /// and a data directory of its own (removed with the [`Process`] that runs it).
 pub fn ringlock_command() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringlock"));
+    clean_env(&mut cmd);
+    cmd
+}
+
+/// Pipes `cmd`'s output, keeps it from inheriting ringlock's variables from the test's
+/// environment (a service manager's included), and gives it a data directory of its own.
+pub fn clean_env(cmd: &mut std::process::Command) {
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     for var in [
         "LOCKSERVER_BIND_IP",
@@ -381,14 +388,30 @@ pub fn ringlock_command() -> std::process::Command {
         "RINGLOCK_LOG",
         "RINGLOCK_IN_MEMORY",
         "RINGLOCK_FSYNC",
+        "RINGLOCK_LOG_FORMAT",
+        "RINGLOCK_CONFIG",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
     ] {
         cmd.env_remove(var);
     }
-    // The directory is made by the server; TempDir::new makes it now only to clear it.
+    // A data directory of its own, removed by the `Process` that runs a server with it (the
+    // server makes it; TempDir::new makes it now only to clear it).
     let data = TempDir::new("process");
     cmd.env("RINGLOCK_DATA_DIR", data.path());
     std::mem::forget(data);
-    cmd
+}
+
+/// A scratch directory for one test, empty.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringlock-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A `POST` request as the SDKs send it.

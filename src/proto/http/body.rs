@@ -15,8 +15,12 @@ use crate::api::{MAX_TTL_MS, MAX_WAIT_MS, Request};
 /// A lock request read from a body.
 pub type BodyRequest<'b> = Request<Cow<'b, str>>;
 
+// One body type per endpoint, so that a field another endpoint reads is ignored here like any
+// unknown field (a `wait` sent to `/release` is not checked, nor refused).
+
+/// The body of `POST /acquire`.
 #[derive(Deserialize)]
-struct LockBody<'a> {
+struct AcquireBody<'a> {
     #[serde(borrow)]
     resource: Cow<'a, str>,
     #[serde(borrow)]
@@ -25,13 +29,35 @@ struct LockBody<'a> {
     expire: Option<f64>,
     #[serde(default)]
     wait: Option<f64>,
+}
+
+/// The body of `POST /release`.
+#[derive(Deserialize)]
+struct ReleaseBody<'a> {
+    #[serde(borrow)]
+    resource: Cow<'a, str>,
+    #[serde(borrow)]
+    owner: Cow<'a, str>,
+    #[serde(default, deserialize_with = "token")]
+    token: Option<u64>,
+}
+
+/// The body of `POST /extend`.
+#[derive(Deserialize)]
+struct ExtendBody<'a> {
+    #[serde(borrow)]
+    resource: Cow<'a, str>,
+    #[serde(borrow)]
+    owner: Cow<'a, str>,
+    #[serde(default)]
+    expire: Option<f64>,
     #[serde(default, deserialize_with = "token")]
     token: Option<u64>,
 }
 
 /// Parses the body of `POST /acquire`.
 pub fn acquire(body: &[u8]) -> Result<BodyRequest<'_>, String> {
-    let b = lock_body(body)?;
+    let b: AcquireBody<'_> = parse(body)?;
     let ttl = b.expire.map(|s| millis(s, "expire", MAX_TTL_MS)).transpose()?;
     let wait = b.wait.map(|s| millis(s, "wait", MAX_WAIT_MS)).transpose()?.unwrap_or(0);
     Ok(Request::Acquire { resource: b.resource, owner: b.owner, ttl, wait, session: false })
@@ -39,13 +65,13 @@ pub fn acquire(body: &[u8]) -> Result<BodyRequest<'_>, String> {
 
 /// Parses the body of `POST /release`.
 pub fn release(body: &[u8]) -> Result<BodyRequest<'_>, String> {
-    let b = lock_body(body)?;
+    let b: ReleaseBody<'_> = parse(body)?;
     Ok(Request::Release { resource: b.resource, owner: b.owner, token: b.token })
 }
 
 /// Parses the body of `POST /extend` (`expire` is required: the new lease length).
 pub fn extend(body: &[u8]) -> Result<BodyRequest<'_>, String> {
-    let b = lock_body(body)?;
+    let b: ExtendBody<'_> = parse(body)?;
     let Some(expire) = b.expire else {
         return Err("missing field `expire`".into());
     };
@@ -53,7 +79,7 @@ pub fn extend(body: &[u8]) -> Result<BodyRequest<'_>, String> {
     Ok(Request::Extend { resource: b.resource, owner: b.owner, token: b.token, ttl })
 }
 
-fn lock_body(body: &[u8]) -> Result<LockBody<'_>, String> {
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
@@ -168,6 +194,17 @@ mod tests {
                 .starts_with("invalid unicode code point")
         );
         assert_eq!(extend(br#"{"resource":"r","owner":"o"}"#).unwrap_err(), "missing field `expire`");
+    }
+
+    #[test]
+    fn another_endpoints_fields_are_ignored() {
+        assert!(release(br#"{"resource":"r","owner":"o","wait":[1],"expire":"x"}"#).is_ok());
+        assert!(extend(br#"{"resource":"r","owner":"o","expire":1,"wait":{}}"#).is_ok());
+        assert!(acq(r#"{"resource":"r","owner":"o","token":[]}"#).is_ok());
+        assert!(
+            release(br#"{"resource":"r","owner":"o","token":[]}"#).is_err(),
+            "its own fields are checked"
+        );
     }
 
     #[test]
