@@ -6,7 +6,6 @@
 use crate::config::Limits;
 use crate::metrics::CoreStats;
 use crate::shard::{AcquireOpts, Acquired, Changed, EventKind, Listed, Shard, Ticket};
-use crate::store::record::CONNECTION_SESSION;
 
 /// Longest lease, in ms: one year. Longer asks are refused rather than clamped.
 pub const MAX_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
@@ -22,13 +21,14 @@ pub const DEFAULT_LIST_LIMIT: usize = 100;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request<S = Box<str>> {
     /// Take a lock; `ttl` in ms (`None`: until released), wait up to `wait` ms if it is busy.
-    /// A `session` lock is released when the connection that took it closes.
+    /// `session`: the session that will hold it ([`NO_SESSION`]; [`CONNECTION_SESSION`], a lock
+    /// released when the connection that took it closes; or a resumable session's id).
     Acquire {
         resource: S,
         owner: S,
         ttl: Option<u64>,
         wait: u64,
-        session: bool,
+        session: u64,
     },
     Release {
         resource: S,
@@ -85,7 +85,14 @@ pub enum Reply {
     /// The server cannot keep the change (its log cannot be written): nothing was done, try
     /// again later.
     Unavailable,
+    /// The connection belongs to the resumable session `session` now, which outlives it for
+    /// `timeout_ms`; `resumed`: the session asked for, with its locks (else a new one).
+    Attached { session: u64, timeout_ms: u64, resumed: bool },
 }
+
+/// An acquire's `session` when the lock belongs to no session.
+pub const NO_SESSION: u64 = 0;
+pub use crate::store::record::CONNECTION_SESSION;
 
 /// What a connection's protocol session may ask of the lock service, during one turn of its
 /// core's loop. A session numbers its requests in flight with slots of its own choosing (below
@@ -111,6 +118,14 @@ pub trait LockService {
     /// Releases the lock `token` on `resource` held by `owner` for a client that is gone (a
     /// closed connection's session lock).
     fn release_for_gone(&mut self, resource: &str, owner: &str, token: u64);
+
+    /// Makes the connection the one of resumable session `session` (0: a new session) with
+    /// `timeout_ms`; the answer ([`Reply::Attached`]) now, or later to `slot`.
+    fn attach(&mut self, slot: usize, session: u64, timeout_ms: u64) -> Option<Reply>;
+
+    /// The connection of resumable session `session` is gone: the session outlives it for its
+    /// timeout, and a connection that attaches to it meanwhile takes it over.
+    fn detach(&mut self, session: u64);
 }
 
 /// Why a name was refused.
@@ -224,7 +239,8 @@ impl<S: AsRef<str>> Request<S> {
 
 /// Serves `req` on `shard` at `now`. `None` means the request waits: its answer comes later
 /// as an event for `ticket`. A session acquire's lease running out is reported to `watcher`
-/// (its connection's). Events for other tickets go to [`Shard::drain_events`].
+/// (its connection's, or its session's). Events for other tickets go to
+/// [`Shard::drain_events`].
 pub fn apply<S: AsRef<str>>(
     shard: &mut Shard,
     req: &Request<S>,
@@ -238,8 +254,8 @@ pub fn apply<S: AsRef<str>>(
                 ttl: *ttl,
                 wait: *wait,
                 ticket,
-                watch: session.then_some(watcher),
-                session: if *session { CONNECTION_SESSION } else { 0 },
+                watch: (*session != NO_SESSION).then_some(watcher),
+                session: *session,
             };
             match shard.acquire(resource.as_ref(), owner.as_ref(), opts, now) {
                 Acquired::Granted { token } => Reply::Granted { token },
@@ -321,7 +337,7 @@ mod tests {
     fn requests_are_checked_against_the_limits() {
         let limits = Limits { max_resource_bytes: 4, max_owner_bytes: 2, ..Limits::default() };
         let acq =
-            |resource, owner, ttl, wait| Request::Acquire { resource, owner, ttl, wait, session: false };
+            |resource, owner, ttl, wait| Request::Acquire { resource, owner, ttl, wait, session: NO_SESSION };
         assert_eq!(check(&acq("abcd", "xy", Some(MAX_TTL_MS), MAX_WAIT_MS), &limits), Ok(()));
         assert_eq!(
             check(&acq("abcde", "x", None, 0), &limits),
@@ -347,10 +363,11 @@ mod tests {
     #[test]
     fn apply_maps_engine_results() {
         let mut s = Shard::new(ResourceHasher::new(), crate::shard::TokenSeries::after(0));
-        let acq = |ttl| Request::Acquire { resource: "r", owner: "o", ttl, wait: 0, session: false };
+        let acq = |ttl| Request::Acquire { resource: "r", owner: "o", ttl, wait: 0, session: NO_SESSION };
         assert_eq!(apply(&mut s, &acq(None), Ticket(1), Ticket(0), 0), Some(Reply::Granted { token: 1 }));
         assert_eq!(apply(&mut s, &acq(None), Ticket(1), Ticket(0), 0), Some(Reply::Busy));
-        let waiting = Request::Acquire { resource: "r", owner: "p", ttl: None, wait: 10, session: false };
+        let waiting =
+            Request::Acquire { resource: "r", owner: "p", ttl: None, wait: 10, session: NO_SESSION };
         assert_eq!(apply(&mut s, &waiting, Ticket(2), Ticket(0), 0), None);
         let info = apply(&mut s, &Request::Inspect { resource: "r" }, Ticket(3), Ticket(0), 0);
         assert_eq!(

@@ -127,10 +127,13 @@ fn setup(config: &Config, n: usize) -> io::Result<(runtime::Setup, Option<DataDi
         "recovered {held} locks from {} in {ms} ms",
         dir.display()
     );
+    let max_session = recovery.cores.iter().map(|c| c.recovered.max_session).max().unwrap_or(0);
     let logs = recovery
         .cores
         .into_iter()
         .map(|c| CoreLog {
+            sessions: c.recovered.sessions,
+            max_session,
             dir: c.dir,
             segment: c.next_seq,
             fsync: *fsync,

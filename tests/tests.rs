@@ -29,5 +29,8 @@ mod durability;
 /// The binary protocol: golden vectors, the Rust client, sessions, the `lock` command.
 mod wire;
 
+/// Resumable sessions (protocol version 2): resumed in time, ended after it, across restarts.
+mod sessions;
+
 /// The reference server's real SDKs (Python, Node, Rust), unmodified, against ringlock.
 mod sdk;

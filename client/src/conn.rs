@@ -476,7 +476,7 @@ fn answer(reply: WireReply<'_>) -> Result<Answer, Error> {
     match reply {
         WireReply::Granted { token } => Ok(Answer::Granted(token)),
         WireReply::Released { .. } | WireReply::Extended { .. } => Ok(Answer::Done),
-        WireReply::Pong | WireReply::HelloOk { .. } => Ok(Answer::Pong),
+        WireReply::Pong | WireReply::HelloOk { .. } | WireReply::SessionOk { .. } => Ok(Answer::Pong),
         WireReply::Lock { token, expires_in, waiters, owner } => Ok(Answer::Lock(Some(LockInfo {
             owner: owner.to_owned(),
             token,

@@ -8,10 +8,20 @@
 //! `u32` id, body. Strings are a `u16` length and UTF-8 bytes.
 
 /// What a client sends first: a NUL (which no HTTP request starts with, so one port serves
-/// both protocols), `RL`, and the protocol version.
+/// both protocols), `RL`, and the protocol version: here version 1, whose session locks are
+/// bound to their connection.
 pub const PREFACE: [u8; 4] = [0x00, b'R', b'L', VERSION];
-/// The protocol version this module speaks.
+/// Protocol version 1.
 pub const VERSION: u8 = 1;
+/// The preface of protocol version 2: session locks belong to a session that outlives a
+/// connection for its timeout, and a client that reconnects in time resumes it
+/// ([`WireRequest::HelloSession`]).
+pub const PREFACE_SESSIONS: [u8; 4] = [0x00, b'R', b'L', SESSIONS_VERSION];
+/// Protocol version 2.
+pub const SESSIONS_VERSION: u8 = 2;
+/// Longest session timeout a server grants, in ms: an hour. A session outlives its
+/// connection for its timeout, holding its locks; longer would be a lease by another name.
+pub const MAX_SESSION_TIMEOUT_MS: u64 = 3_600_000;
 /// Largest value of a frame's length field, in bytes: a request carries at most two names
 /// (1 KiB + 256 B) and a few integers, so 4 KiB refuses nonsense early.
 pub const MAX_FRAME_BYTES: usize = 4096;
@@ -28,6 +38,7 @@ pub mod kind {
     pub const RELEASE: u8 = 0x04;
     pub const EXTEND: u8 = 0x05;
     pub const INSPECT: u8 = 0x06;
+    pub const HELLO_SESSION: u8 = 0x07;
 
     pub const HELLO_OK: u8 = 0x81;
     pub const PONG: u8 = 0x82;
@@ -35,6 +46,7 @@ pub mod kind {
     pub const RELEASED: u8 = 0x84;
     pub const EXTENDED: u8 = 0x85;
     pub const LOCK: u8 = 0x86;
+    pub const SESSION_OK: u8 = 0x87;
     pub const LOST: u8 = 0x90;
     pub const BUSY: u8 = 0xA1;
     pub const TIMED_OUT: u8 = 0xA2;
@@ -61,9 +73,16 @@ pub mod flag {
 /// A request as it travels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WireRequest<'a> {
-    /// Must be a connection's first frame.
+    /// Must be a version 1 connection's first frame.
     Hello {
         secret: &'a [u8],
+    },
+    /// Must be a version 2 connection's first frame: the secret, the session to resume (0: a
+    /// new one) and how long the session may outlive a connection, in ms.
+    HelloSession {
+        secret: &'a [u8],
+        session: u64,
+        timeout_ms: u64,
     },
     Ping,
     /// Take a lock; `ttl` in ms (`None`: until released), wait up to `wait` ms if it is busy.
@@ -99,6 +118,14 @@ pub enum WireRequest<'a> {
 pub enum WireReply<'a> {
     HelloOk {
         version: u8,
+    },
+    /// A version 2 connection is authorized and belongs to `session`, which outlives it for
+    /// `timeout_ms`; `resumed`: it is the session asked for, with its locks (otherwise a new
+    /// one, and the locks of the one asked for are gone).
+    SessionOk {
+        session: u64,
+        timeout_ms: u64,
+        resumed: bool,
     },
     Pong,
     Granted {
@@ -152,7 +179,17 @@ pub enum FrameError {
     Invalid { id: u32, reason: &'static str },
 }
 
-/// Checks the preface at the start of `buf`: `Ok(true)` once all of it is there and right.
+/// Reads the preface at the start of `buf`: the protocol version (1 or 2) once all of it is
+/// there, `Ok(None)` before.
+pub fn read_preface(buf: &[u8]) -> Result<Option<u8>, FrameError> {
+    if buf.len() >= PREFACE.len() && buf[..3] == PREFACE[..3] && buf[3] == SESSIONS_VERSION {
+        return Ok(Some(SESSIONS_VERSION));
+    }
+    Ok(check_preface(buf)?.then_some(VERSION))
+}
+
+/// Checks the version 1 preface at the start of `buf`: `Ok(true)` once all of it is there and
+/// right.
 pub fn check_preface(buf: &[u8]) -> Result<bool, FrameError> {
     let n = buf.len().min(PREFACE.len());
     if buf[..n] != PREFACE[..n] {
@@ -238,6 +275,9 @@ pub fn parse_request(frame: &[u8]) -> Result<(u32, WireRequest<'_>), FrameError>
     };
     let req = match k {
         kind::HELLO => WireRequest::Hello { secret: r.bytes()? },
+        kind::HELLO_SESSION => {
+            WireRequest::HelloSession { secret: r.bytes()?, session: r.u64()?, timeout_ms: r.u64()? }
+        }
         kind::PING => WireRequest::Ping,
         kind::ACQUIRE => {
             let (flags, ttl, wait) = (r.u8()?, r.u64()?, r.u64()?);
@@ -308,6 +348,13 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) {
 pub fn encode_request(out: &mut Vec<u8>, id: u32, req: &WireRequest<'_>) {
     match req {
         WireRequest::Hello { secret } => frame(out, kind::HELLO, id, |o| put_str(o, secret)),
+        WireRequest::HelloSession { secret, session, timeout_ms } => {
+            frame(out, kind::HELLO_SESSION, id, |o| {
+                put_str(o, secret);
+                o.extend_from_slice(&session.to_le_bytes());
+                o.extend_from_slice(&timeout_ms.to_le_bytes());
+            })
+        }
         WireRequest::Ping => frame(out, kind::PING, id, |_| {}),
         WireRequest::Acquire { resource, owner, ttl, wait, session } => frame(out, kind::ACQUIRE, id, |o| {
             let flags = if ttl.is_some() { flag::TTL } else { 0 } | if *session { flag::SESSION } else { 0 };
@@ -345,6 +392,11 @@ pub fn encode_reply(out: &mut Vec<u8>, id: u32, reply: &WireReply<'_>) {
     };
     match reply {
         WireReply::HelloOk { version } => frame(out, kind::HELLO_OK, id, |o| o.push(*version)),
+        WireReply::SessionOk { session, timeout_ms, resumed } => frame(out, kind::SESSION_OK, id, |o| {
+            o.extend_from_slice(&session.to_le_bytes());
+            o.extend_from_slice(&timeout_ms.to_le_bytes());
+            o.push(u8::from(*resumed));
+        }),
         WireReply::Pong => frame(out, kind::PONG, id, |_| {}),
         WireReply::Granted { token: t } => frame(out, kind::GRANTED, id, token(*t)),
         WireReply::Released { token: t } => frame(out, kind::RELEASED, id, token(*t)),
@@ -379,6 +431,15 @@ pub fn parse_reply(frame: &[u8]) -> Result<(u32, WireReply<'_>), FrameError> {
     let mut r = Reader { rest: body };
     let reply = match k {
         kind::HELLO_OK => WireReply::HelloOk { version: r.u8()? },
+        kind::SESSION_OK => {
+            let (session, timeout_ms) = (r.u64()?, r.u64()?);
+            let resumed = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(FrameError::Fatal("resumed is neither 0 nor 1")),
+            };
+            WireReply::SessionOk { session, timeout_ms, resumed }
+        }
         kind::PONG => WireReply::Pong,
         kind::GRANTED => WireReply::Granted { token: r.u64()? },
         kind::RELEASED => WireReply::Released { token: r.u64()? },
@@ -426,6 +487,10 @@ mod tests {
         assert_eq!(check_preface(b"\0RL\x01rest"), Ok(true));
         assert_eq!(check_preface(b"\0RL\x02"), Err(FrameError::Fatal("unsupported protocol version")));
         assert_eq!(check_preface(b"\0X"), Err(FrameError::Fatal("bad preface")));
+        assert_eq!(read_preface(b"\0RL"), Ok(None));
+        assert_eq!(read_preface(b"\0RL\x01"), Ok(Some(1)));
+        assert_eq!(read_preface(b"\0RL\x02rest"), Ok(Some(2)));
+        assert_eq!(read_preface(b"\0RL\x03"), Err(FrameError::Fatal("unsupported protocol version")));
     }
 
     #[test]
@@ -453,6 +518,8 @@ mod tests {
     fn every_request_round_trips() {
         let reqs = [
             WireRequest::Hello { secret: b"s3cret" },
+            WireRequest::HelloSession { secret: b"s3cret", session: 0, timeout_ms: 10_000 },
+            WireRequest::HelloSession { secret: b"", session: u64::MAX, timeout_ms: 1 },
             WireRequest::Ping,
             WireRequest::Acquire { resource: "a", owner: "", ttl: None, wait: 0, session: false },
             WireRequest::Release { resource: "a", owner: "o", token: Some(u64::MAX) },
@@ -472,6 +539,8 @@ mod tests {
     fn every_reply_round_trips() {
         let replies = [
             WireReply::HelloOk { version: 1 },
+            WireReply::SessionOk { session: 0x1234_5678_9abc_def0, timeout_ms: 30_000, resumed: true },
+            WireReply::SessionOk { session: 7, timeout_ms: 1, resumed: false },
             WireReply::Pong,
             WireReply::Granted { token: 1 },
             WireReply::Released { token: 2 },

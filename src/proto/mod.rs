@@ -222,6 +222,10 @@ pub(crate) mod testing {
         fn release_for_gone(&mut self, resource: &str, owner: &str, token: u64) {
             self.0.release(resource, owner, Some(token), 0);
         }
+        fn attach(&mut self, _slot: usize, session: u64, timeout_ms: u64) -> Option<Reply> {
+            Some(Reply::Attached { session: session.max(1), timeout_ms, resumed: session != 0 })
+        }
+        fn detach(&mut self, _session: u64) {}
     }
 }
 

@@ -106,8 +106,9 @@ fn compact(core: Rc<Core>, wal: &mut Wal) {
         }
     };
     let bytes = {
-        let shard = core.shard.borrow();
-        encode_snapshot(shard.grants(), shard.next_token(), core.clock.now())
+        let (shard, sessions) = (core.shard.borrow(), core.sessions.borrow());
+        let (open, issued) = (sessions.open(), sessions.highest_issued());
+        encode_snapshot(shard.grants(), open, issued, shard.next_token(), core.clock.now())
     };
     let (dir, len) = (wal.dir().to_owned(), bytes.len() as u64);
     log.snapshotting.set(true);

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use hashbrown::HashMap;
 use tokio::sync::Notify;
 
-use crate::api::{self, LockService, Reply, Request};
+use crate::api::{self, CONNECTION_SESSION, LockService, NO_SESSION, Reply, Request};
 use crate::metrics::Histogram;
 use crate::route::Router;
 use crate::shard::{ADVANCE_BUDGET, Restored, Shard, Ticket, TokenSeries};
@@ -35,6 +35,7 @@ use super::clock::{Clock, DateCache};
 use super::journal::Journal;
 use super::mailbox::{Delivery, Mailbox, Registry};
 use super::mesh::{Batch, Mesh, Msg};
+use super::sessions::{Attached, Sessions};
 use super::ticket::{self, Address, ConnId, Slot};
 
 /// What a core keeps of an acquire whose connection has closed.
@@ -51,6 +52,8 @@ pub struct Core {
     pub(super) mesh: Mesh,
     /// The core's log (`None`: the server keeps its locks in memory only).
     pub(super) journal: Option<Journal>,
+    /// The resumable sessions this core is home to.
+    pub(super) sessions: RefCell<Sessions>,
     conns: Registry,
     /// The journal's length when the current turn began: records beyond it are the turn's.
     turn_start: Cell<usize>,
@@ -97,6 +100,10 @@ pub(super) struct CoreSetup {
 pub struct Durable {
     /// The locks it held.
     pub locks: Vec<RecoveredLock>,
+    /// The resumable sessions it is home to, `(id, timeout ms)`.
+    pub sessions: Vec<(u64, u64)>,
+    /// The highest session id any core's log has seen.
+    pub max_session: u64,
     /// Bytes of its newest snapshot.
     pub snapshot_bytes: u64,
 }
@@ -106,20 +113,28 @@ impl Core {
     /// now for what was left of it, and the journal marks the start of this run.
     pub(super) fn new(s: CoreSetup) -> Core {
         let clock = Clock::new(s.epoch);
+        let cores = s.router.cores();
         let mut shard = Shard::new(s.router.hasher().clone(), s.tokens);
+        let mut sessions = Sessions::new(s.id, cores, s.store.as_ref().map_or(0, |d| d.max_session));
         let journal = s.store.map(|store| {
             let now = clock.tick();
             shard.start_journal();
             shard.journal_record(&Record::Run { at: now });
             for lock in &store.locks {
+                // A resumable session's lock tells the session's home when its lease ends.
+                let watch = (lock.session != 0)
+                    .then(|| ticket::for_session(Sessions::home(lock.session, cores), lock.session));
                 shard.restore(Restored {
                     resource: &lock.resource,
                     owner: &lock.owner,
                     token: lock.token,
                     deadline: lock.remaining.map(|ms| now + ms),
                     session: lock.session,
-                    watch: None,
+                    watch,
                 });
+            }
+            for &(id, timeout_ms) in &store.sessions {
+                sessions.restore(id, timeout_ms, now);
             }
             Journal::new(store.snapshot_bytes)
         });
@@ -129,6 +144,7 @@ impl Core {
             router: s.router,
             mesh: s.mesh,
             journal,
+            sessions: RefCell::new(sessions),
             conns: Registry::default(),
             turn_start: Cell::new(0),
             deliveries: RefCell::new(VecDeque::new()),
@@ -270,6 +286,55 @@ impl Core {
         self.orphans.borrow_mut().insert(ticket, Orphan { resource: resource.into(), owner: owner.into() });
     }
 
+    /// Attaches the connection of `ticket` to resumable session `session` (0: a new one), at
+    /// the session's home (here, or through the mesh).
+    fn attach(&self, ticket: Ticket, session: u64, timeout_ms: u64) -> Option<Reply> {
+        let home = if session == 0 { self.id } else { Sessions::home(session, self.cores()) };
+        if home != self.id {
+            self.mesh.post(home, Msg::Attach { ticket, session, timeout_ms });
+            return None;
+        }
+        let conn = ticket::session_of(ticket);
+        Some(match self.sessions.borrow_mut().attach(session, timeout_ms, conn) {
+            Attached::Resumed { timeout_ms } => Reply::Attached { session, timeout_ms, resumed: true },
+            Attached::New { id } => {
+                // Logged before its answer goes: a lock taken in the session after that is
+                // the session's across a crash too.
+                self.shard.borrow_mut().journal_record(&Record::SessionOpen { id, timeout_ms });
+                Reply::Attached { session: id, timeout_ms, resumed: false }
+            }
+            Attached::Exhausted => Reply::Unavailable,
+        })
+    }
+
+    /// The connection whose session ticket is `conn` left resumable session `session`.
+    fn detach(&self, session: u64, conn: Ticket) {
+        let home = Sessions::home(session, self.cores());
+        if home == self.id {
+            self.sessions.borrow_mut().detach(session, conn, self.clock.now());
+        } else {
+            self.mesh.post(home, Msg::Detach { session, conn });
+        }
+    }
+
+    /// Ends the sessions whose timeout ran out with no connection: logged here, then every
+    /// core releases their locks.
+    fn end_sessions(&self, now: u64) {
+        let ended = self.sessions.borrow_mut().ended(now);
+        for id in ended {
+            self.shard.borrow_mut().journal_record(&Record::SessionEnd { id });
+            for core in (0..self.cores()).filter(|&c| c != self.id) {
+                self.mesh.post(core, Msg::EndSession { id });
+            }
+            self.end_session_here(id);
+        }
+    }
+
+    fn end_session_here(&self, id: u64) {
+        self.shard.borrow_mut().end_session(id, self.clock.now());
+        self.collect_events();
+    }
+
     fn release_for_gone(&self, resource: &str, owner: &str, token: u64) {
         let req = Request::Release { resource, owner, token: Some(token) };
         self.submit(ticket::nobody(self.id), &req);
@@ -282,8 +347,14 @@ impl Core {
             return Some(Reply::Unavailable);
         }
         let now = self.clock.now();
-        let mut reply =
-            api::apply(&mut self.shard.borrow_mut(), req, ticket, ticket::session_of(ticket), now);
+        // Where news of a session lock's lease goes: its connection, or its session's home.
+        let watcher = match req {
+            Request::Acquire { session, .. } if *session != CONNECTION_SESSION && *session != NO_SESSION => {
+                ticket::for_session(Sessions::home(*session, self.cores()), *session)
+            }
+            _ => ticket::session_of(ticket),
+        };
+        let mut reply = api::apply(&mut self.shard.borrow_mut(), req, ticket, watcher, now);
         self.collect_events();
         if let Some(Reply::Stats(stats)) = &mut reply {
             stats.core = self.id;
@@ -318,7 +389,7 @@ impl Core {
         {
             journal.poke();
         }
-        if let Some(deadline) = self.shard.borrow().next_deadline()
+        if let Some(deadline) = self.next_deadline()
             && deadline < self.timer.armed.get()
         {
             self.timer.armed.set(deadline);
@@ -328,15 +399,25 @@ impl Core {
 
     /// Takes an answer to its ticket's connection: here, or through the mesh to its core.
     fn deliver(&self, ticket: Ticket, reply: Reply) {
-        let (conn, slot) = match ticket::address(ticket) {
+        let address = ticket::address(ticket);
+        if address.core() != self.id {
+            let (core, msg) = (address.core(), Msg::Reply { ticket, reply });
+            return match (&self.journal, self.answers_wait_for()) {
+                _ if matches!(address, Address::Nobody { .. }) => {}
+                // The answer leaves this core only once what it says is durable.
+                (Some(j), batch) if batch > j.durable() => j.hold(batch, core, msg),
+                _ => self.mesh.post(core, msg),
+            };
+        }
+        let (conn, slot) = match address {
             Address::Nobody { .. } => return,
-            Address::Conn { core, .. } if core != self.id => {
-                let msg = Msg::Reply { ticket, reply };
-                return match (&self.journal, self.answers_wait_for()) {
-                    // The answer leaves this core only once what it says is durable.
-                    (Some(j), batch) if batch > j.durable() => j.hold(batch, core, msg),
-                    _ => self.mesh.post(core, msg),
-                };
+            Address::Session { id, .. } => {
+                // News of a session's lock: to the connection it has now, if any.
+                let attached = self.sessions.borrow().attached(id);
+                if let Some(conn) = attached {
+                    self.deliver(conn, reply);
+                }
+                return;
             }
             Address::Conn { conn, slot, .. } => (conn, slot),
         };
@@ -349,13 +430,30 @@ impl Core {
             }
             return;
         }
-        if let Some(mailbox) = self.conns.get(conn) {
-            let after = self.answers_wait_for();
-            mailbox.post(match slot {
-                Slot::Request(slot) => Delivery::Reply { slot, reply, after },
-                Slot::Session => Delivery::Push { news: reply, after },
-            });
+        match self.conns.get(conn) {
+            Some(mailbox) => {
+                let after = self.answers_wait_for();
+                mailbox.post(match slot {
+                    Slot::Request(slot) => Delivery::Reply { slot, reply, after },
+                    Slot::Session => Delivery::Push { news: reply, after },
+                });
+            }
+            // The connection went while its session was being attached: the session is left
+            // detached, to end in its time unless the client comes back.
+            None => {
+                if let Reply::Attached { session, .. } = reply {
+                    self.detach(session, ticket::session_of(ticket));
+                }
+            }
         }
+    }
+
+    /// The tick by which the timer task must next run: the shard's next lease or wait end, or
+    /// the next detached session's end.
+    fn next_deadline(&self) -> Option<u64> {
+        let shard = self.shard.borrow().next_deadline();
+        let sessions = self.sessions.borrow().next_deadline();
+        shard.into_iter().chain(sessions).min()
     }
 
     /// Serves batches from the mesh, in one turn.
@@ -378,6 +476,13 @@ impl Core {
                 Msg::Cancelled { ticket } => {
                     self.orphans.borrow_mut().remove(&ticket);
                 }
+                Msg::Attach { ticket, session, timeout_ms } => {
+                    if let Some(reply) = self.attach(ticket, session, timeout_ms) {
+                        self.deliveries.borrow_mut().push_back((ticket, reply));
+                    }
+                }
+                Msg::Detach { session, conn } => self.detach(session, conn),
+                Msg::EndSession { id } => self.end_session_here(id),
                 Msg::Shutdown => {
                     self.stop.stopping.set(true);
                     self.stop.notify.notify_waiters();
@@ -404,6 +509,7 @@ impl Core {
                 let work = Work::begin(self.as_ref());
                 let more = self.shard.borrow_mut().advance(work.now, ADVANCE_BUDGET);
                 self.collect_events();
+                self.end_sessions(work.now);
                 more
             };
             if more {
@@ -411,7 +517,7 @@ impl Core {
                 tokio::task::yield_now().await;
                 continue;
             }
-            let next = self.shard.borrow().next_deadline();
+            let next = self.next_deadline();
             self.timer.armed.set(next.unwrap_or(u64::MAX));
             match next {
                 Some(at) => {
@@ -479,5 +585,14 @@ impl LockService for Turn<'_> {
 
     fn release_for_gone(&mut self, resource: &str, owner: &str, token: u64) {
         self.work.core.release_for_gone(resource, owner, token)
+    }
+
+    fn attach(&mut self, slot: usize, session: u64, timeout_ms: u64) -> Option<Reply> {
+        self.work.core.attach(self.ticket(slot), session, timeout_ms)
+    }
+
+    fn detach(&mut self, session: u64) {
+        let conn = ticket::session_of(self.ticket(0));
+        self.work.core.detach(session, conn)
     }
 }

@@ -25,6 +25,13 @@ pub enum Msg {
     Cancel { ticket: Ticket, resource: Box<str> },
     /// The waiting acquire `ticket` was withdrawn before it got an answer.
     Cancelled { ticket: Ticket },
+    /// Attach the connection of `ticket` to resumable session `session` (you are its home; 0:
+    /// make a new one there), and answer `ticket`.
+    Attach { ticket: Ticket, session: u64, timeout_ms: u64 },
+    /// The connection whose session ticket is `conn` left resumable session `session`.
+    Detach { session: u64, conn: Ticket },
+    /// Resumable session `id` ended: release the locks it holds on your shard.
+    EndSession { id: u64 },
     /// Stop: finish what is in flight and exit.
     Shutdown,
 }

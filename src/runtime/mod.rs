@@ -11,6 +11,7 @@ mod journal;
 mod mailbox;
 mod mesh;
 pub mod panic;
+mod sessions;
 mod ticket;
 
 use std::future::Future;
@@ -65,6 +66,10 @@ pub struct CoreLog {
     pub fsync: Fsync,
     /// The locks it held.
     pub locks: Vec<RecoveredLock>,
+    /// The resumable sessions it is home to, `(id, timeout ms)`.
+    pub sessions: Vec<(u64, u64)>,
+    /// The highest session id any core's log has seen.
+    pub max_session: u64,
     /// Bytes of its newest snapshot.
     pub snapshot_bytes: u64,
 }
@@ -151,7 +156,12 @@ fn run_core<Fut: Future<Output = ()>>(
             let wal = match log {
                 Some(log) => match Wal::create(&log.dir, log.segment, log.fsync) {
                     Ok(wal) => {
-                        setup.store = Some(Durable { locks: log.locks, snapshot_bytes: log.snapshot_bytes });
+                        setup.store = Some(Durable {
+                            locks: log.locks,
+                            sessions: log.sessions,
+                            max_session: log.max_session,
+                            snapshot_bytes: log.snapshot_bytes,
+                        });
                         Some(wal)
                     }
                     Err(e) => {

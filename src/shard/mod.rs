@@ -29,10 +29,11 @@
 mod table;
 
 use crate::route::ResourceHasher;
-use crate::store::record::Record;
+use crate::store::record::{CONNECTION_SESSION, Record};
 use crate::timer::{TimerId, TimerWheel};
 use table::{Lock, LockTable, Waiter};
 
+use hashbrown::HashMap;
 use hashbrown::hash_table::Entry;
 
 /// Most acquires that may wait for one lock at once; more are answered [`Acquired::QueueFull`].
@@ -215,6 +216,8 @@ struct Timers {
     /// Every state change, encoded as log records (see [`crate::store::record`]), until the
     /// log takes them; `None`: the shard lives in memory only.
     journal: Option<Vec<u8>>,
+    /// The locks each resumable session holds here, by name (see [`Shard::end_session`]).
+    sessions: HashMap<u64, Vec<Box<str>>>,
 }
 
 impl Shard {
@@ -231,6 +234,7 @@ impl Shard {
                 fired: Vec::new(),
                 stats: Stats::default(),
                 journal: None,
+                sessions: HashMap::new(),
             },
         }
     }
@@ -395,10 +399,39 @@ impl Shard {
                 extra.watcher = lock.watch;
                 extra.session = lock.session;
             }
+            t.index_session(lock.session, lock.resource);
             if let Some(deadline) = lock.deadline {
                 held.timer = t.wheel.insert(deadline, TimerKey { hash, id: lock.token });
             }
         }
+    }
+
+    /// Releases every lock resumable session `id` holds here: its timeout ran out with no
+    /// connection. Returns how many it held; hand-offs to waiters are [`Shard::drain_events`].
+    pub fn end_session(&mut self, id: u64, now: u64) -> usize {
+        let names = self.timers.sessions.remove(&id).unwrap_or_default();
+        let mut ended = 0;
+        for name in names {
+            let hash = self.table.hash(&name);
+            let t = &mut self.timers;
+            let Some(mut found) = self.table.find(hash, &name) else { continue };
+            let lock = found.get_mut();
+            if !t.settle(hash, lock, now) {
+                found.remove();
+                continue;
+            }
+            if lock.extra.as_ref().is_none_or(|e| e.session != id) {
+                continue;
+            }
+            ended += 1;
+            t.stats.releases += 1;
+            t.record(&Record::Release { token: lock.token });
+            t.end_lease(hash, lock);
+            if !(t.vacate(hash, lock, now, now, false) && t.settle(hash, lock, now)) {
+                found.remove();
+            }
+        }
+        ended
     }
 
     /// Starts recording every state change as log records, for [`Shard::take_journal`].
@@ -513,6 +546,26 @@ impl Timers {
         token
     }
 
+    /// Notes that resumable session `session` holds the lock `name` (nothing for no session, or
+    /// a connection's: those go with their connection).
+    fn index_session(&mut self, session: u64, name: &str) {
+        if session != 0 && session != CONNECTION_SESSION {
+            self.sessions.entry(session).or_default().push(name.into());
+        }
+    }
+
+    /// Forgets that resumable session `session` holds `name`.
+    fn unindex_session(&mut self, session: u64, name: &str) {
+        if let hashbrown::hash_map::Entry::Occupied(mut names) = self.sessions.entry(session) {
+            if let Some(at) = names.get().iter().position(|n| &**n == name) {
+                names.get_mut().swap_remove(at);
+            }
+            if names.get().is_empty() {
+                names.remove();
+            }
+        }
+    }
+
     /// Appends `record` to the journal, if there is one.
     fn record(&mut self, record: &Record<'_>) {
         if let Some(journal) = self.journal.as_mut() {
@@ -540,6 +593,7 @@ impl Timers {
         let deadline = self.start_lease(hash, lock, ttl, now);
         let (resource, owner) = (lock.name(), lock.owner());
         self.record(&Record::Grant { token: lock.token, deadline, session, resource, owner });
+        self.index_session(session, resource);
         lock.token
     }
 
@@ -641,7 +695,13 @@ impl Timers {
         let Some(extra) = lock.extra.as_mut() else {
             return false;
         };
-        extra.session = 0;
+        let session = std::mem::take(&mut extra.session);
+        if session != 0 {
+            self.unindex_session(session, lock.name());
+        }
+        let Some(extra) = lock.extra.as_mut() else {
+            return false;
+        };
         if let Some(watcher) = extra.watcher.take()
             && expired
         {

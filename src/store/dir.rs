@@ -25,7 +25,7 @@ use crate::log::Level;
 use crate::route::ResourceHasher;
 
 use super::record::{self, Record, Records, SNAPSHOT_BATCH_BYTES};
-use super::recovery::{Recovered, RecoveredLock, Replay};
+use super::recovery::{Recovered, RecoveredLock, Replay, open_sessions_only};
 
 /// What can stop a start.
 #[derive(Debug)]
@@ -139,7 +139,8 @@ impl DataDir {
             Ok(name) => name.trim().to_owned(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let seed = Seed::random();
-                self.create_generation(1, cores, seed, Vec::new(), first_token_after + 1)?;
+                let empty = Everything { next_token: first_token_after + 1, ..Everything::default() };
+                self.create_generation(1, cores, seed, empty)?;
                 return self.recover(cores, first_token_after);
             }
             Err(error) => return Err(StoreError::Io { path: current, error }),
@@ -159,7 +160,12 @@ impl DataDir {
             let readers: Vec<_> = core_dirs.iter().map(|d| s.spawn(move || read_core(d))).collect();
             readers.into_iter().map(|r| r.join().expect("a recovery thread panicked")).collect()
         });
-        let read = read.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let mut read = read.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let mut states: Vec<Recovered> = read.iter_mut().map(|c| std::mem::take(&mut c.recovered)).collect();
+        open_sessions_only(&mut states);
+        for (core, state) in read.iter_mut().zip(states) {
+            core.recovered = state;
+        }
         let next_token = read.iter().map(|c| c.recovered.next_token).max().unwrap_or(1);
         if meta.cores == cores {
             return Ok(Recovery { cores: read, hasher: meta.seed.hasher(), next_token });
@@ -169,22 +175,25 @@ impl DataDir {
             "the data directory was written by {} cores, this server runs {cores}: sharing its locks out anew",
             meta.cores
         );
+        let max_session = read.iter().map(|c| c.recovered.max_session).max().unwrap_or(0);
+        let sessions = read.iter().flat_map(|c| c.recovered.sessions.clone()).collect();
         let locks = read.into_iter().flat_map(|c| c.recovered.locks).collect();
-        self.create_generation(number + 1, cores, meta.seed, locks, next_token)?;
+        let all = Everything { locks, sessions, next_token, max_session };
+        self.create_generation(number + 1, cores, meta.seed, all)?;
         let _ = fs::remove_dir_all(&gen_dir);
         self.recover(cores, first_token_after)
     }
 
-    /// Writes generation `number`: its META, and per core a snapshot of its share of `locks`
-    /// (routed with `seed`), then makes it current.
+    /// Writes generation `number`: its META, and per core a snapshot of its share of `all`
+    /// (locks routed with `seed`, sessions to their home), then makes it current.
     fn create_generation(
         &self,
         number: u64,
         cores: usize,
         seed: Seed,
-        locks: Vec<RecoveredLock>,
-        next_token: u64,
+        all: Everything,
     ) -> Result<(), StoreError> {
+        let Everything { locks, sessions, next_token, max_session } = all;
         let gen_dir = self.path.join(format!("gen-{number}"));
         let _ = fs::remove_dir_all(&gen_dir);
         fs::create_dir_all(&gen_dir).map_err(io_at(&gen_dir))?;
@@ -198,17 +207,19 @@ impl DataDir {
             fs::create_dir_all(&dir).map_err(io_at(&dir))?;
             // The snapshot is written in a clock that starts at 0: each lease's deadline is
             // what was left of it.
-            let bytes = encode_snapshot(
-                share.iter().map(|l| Record::Grant {
-                    token: l.token,
-                    deadline: l.remaining,
-                    session: l.session,
-                    resource: &l.resource,
-                    owner: &l.owner,
-                }),
-                next_token,
-                0,
-            );
+            let grants = share.iter().map(|l| Record::Grant {
+                token: l.token,
+                deadline: l.remaining,
+                session: l.session,
+                resource: &l.resource,
+                owner: &l.owner,
+            });
+            let homed = sessions.iter().filter(|&&(id, _)| (id % cores as u64) as usize == i).copied();
+            // The first core's snapshot keeps the highest session id seen, so that none is
+            // handed out twice: a session record stands in for it (it ends at once).
+            let marker = (i == 0 && max_session > 0 && !sessions.iter().any(|&(id, _)| id == max_session))
+                .then_some(max_session);
+            let bytes = encode_snapshot(grants, homed, marker, next_token, 0);
             write_durably(&dir.join(file_name(1, SNAPSHOT)), &bytes)?;
             sync_dir(&dir)?;
         }
@@ -236,9 +247,26 @@ fn parse_name(name: &str) -> Option<(u64, &str)> {
     Some((seq.parse().ok()?, kind))
 }
 
-/// A snapshot's bytes: a `Tokens` record, every lock's `Grant`, and `SnapshotEnd`, in batches
-/// of about [`SNAPSHOT_BATCH_BYTES`] stamped `at`.
-pub fn encode_snapshot<'a>(grants: impl Iterator<Item = Record<'a>>, next_token: u64, at: u64) -> Vec<u8> {
+/// What a snapshot holds, as the recovery of a whole directory found it.
+#[derive(Default)]
+struct Everything {
+    locks: Vec<RecoveredLock>,
+    sessions: Vec<(u64, u64)>,
+    next_token: u64,
+    max_session: u64,
+}
+
+/// A snapshot's bytes: a `Tokens` record, every open session's `SessionOpen`, every lock's
+/// `Grant`, and `SnapshotEnd`, in batches of about [`SNAPSHOT_BATCH_BYTES`] stamped `at`.
+/// `ended_session`: an id above the open ones that must not be handed out again, kept as a
+/// session that opens and ends.
+pub fn encode_snapshot<'a>(
+    grants: impl Iterator<Item = Record<'a>>,
+    sessions: impl Iterator<Item = (u64, u64)>,
+    ended_session: Option<u64>,
+    next_token: u64,
+    at: u64,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut body = Vec::with_capacity(SNAPSHOT_BATCH_BYTES + 4096);
     let mut seq = 0;
@@ -248,6 +276,13 @@ pub fn encode_snapshot<'a>(grants: impl Iterator<Item = Record<'a>>, next_token:
         body.clear();
     };
     record::encode(&mut body, &Record::Tokens { next: next_token });
+    for (id, timeout_ms) in sessions {
+        record::encode(&mut body, &Record::SessionOpen { id, timeout_ms });
+    }
+    if let Some(id) = ended_session {
+        record::encode(&mut body, &Record::SessionOpen { id, timeout_ms: 0 });
+        record::encode(&mut body, &Record::SessionEnd { id });
+    }
     let mut locks = 0;
     for grant in grants {
         record::encode(&mut body, &grant);

@@ -20,6 +20,8 @@
 //! | 5 | `Run` | at u64: a new run of the server begins; its clock starts here |
 //! | 6 | `Tokens` | next u64: no token below this may be handed out again |
 //! | 7 | `SnapshotEnd` | locks u64: the snapshot is whole, and held this many locks |
+//! | 8 | `SessionOpen` | id u64, timeout ms u64: a resumable session began |
+//! | 9 | `SessionEnd` | id u64: it ended (its timeout ran out with no connection) |
 //!
 //! Deadlines are ticks of the run's clock (ms since that run's server started): a lease held
 //! through tick `deadline - 1` and over at `deadline`, exactly as the shard keeps it.
@@ -52,6 +54,8 @@ mod kind {
     pub const RUN: u8 = 5;
     pub const TOKENS: u8 = 6;
     pub const SNAPSHOT_END: u8 = 7;
+    pub const SESSION_OPEN: u8 = 8;
+    pub const SESSION_END: u8 = 9;
 }
 
 /// One state change (or marker) in the log.
@@ -72,6 +76,10 @@ pub enum Record<'a> {
     Tokens { next: u64 },
     /// The snapshot that ends here is whole; it held `locks` locks.
     SnapshotEnd { locks: u64 },
+    /// The resumable session `id` began; it outlives a connection for `timeout_ms`.
+    SessionOpen { id: u64, timeout_ms: u64 },
+    /// The session `id` ended: its locks go (each core logs its own releases).
+    SessionEnd { id: u64 },
 }
 
 /// A batch as read: its number, its time and its records' bytes.
@@ -112,6 +120,11 @@ pub fn encode(out: &mut Vec<u8>, record: &Record<'_>) {
         Record::Run { at } => tagged(out, kind::RUN, *at),
         Record::Tokens { next } => tagged(out, kind::TOKENS, *next),
         Record::SnapshotEnd { locks } => tagged(out, kind::SNAPSHOT_END, *locks),
+        Record::SessionOpen { id, timeout_ms } => {
+            tagged(out, kind::SESSION_OPEN, *id);
+            out.extend_from_slice(&timeout_ms.to_le_bytes());
+        }
+        Record::SessionEnd { id } => tagged(out, kind::SESSION_END, *id),
     }
 }
 
@@ -255,6 +268,8 @@ impl<'a> Records<'a> {
             kind::RUN => Record::Run { at: self.u64()? },
             kind::TOKENS => Record::Tokens { next: self.u64()? },
             kind::SNAPSHOT_END => Record::SnapshotEnd { locks: self.u64()? },
+            kind::SESSION_OPEN => Record::SessionOpen { id: self.u64()?, timeout_ms: self.u64()? },
+            kind::SESSION_END => Record::SessionEnd { id: self.u64()? },
             _ => return Err("unknown record kind"),
         })
     }
@@ -335,6 +350,8 @@ mod tests {
             Record::Run { at: 99 },
             Record::Tokens { next: 1 << 40 },
             Record::SnapshotEnd { locks: 5 },
+            Record::SessionOpen { id: 3, timeout_ms: 10_000 },
+            Record::SessionEnd { id: 3 },
         ];
         let b = body(&records);
         assert_eq!(Records::new(&b).collect::<Result<Vec<_>, _>>().unwrap(), records);
@@ -377,7 +394,7 @@ mod tests {
 
     #[test]
     fn bodies_that_do_not_parse_are_errors() {
-        assert_eq!(Records::new(&[9]).next(), Some(Err("unknown record kind")));
+        assert_eq!(Records::new(&[99]).next(), Some(Err("unknown record kind")));
         assert_eq!(Records::new(&[2, 1, 2]).next(), Some(Err("record cut short")));
         assert_eq!(Records::new(&[1]).count(), 1);
     }

@@ -11,6 +11,11 @@
 //! - A released or expired lock stays free; waits are not in the log at all. A lock bound to
 //!   one connection ([`CONNECTION_SESSION`]) is released, as that connection's end would have.
 //! - No token is handed out twice: the next token is above every token the log has seen.
+//! - A resumable session open at the crash is open after it, with no connection: it outlives
+//!   the restart for its whole timeout, and its locks with it. The locks of a session that
+//!   ended go, even where the release did not reach the log (each core logs its own, and the
+//!   end is logged first on the session's core: [`open_sessions_only`]). No session id is
+//!   handed out twice.
 
 use hashbrown::HashMap;
 
@@ -35,6 +40,21 @@ pub struct Recovered {
     pub locks: Vec<RecoveredLock>,
     /// Above every token the log has seen (at least 1).
     pub next_token: u64,
+    /// The resumable sessions still open, `(id, timeout ms)`, in no particular order.
+    pub sessions: Vec<(u64, u64)>,
+    /// The highest session id the log has seen (0: none).
+    pub max_session: u64,
+}
+
+/// Drops, from every core's recovered locks, those of resumable sessions that are not open
+/// any more (a session's end is logged on its own core; its locks' releases on theirs, and a
+/// crash may come between).
+pub fn open_sessions_only(cores: &mut [Recovered]) {
+    let open: hashbrown::HashSet<u64> =
+        cores.iter().flat_map(|c| c.sessions.iter().map(|&(id, _)| id)).collect();
+    for core in cores {
+        core.locks.retain(|l| l.session == 0 || open.contains(&l.session));
+    }
 }
 
 struct Held {
@@ -54,6 +74,8 @@ pub struct Replay {
     /// The latest time of the current run's clock the log has shown.
     clock: u64,
     next_token: u64,
+    sessions: HashMap<u64, u64>,
+    max_session: u64,
 }
 
 impl Replay {
@@ -114,6 +136,13 @@ impl Replay {
             }
             Record::Tokens { next } => self.next_token = self.next_token.max(next),
             Record::SnapshotEnd { .. } => {}
+            Record::SessionOpen { id, timeout_ms } => {
+                self.sessions.insert(id, timeout_ms);
+                self.max_session = self.max_session.max(id);
+            }
+            Record::SessionEnd { id } => {
+                self.sessions.remove(&id);
+            }
         }
     }
 
@@ -133,7 +162,12 @@ impl Replay {
                 session: held.session,
             })
             .collect();
-        Recovered { locks, next_token: self.next_token.max(1) }
+        Recovered {
+            locks,
+            next_token: self.next_token.max(1),
+            sessions: self.sessions.into_iter().collect(),
+            max_session: self.max_session,
+        }
     }
 }
 
@@ -204,6 +238,39 @@ mod tests {
             (55, vec![]),
         ]);
         assert_eq!(r.locks, vec![held("a", 1, Some(50))]);
+    }
+
+    #[test]
+    fn sessions_outlive_a_restart_and_the_locks_of_ended_ones_go() {
+        let session_lock =
+            |token, resource, session| Record::Grant { token, deadline: None, session, resource, owner: "o" };
+        let mut home = replay(&[
+            (
+                0,
+                vec![
+                    Record::SessionOpen { id: 4, timeout_ms: 10_000 },
+                    Record::SessionOpen { id: 6, timeout_ms: 500 },
+                ],
+            ),
+            (1, vec![session_lock(1, "a", 4), Record::SessionEnd { id: 6 }]),
+            (2, vec![Record::Run { at: 0 }]),
+        ]);
+        assert_eq!(home.sessions, vec![(4, 10_000)]);
+        assert_eq!(home.max_session, 6);
+        // Session 6 ended, but the release of its lock on another core never reached the log.
+        let other = replay(&[(0, vec![session_lock(2, "b", 6), session_lock(3, "c", 4)])]);
+        home.locks.push(RecoveredLock {
+            resource: "x".into(),
+            owner: "o".into(),
+            token: 9,
+            remaining: None,
+            session: 0,
+        });
+        let mut cores = [home, other];
+        open_sessions_only(&mut cores);
+        let names: Vec<Vec<&str>> =
+            cores.iter().map(|c| c.locks.iter().map(|l| &*l.resource).collect()).collect();
+        assert_eq!(names, [vec!["a", "x"], vec!["c"]]);
     }
 
     #[test]

@@ -35,6 +35,8 @@ impl TestServer {
     }
 
     pub fn with_config(config: Config) -> TestServer {
+        // In-process servers share the test's standard error: only what goes wrong.
+        ringlock::log::set_level(ringlock::log::Level::Warn);
         let server = Server::start(config).expect("server starts");
         let addr = server.local_addr();
         TestServer { server: Some(server), addr, data: None }

@@ -73,7 +73,10 @@ fn golden_vectors_against_a_live_server() {
 /// Splits a byte string into frames (after an optional preface); stops at the first that is
 /// not whole or not valid framing.
 fn frames(bytes: &[u8]) -> Vec<&[u8]> {
-    let mut rest = bytes.strip_prefix(&PREFACE[..]).unwrap_or(bytes);
+    let mut rest = bytes
+        .strip_prefix(&PREFACE[..])
+        .or_else(|| bytes.strip_prefix(&frame::PREFACE_SESSIONS[..]))
+        .unwrap_or(bytes);
     let mut out = Vec::new();
     while let Ok(Some(n)) = frame::check(rest) {
         out.push(&rest[..n]);
@@ -240,7 +243,11 @@ fn waiters_on_several_connections_are_served_first_come_first_served() {
             released
         }));
         // Let each waiter's acquire reach the queue before the next one's.
-        thread::sleep(Duration::from_millis(100));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while holder.inspect("fifo").unwrap().unwrap().waiters < i + 1 {
+            assert!(Instant::now() < deadline, "waiter {i} never queued");
+            thread::sleep(Duration::from_millis(5));
+        }
     }
     assert_eq!(holder.inspect("fifo").unwrap().unwrap().waiters, 4);
     let released = Instant::now();

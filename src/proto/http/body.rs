@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::api::{MAX_TTL_MS, MAX_WAIT_MS, Request};
+use crate::api::{MAX_TTL_MS, MAX_WAIT_MS, NO_SESSION, Request};
 
 /// A lock request read from a body.
 pub type BodyRequest<'b> = Request<Cow<'b, str>>;
@@ -60,7 +60,7 @@ pub fn acquire(body: &[u8]) -> Result<BodyRequest<'_>, String> {
     let b: AcquireBody<'_> = parse(body)?;
     let ttl = b.expire.map(|s| millis(s, "expire", MAX_TTL_MS)).transpose()?;
     let wait = b.wait.map(|s| millis(s, "wait", MAX_WAIT_MS)).transpose()?.unwrap_or(0);
-    Ok(Request::Acquire { resource: b.resource, owner: b.owner, ttl, wait, session: false })
+    Ok(Request::Acquire { resource: b.resource, owner: b.owner, ttl, wait, session: NO_SESSION })
 }
 
 /// Parses the body of `POST /release`.

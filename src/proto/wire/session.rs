@@ -1,34 +1,44 @@
 //! Drives one wire-protocol connection: reads the preface and frames, holds the connection
 //! to its `HELLO`, submits requests to the core and writes each reply as soon as it comes (ids
-//! pair them up, so a waiting acquire holds back nothing behind it). Owns the connection's
-//! session locks: released when it closes, and reported with a `LOST` push if their lease
-//! runs out first.
+//! pair them up, so a waiting acquire holds back nothing behind it).
+//!
+//! Session locks: on a version 1 connection they belong to the connection, are released when
+//! it closes, and are reported with a `LOST` push if their lease runs out first. On a version
+//! 2 connection they belong to a resumable session (`HELLO_SESSION`), which the core keeps
+//! for its timeout after the connection goes; the connection only carries its pushes.
 
 use std::time::Instant;
 
 use slab::Slab;
 
-use ringlock_client::frame::{self, FrameError, VERSION, WireReply, WireRequest};
+use ringlock_client::frame::{
+    self, FrameError, MAX_SESSION_TIMEOUT_MS, SESSIONS_VERSION, VERSION, WireReply, WireRequest,
+};
 
-use crate::api::{self, LockService, Reply, Request};
+use crate::api::{self, CONNECTION_SESSION, LockService, NO_SESSION, Reply, Request};
 use crate::proto::context::Context;
 
 /// One wire connection's state.
 #[derive(Default)]
 pub struct Session {
-    /// The preface has been read.
-    prefaced: bool,
+    /// The protocol version its preface named (0: not read yet).
+    version: u8,
     /// `HELLO` with the right secret has been seen.
     authorized: bool,
+    /// Version 2: the resumable session it belongs to, once the core has said which.
+    session: Option<u64>,
     /// Requests waiting for their reply; the key is the ticket's slot.
     pending: Slab<Pending>,
-    /// Session locks this connection holds.
+    /// Session locks granted on this connection (version 1: to release when it closes; both:
+    /// to name the lock in a `LOST` push).
     held: Vec<Held>,
 }
 
 /// Which operation a request was, so its reply can be told apart.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Op {
+    /// `HELLO_SESSION`, waiting for its session.
+    Hello,
     Acquire,
     Release,
     Extend,
@@ -59,9 +69,10 @@ impl Session {
         self.pending.len()
     }
 
-    /// Whether the connection holds session locks.
+    /// Whether the connection holds session locks that closing it would release (version 2
+    /// sessions keep theirs).
     pub fn holds_locks(&self) -> bool {
-        !self.held.is_empty()
+        self.version == VERSION && !self.held.is_empty()
     }
 
     /// Serves every complete frame at the start of `buf`; returns the bytes used.
@@ -75,11 +86,11 @@ impl Session {
     ) -> usize {
         let since = Instant::now();
         let mut used = 0;
-        if !self.prefaced {
-            match frame::check_preface(buf) {
-                Ok(false) => return 0,
-                Ok(true) => {
-                    self.prefaced = true;
+        if self.version == 0 {
+            match frame::read_preface(buf) {
+                Ok(None) => return 0,
+                Ok(Some(version)) => {
+                    self.version = version;
                     used = frame::PREFACE.len();
                 }
                 Err(e) => return fatal(e, out, close),
@@ -122,9 +133,33 @@ impl Session {
         close: &mut bool,
     ) {
         let req = match (self.authorized, req) {
+            (false, WireRequest::Hello { .. }) if self.version == SESSIONS_VERSION => {
+                fatal(FrameError::Fatal("a version 2 connection opens with HELLO_SESSION"), out, close);
+                return;
+            }
+            (false, WireRequest::HelloSession { .. }) if self.version == VERSION => {
+                fatal(FrameError::Fatal("HELLO_SESSION needs the version 2 preface"), out, close);
+                return;
+            }
             (false, WireRequest::Hello { secret }) if cx.secret.matches(secret) => {
                 self.authorized = true;
                 return frame::encode_reply(out, id, &WireReply::HelloOk { version: VERSION });
+            }
+            (false, WireRequest::HelloSession { secret, session, timeout_ms })
+                if cx.secret.matches(secret) =>
+            {
+                self.authorized = true;
+                let timeout_ms = timeout_ms.clamp(1, MAX_SESSION_TIMEOUT_MS);
+                let slot = self.pending.vacant_key();
+                match svc.attach(slot, session, timeout_ms) {
+                    Some(reply) => self.answer(id, Op::Hello, None, false, &reply, out),
+                    None => {
+                        let pending =
+                            Pending { id, op: Op::Hello, names: None, wait: false, session: false, since };
+                        self.pending.insert(pending);
+                    }
+                }
+                return;
             }
             (false, _) => {
                 // A wire client gets one try: it presents the secret once, first thing, so a
@@ -134,11 +169,20 @@ impl Session {
                 *close = true;
                 return;
             }
-            (true, WireRequest::Hello { .. }) => {
+            (true, WireRequest::Hello { .. } | WireRequest::HelloSession { .. }) => {
                 return frame::encode_reply(out, id, &WireReply::Invalid { reason: "already authorized" });
             }
             (true, WireRequest::Ping) => return frame::encode_reply(out, id, &WireReply::Pong),
             (true, WireRequest::Acquire { resource, owner, ttl, wait, session }) => {
+                let session = match (session, self.version, self.session) {
+                    (false, ..) => NO_SESSION,
+                    (true, VERSION, _) => CONNECTION_SESSION,
+                    (true, _, Some(id)) => id,
+                    (true, _, None) => {
+                        let reason = "the session is not established yet (wait for SESSION_OK)";
+                        return frame::encode_reply(out, id, &WireReply::Invalid { reason });
+                    }
+                };
                 Request::Acquire { resource, owner, ttl, wait, session }
             }
             (true, WireRequest::Release { resource, owner, token }) => {
@@ -153,7 +197,7 @@ impl Session {
             return frame::encode_reply(out, id, &WireReply::Invalid { reason: &reason });
         }
         let (op, wait, session) = match &req {
-            Request::Acquire { wait, session, .. } => (Op::Acquire, *wait > 0, *session),
+            Request::Acquire { wait, session, .. } => (Op::Acquire, *wait > 0, *session != NO_SESSION),
             Request::Release { .. } => (Op::Release, false, false),
             Request::Extend { .. } => (Op::Extend, false, false),
             Request::Inspect { .. } | Request::List { .. } | Request::Stats => (Op::Inspect, false, false),
@@ -173,13 +217,21 @@ impl Session {
         }
     }
 
-    /// News of a session lock has come: a lease that ran out is pushed as `LOST`.
+    /// News of a session lock has come: a lease that ran out is pushed as `LOST`. On a
+    /// version 2 connection the lock may have been granted on an earlier connection of the
+    /// session, whose name this one never saw: it is pushed with an empty name (clients match
+    /// pushes by token).
     pub fn on_push(&mut self, news: Reply, out: &mut Vec<u8>) {
-        if let Reply::Lost { token } = news
-            && let Some(at) = self.held.iter().position(|h| h.token == token)
-        {
-            let held = self.held.swap_remove(at);
-            frame::encode_reply(out, 0, &WireReply::Lost { token, resource: &held.resource });
+        let Reply::Lost { token } = news else { return };
+        match self.held.iter().position(|h| h.token == token) {
+            Some(at) => {
+                let held = self.held.swap_remove(at);
+                frame::encode_reply(out, 0, &WireReply::Lost { token, resource: &held.resource });
+            }
+            None if self.version == SESSIONS_VERSION => {
+                frame::encode_reply(out, 0, &WireReply::Lost { token, resource: "" })
+            }
+            None => {}
         }
     }
 
@@ -202,6 +254,7 @@ impl Session {
         out: &mut Vec<u8>,
     ) {
         match (op, reply, names) {
+            (Op::Hello, Reply::Attached { session, .. }, _) => self.session = Some(*session),
             (Op::Acquire, Reply::Granted { token }, Some((resource, owner))) if session => {
                 self.held.push(Held { resource: resource.into(), owner: owner.into(), token: *token });
             }
@@ -219,9 +272,16 @@ impl Session {
         self.withdraw(svc);
     }
 
-    /// The connection is gone: withdraw what waits, and release its session locks.
+    /// The connection is gone: withdraw what waits, and release its session locks (version
+    /// 1), or leave them to its session, which outlives it for its timeout (version 2).
     pub fn teardown(&mut self, svc: &mut impl LockService) {
         self.withdraw(svc);
+        if self.version == SESSIONS_VERSION {
+            if let Some(session) = self.session {
+                svc.detach(session);
+            }
+            return;
+        }
         for held in self.held.drain(..) {
             svc.release_for_gone(&held.resource, &held.owner, held.token);
         }
@@ -269,6 +329,9 @@ fn wire_reply(op: Op, reply: &Reply) -> WireReply<'_> {
             waiters: u32::try_from(lock.waiters).unwrap_or(u32::MAX),
             owner: &lock.owner,
         },
+        (_, Reply::Attached { session, timeout_ms, resumed }) => {
+            WireReply::SessionOk { session: *session, timeout_ms: *timeout_ms, resumed: *resumed }
+        }
         (_, Reply::Listed(_) | Reply::Lost { .. } | Reply::Stats(_)) => {
             WireReply::Invalid { reason: "unexpected reply" }
         }
