@@ -1,5 +1,5 @@
 //! Server configuration: command line, then environment, then `.env` (loaded into the
-//! environment at start-up without overriding it), then the config file ([`file`]), then the
+//! environment at start-up without overriding it), then the config file ([`file`](mod@file)), then the
 //! defaults below. The names are the reference server's (`--bind/-b`, `--port/-p`,
 //! `LOCKSERVER_BIND_IP`, `LOCKSERVER_PORT`, `LOCKSERVER_SECRET`), so an existing deployment's
 //! settings carry over. Any of these variables may instead name a file holding the value, as
