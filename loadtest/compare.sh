@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# ringlock vs the reference lockserver 0.1.3 vs Redis, on one machine, in one run.
+# ringlock vs the reference lockserver 0.1.3 vs Redis, on one machine, in one run; and
+# ringlock durable (its default) vs in memory vs Redis with its append-only file.
 #
 # Builds ringlock and the load generator, installs the reference server (`cargo install` into
 # target/reference) and redis-server (Debian package) if missing, starts all three on free
@@ -119,12 +120,25 @@ run gen-http http "$RESP_HTTP_PORT" "$RESP_HTTP" -c "$OPEN_CONNS" -d 16 --rate 5
 kill "$RESP_HTTP" "$RESP_REDIS"
 wait "$RESP_HTTP" "$RESP_REDIS" 2>/dev/null || true
 
-# --- 2. the three servers, each pinned to the server core ------------------------------------
+# --- 2. the servers, each pinned to the server core ------------------------------------------
+# The storage's floor first, on the file system ringlock's data directory is on: one small
+# append and its fdatasync, as one durable answer costs at least.
+"$LOADTEST" fsync --dir "$OUT" --count 2000 | python3 -c '
+import json, sys
+r = json.load(sys.stdin); r["label"] = "fsync"; print(json.dumps(r))' >>"$RESULTS"
+# ringlock durable (its default: a log in ./ringlock-data, fsync always), and in memory.
+rm -rf "$OUT/ringlock-data" "$OUT/memory"
+mkdir -p "$OUT/memory"
 RL_PORT=$(free_port)
 (cd "$OUT" && LOCKSERVER_SECRET=$SECRET exec taskset -c "$SERVER_CORE" "$RINGLOCK" \
     --bind 127.0.0.1 --port "$RL_PORT" --threads 1) >"$OUT/ringlock.log" 2>&1 &
 RL=$!
 PIDS+=("$RL")
+MEM_PORT=$(free_port)
+(cd "$OUT/memory" && LOCKSERVER_SECRET=$SECRET exec taskset -c "$SERVER_CORE" "$RINGLOCK" \
+    --bind 127.0.0.1 --port "$MEM_PORT" --threads 1 --in-memory) >"$OUT/ringlock-memory.log" 2>&1 &
+MEM=$!
+PIDS+=("$MEM")
 REF_PORT=$(free_port)
 (cd "$OUT" && LOCKSERVER_SECRET=$SECRET exec taskset -c "$SERVER_CORE" "$REFERENCE" \
     --bind 127.0.0.1 --port "$REF_PORT") >"$OUT/reference.log" 2>&1 &
@@ -135,7 +149,24 @@ REDIS_PORT=$(free_port)
     --save '' --appendonly no) >"$OUT/redis.log" 2>&1 &
 REDIS=$!
 PIDS+=("$REDIS")
+# Redis with its append-only file, both ways a lock service would run it: synced on every
+# write (appendfsync always), and once a second (everysec: a second of writes may be lost).
+rm -rf "$OUT/aof-always" "$OUT/aof-everysec"
+mkdir -p "$OUT/aof-always" "$OUT/aof-everysec"
+AOF_PORT=$(free_port)
+(cd "$OUT/aof-always" && exec taskset -c "$SERVER_CORE" redis-server --port "$AOF_PORT" --bind 127.0.0.1 \
+    --save '' --appendonly yes --appendfsync always --dir "$OUT/aof-always") >"$OUT/redis-aof.log" 2>&1 &
+AOF=$!
+PIDS+=("$AOF")
+SEC_PORT=$(free_port)
+(cd "$OUT/aof-everysec" && exec taskset -c "$SERVER_CORE" redis-server --port "$SEC_PORT" --bind 127.0.0.1 \
+    --save '' --appendonly yes --appendfsync everysec --dir "$OUT/aof-everysec") >"$OUT/redis-aof-everysec.log" 2>&1 &
+SEC=$!
+PIDS+=("$SEC")
 wait_ready "$RL_PORT" "$RL" ringlock
+wait_ready "$MEM_PORT" "$MEM" ringlock-memory
+wait_ready "$AOF_PORT" "$AOF" redis-aof
+wait_ready "$SEC_PORT" "$SEC" redis-aof-everysec
 wait_ready "$REF_PORT" "$REF" reference
 wait_ready "$REDIS_PORT" "$REDIS" redis
 log "ringlock pid $RL port $RL_PORT; reference pid $REF port $REF_PORT; redis pid $REDIS port $REDIS_PORT"
@@ -160,12 +191,21 @@ for c in $CONNS; do
         # ringlock's binary protocol under the same load shapes.
         run wire wire "$RL_PORT" "$RL" -c "$c" -d "$d" --workload uncontended --ttl-ms "$TTL_MS"
         alive "$RL" ringlock
+        # What durability costs: the same uncontended runs in memory, and Redis with its AOF.
+        run ringlock-memory http "$MEM_PORT" "$MEM" -c "$c" -d "$d" --workload uncontended --ttl-ms "$TTL_MS"
+        alive "$MEM" ringlock-memory
+        run redis-aof redis "$AOF_PORT" "$AOF" -c "$c" -d "$d" --workload uncontended --ttl-ms "$TTL_MS"
+        alive "$AOF" redis-aof
+        run redis-aof-everysec redis "$SEC_PORT" "$SEC" -c "$c" -d "$d" --workload uncontended --ttl-ms "$TTL_MS"
+        alive "$SEC" redis-aof-everysec
     done
 done
 # The wire protocol with deeper pipelines, where its small frames pay off most, and Redis at
 # the same depth, so that the ratio compares like with like.
 run wire wire "$RL_PORT" "$RL" -c 64 -d 64 --workload uncontended --ttl-ms "$TTL_MS"
 alive "$RL" ringlock
+run wire-memory wire "$MEM_PORT" "$MEM" -c 64 -d 64 --workload uncontended --ttl-ms "$TTL_MS"
+alive "$MEM" ringlock-memory
 run redis redis "$REDIS_PORT" "$REDIS" -c 64 -d 64 --workload uncontended --ttl-ms "$TTL_MS"
 alive "$REDIS" redis
 # Hand-off: 64 connections competing for 4 names, each held 1 ms; a conflict retried at once.

@@ -45,6 +45,23 @@ pub enum Command {
     /// Answer every request at once with a fixed reply: a server with no work of its own, to
     /// measure how much the generator can drive.
     Responder(ResponderArgs),
+    /// Time small appends and their fdatasync in a directory: the floor under a durable
+    /// server's latency (prints one JSON object).
+    Fsync(FsyncArgs),
+}
+
+/// The arguments of `loadtest fsync`.
+#[derive(Debug, Args)]
+pub struct FsyncArgs {
+    /// The directory to measure (a file is made in it, and removed).
+    #[arg(long, default_value = ".")]
+    pub dir: std::path::PathBuf,
+    /// Appends to time.
+    #[arg(long, default_value_t = 2_000)]
+    pub count: usize,
+    /// Bytes per append (a durable server's batch of one acquire is about 80).
+    #[arg(long, default_value_t = 80)]
+    pub bytes: usize,
 }
 
 /// Which server protocol a run speaks.
@@ -350,7 +367,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
             Command::Run(run) => run.plan(),
-            Command::Responder(_) => unreachable!(),
+            Command::Responder(_) | Command::Fsync(_) => unreachable!(),
         }
     }
 

@@ -16,10 +16,12 @@
 //!   ([`op::Op`]) and how it went ([`op::Outcome`]);
 //! - [`stats`]: counters, `hdrhistogram` latencies, the progress line and the report;
 //! - [`cpu`]: CPU time of the server and of the generator from `/proc/PID/stat`;
-//! - [`responder`]: the trivial server that measures the generator itself.
+//! - [`responder`]: the trivial server that measures the generator itself;
+//! - [`fsync`]: the storage's floor, one small append and its sync, for durable servers.
 
 pub mod cli;
 pub mod cpu;
+pub mod fsync;
 pub mod op;
 pub mod proto;
 pub mod responder;

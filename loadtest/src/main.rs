@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use loadtest::cli::{Cli, Command, check_loopback};
-use loadtest::{responder, run};
+use loadtest::{fsync, responder, run};
 
 fn main() -> ExitCode {
     // LOCKSERVER_ADDR and LOCKSERVER_SECRET from `.env` where the environment lacks them.
@@ -35,6 +35,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Fsync(args) => match fsync::probe(&args.dir, args.count, args.bytes) {
+            Ok(floor) => {
+                println!("{}", serde_json::to_string(&floor).expect("a floor serializes"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("loadtest: fsync probe in {}: {e}", args.dir.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::Responder(args) => {
             if let Err(why) = check_loopback(args.bind, args.allow_remote) {
                 eprintln!("loadtest: {why}");
