@@ -242,8 +242,8 @@ pub fn push_seconds(out: &mut Vec<u8>, ms: u64) {
 }
 
 /// One connection's HTTP client: requests pre-built up to the parts that change (the name and
-/// the content length).
-#[derive(Clone, Debug)]
+/// the content length). Its `Debug` leaves the pre-built requests out: they carry the secret.
+#[derive(Clone)]
 pub struct HttpClient {
     /// `POST /acquire HTTP/1.1` and every header up to `Content-Length: `.
     acquire_head: Vec<u8>,
@@ -255,6 +255,12 @@ pub struct HttpClient {
     acquire_tail: Vec<u8>,
     /// `","owner":"lt-<conn>"}`: the release body after the resource name.
     release_tail: Vec<u8>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").finish_non_exhaustive()
+    }
 }
 
 /// The body up to the resource name.

@@ -12,8 +12,8 @@ use ringlock_client::frame::{self, FrameError, WireReply, WireRequest};
 use super::{Handshake, Name, ParseError, Parsed, Protocol, Reply};
 use crate::op::{Op, OpKind, Outcome};
 
-/// One connection's wire client.
-#[derive(Clone, Debug)]
+/// One connection's wire client (its `Debug` leaves the secret out).
+#[derive(Clone)]
 pub struct WireClient {
     /// The shared secret `HELLO` presents.
     secret: String,
@@ -22,6 +22,15 @@ pub struct WireClient {
     wait_ms: u64,
     /// Id of the next request to send.
     next_sent: u32,
+}
+
+impl std::fmt::Debug for WireClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireClient")
+            .field("owner", &self.owner)
+            .field("ttl_ms", &self.ttl_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The preface and `HELLO`; the server answers `HELLO_OK` ([`hello_answered`]).
