@@ -357,13 +357,14 @@ fn the_lock_command_runs_a_child_holding_the_lock_and_passes_its_status() {
     let observer = client(&server, "observer");
     assert_eq!(observer.inspect("cmd-lock").unwrap(), None, "released at the end");
 
-    // While a child runs the lock is held, and renewed past its short lease.
+    // While a child runs the lock is held, and renewed past its short lease (short, but long
+    // enough that a renewal held up by a busy machine's disk does not end it).
     let mut child =
-        ringlock_lock(&server, &["--ttl", "0.3", "cmd-lock", "--", "sleep", "1.2"]).spawn().unwrap();
-    thread::sleep(Duration::from_millis(200));
+        ringlock_lock(&server, &["--ttl", "0.6", "cmd-lock", "--", "sleep", "2"]).spawn().unwrap();
+    thread::sleep(Duration::from_millis(300));
     let held = observer.inspect("cmd-lock").unwrap().expect("held while the command runs");
-    thread::sleep(Duration::from_millis(700));
-    let still = observer.inspect("cmd-lock").unwrap().expect("renewed past its 0.3 s lease");
+    thread::sleep(Duration::from_millis(1_200));
+    let still = observer.inspect("cmd-lock").unwrap().expect("renewed past its 0.6 s lease");
     assert_eq!(held.token, still.token);
     let busy = ringlock_lock(&server, &["cmd-lock", "--", "true"]).output().unwrap();
     assert_eq!(busy.status.code(), Some(75), "busy: 75");
