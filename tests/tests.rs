@@ -32,5 +32,8 @@ mod wire;
 /// Resumable sessions (protocol version 2): resumed in time, ended after it, across restarts.
 mod sessions;
 
+/// The Rust client's reconnects and `ringlock lock` across server restarts and outages.
+mod resume;
+
 /// The reference server's real SDKs (Python, Node, Rust), unmodified, against ringlock.
 mod sdk;

@@ -21,7 +21,7 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects and presents the secret.
+    /// Connects and presents the secret (see [`crate::Client::connect`]).
     pub fn connect(config: &Config) -> Result<Client, Error> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let handle = runtime.handle().clone();
@@ -45,7 +45,7 @@ impl Client {
         self.inner().owner()
     }
 
-    /// Session locks whose lease ran out from now on.
+    /// Session locks lost from now on (see [`crate::Client::lost`]).
     pub fn lost(&self) -> broadcast::Receiver<Lost> {
         self.inner().lost()
     }
@@ -80,8 +80,14 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // Dropping the async client closes the connection; then the runtime's thread ends.
-        self.inner = None;
+        // Dropping the async client closes the connection once what was queued on it (and,
+        // with version 2, the release of the session's locks) has been written: wait for that,
+        // at most the call timeout, before the runtime's thread ends and takes its tasks along.
+        if let Some(inner) = self.inner.take() {
+            let (mut done, limit) = (inner.done(), inner.call_timeout());
+            drop(inner);
+            let _ = self.handle.block_on(async { tokio::time::timeout(limit, done.wait_for(|&d| d)).await });
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -1,6 +1,7 @@
 //! Where a client connects and who it is, configured as the reference server's SDKs are:
 //! `LOCKSERVER_ADDR`, `LOCKSERVER_OWNER`, `LOCKSERVER_SECRET`, from the environment or `.env`;
-//! and how long it waits for the server before it gives up on the connection.
+//! how long it waits for the server before it gives up on the connection; and which version
+//! of the protocol it speaks, with how long its session outlives a lost connection.
 
 use std::fmt;
 use std::time::Duration;
@@ -16,6 +17,27 @@ pub const DEFAULT_SECRET: &str = "changeme";
 /// still finds a stopped or cut-off server long before a lease of the usual tens of seconds
 /// ends.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the server keeps the client's session, and its session locks, after the
+/// connection goes, by default. Long enough to ride out what a reconnect comes back from: a
+/// server restart (a second or two, recovery included), a network blip, a few reconnect
+/// attempts; short enough that the session locks of a client that died go 10 s after it
+/// did, well within the tens of seconds a lease usually runs.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which version of the wire protocol a client speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// Version 2: session locks belong to a session that outlives a connection for
+    /// [`Config::session_timeout`]; when the connection fails, the client reconnects by
+    /// itself and resumes its session, session locks included.
+    #[default]
+    Version2,
+    /// Version 1, for servers older than version 2: session locks belong to the connection,
+    /// and the client to it too: when the connection ends, for any reason, the client has
+    /// ended (its calls fail with [`Error::Closed`](crate::Error::Closed), its guards are
+    /// lost).
+    Version1,
+}
 
 /// Where and who: the server's address, this client's owner name, the shared secret; and how
 /// long to wait for answers.
@@ -30,6 +52,13 @@ pub struct Config {
     /// [`Error::CallTimeout`](crate::Error::CallTimeout) and closes the connection: a server
     /// that stopped answering cannot be trusted with the requests still on it.
     pub call_timeout: Duration,
+    /// How long the server keeps this client's session, and its session locks, after its
+    /// connection goes (protocol version 2; at most an hour, which the server holds it to).
+    /// The client reconnects within it to keep them; a session lock's guard counts it too,
+    /// from the last moment the server is known to have had the session.
+    pub session_timeout: Duration,
+    /// The protocol version spoken ([`Protocol::Version2`] unless the server is older).
+    pub protocol: Protocol,
 }
 
 impl fmt::Debug for Config {
@@ -38,6 +67,8 @@ impl fmt::Debug for Config {
             .field("addr", &self.addr)
             .field("owner", &self.owner)
             .field("call_timeout", &self.call_timeout)
+            .field("session_timeout", &self.session_timeout)
+            .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
 }
@@ -50,6 +81,8 @@ impl Default for Config {
             owner: default_owner(),
             secret: DEFAULT_SECRET.to_owned(),
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            protocol: Protocol::default(),
         }
     }
 }
@@ -58,7 +91,8 @@ impl Config {
     /// `LOCKSERVER_ADDR` (default `127.0.0.1:8080`), `LOCKSERVER_OWNER` (default
     /// `<host>-<pid>`, unique to this process) and `LOCKSERVER_SECRET` (default `changeme`),
     /// from the environment, or from `.env` for what the environment does not set; the call
-    /// timeout is [`DEFAULT_CALL_TIMEOUT`].
+    /// timeout is [`DEFAULT_CALL_TIMEOUT`], the session timeout [`DEFAULT_SESSION_TIMEOUT`],
+    /// the protocol version 2.
     pub fn from_env() -> Config {
         let _ = dotenvy::dotenv();
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -67,6 +101,8 @@ impl Config {
             owner: var("LOCKSERVER_OWNER").unwrap_or_else(default_owner),
             secret: var("LOCKSERVER_SECRET").unwrap_or_else(|| DEFAULT_SECRET.to_owned()),
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            protocol: Protocol::default(),
         }
     }
 }

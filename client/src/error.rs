@@ -9,11 +9,18 @@ use std::time::Duration;
 pub enum Error {
     /// Could not connect, or the connection failed.
     Io(io::Error),
-    /// The connection closed with the request unanswered.
+    /// The client has ended (protocol version 1: its connection closed), or the connection
+    /// closed with the request unanswered.
     Closed,
+    /// The connection failed (the reason says how) with the request sent and unanswered:
+    /// whether the server carried it out is unknown. (Version 2: the client reconnects.)
+    Interrupted(String),
+    /// The request was not sent: there was no connection to the server to take it (the
+    /// client is reconnecting) while it waited this long. The reason is the last attempt's.
+    NotConnected { waited: Duration, why: String },
     /// The server did not answer within this long (the call timeout, plus the wait asked
-    /// for). The connection has been closed: whatever was still on it is lost with it,
-    /// session locks included.
+    /// for). The connection has been closed: whatever was still on it is lost with it (with
+    /// protocol version 1, session locks included; version 2 reconnects and resumes them).
     CallTimeout(Duration),
     /// The server refused the secret.
     Unauthorized,
@@ -42,6 +49,15 @@ impl fmt::Display for Error {
         match self {
             Error::Io(e) => write!(f, "connection failed: {e}"),
             Error::Closed => f.write_str("connection closed"),
+            Error::Interrupted(why) => write!(
+                f,
+                "the connection failed before the answer came ({why}); whether the request was carried out is unknown"
+            ),
+            Error::NotConnected { waited, why } => write!(
+                f,
+                "not sent: no connection to the server took the request within {:.3} s (reconnecting; the last attempt: {why})",
+                waited.as_secs_f64()
+            ),
             Error::CallTimeout(after) => write!(
                 f,
                 "no answer from the server within {:.3} s; the connection was closed",

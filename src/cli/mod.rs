@@ -2,17 +2,22 @@
 //! command while holding a lock (like `flock(1)`, `etcdctl lock`, `consul lock`), and
 //! `ringlock status NAME` shows who holds one.
 //!
-//! `lock` takes a session lock (released by the server if this process dies), renews its
-//! lease every third of its length while the command runs, passes the command's exit status
-//! through, and releases the lock when the command ends. The command finds the lock's name
-//! and fencing token in `RINGLOCK_RESOURCE` and `RINGLOCK_TOKEN`, to fence its writes.
+//! `lock` takes a session lock (released by the server if this process dies, once its
+//! session times out or its lease ends), renews its lease every third of its length while the
+//! command runs, passes the command's exit status through, and releases the lock when the
+//! command ends. The command finds the lock's name and fencing token in `RINGLOCK_RESOURCE`
+//! and `RINGLOCK_TOKEN`, to fence its writes.
 //!
 //! It keeps the lease's time on its own clock, with the client's [`ringlock_client::Guard`]:
-//! if the lock is lost while the command runs (the lease pushed as lost, a renewal refused or
-//! failed, the connection gone) or can no longer be counted on (no renewal confirmed by the
-//! send time of the last one plus the lease, less a safety margin: a server that stopped
-//! answering, a partition), the command is sent SIGTERM, then SIGKILL if it has not exited
-//! `--kill-after` seconds later, since it no longer holds what it thinks it holds.
+//! if the lock is lost while the command runs (the lease pushed as lost, a renewal refused,
+//! the session found gone after a reconnect) or can no longer be counted on (no renewal
+//! confirmed by the send time of the last one plus the lease, or nothing answered by the send
+//! time of the last answered request plus the session timeout, less a safety margin: a
+//! server that stopped answering or is down, a partition), the command is sent SIGTERM, then
+//! SIGKILL if it has not exited `--kill-after` seconds later, since it no longer holds what it
+//! thinks it holds. A connection that fails stops nothing by itself: the client reconnects
+//! and resumes its session, and the command runs on while the lease and the session are
+//! still guaranteed; once resumed, the renewals go on.
 
 use std::ffi::OsString;
 use std::process::{Command, ExitCode, ExitStatus};
@@ -21,7 +26,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use ringlock_client::blocking::Client as BlockingClient;
-use ringlock_client::{AcquireOptions, Client, Config, DEFAULT_ADDR, Error, Guard};
+use ringlock_client::{AcquireOptions, Client, Config, DEFAULT_ADDR, DEFAULT_SESSION_TIMEOUT, Error, Guard};
 use tokio::sync::oneshot;
 
 /// Exit status when the lock cannot be had in time (`EX_TEMPFAIL`).
@@ -36,6 +41,10 @@ pub const EXIT_LOST: u8 = 70;
 /// `docker stop` gives. Until it exits it may still write, so fence its writes with
 /// `RINGLOCK_TOKEN` (or lower `--kill-after`).
 pub const DEFAULT_KILL_AFTER_SECS: f64 = 10.0;
+/// Pause before a renewal that went unanswered (the client is reconnecting, the server could
+/// not write its log) is tried again: soon, since the lease runs on meanwhile, but not in a
+/// busy loop against a server that answers at once that it cannot.
+const RENEW_RETRY: Duration = Duration::from_millis(100);
 
 /// Where the server is and who we are; the secret comes from `LOCKSERVER_SECRET` only, so
 /// that it never shows in a process listing.
@@ -81,6 +90,11 @@ pub struct LockArgs {
     /// Seconds the command has to exit after SIGTERM, once the lock is lost, before SIGKILL.
     #[arg(long, default_value_t = DEFAULT_KILL_AFTER_SECS, value_parser = seconds)]
     pub kill_after: f64,
+    /// Seconds the server keeps the session, and the lock, after the connection goes: the
+    /// time to reconnect in. If this process dies, the lock goes at the end of it (or of the
+    /// lease, if sooner).
+    #[arg(long, default_value_t = DEFAULT_SESSION_TIMEOUT.as_secs_f64(), value_parser = positive_seconds)]
+    pub session_timeout: f64,
     #[command(flatten)]
     pub client: ClientArgs,
     /// The command to run, and its arguments.
@@ -128,7 +142,9 @@ pub fn lock(args: LockArgs) -> ExitCode {
 }
 
 async fn run_locked(args: LockArgs) -> ExitCode {
-    let client = match Client::connect(&args.client.config()).await {
+    let mut config = args.client.config();
+    config.session_timeout = Duration::from_secs_f64(args.session_timeout);
+    let client = match Client::connect(&config).await {
         Ok(client) => client,
         Err(e) => return unavailable(&args.client, &e),
     };
@@ -215,12 +231,17 @@ async fn run_locked(args: LockArgs) -> ExitCode {
 }
 
 /// Renews the lease every third of it, so that one renewal's answer has a third of the lease
-/// to come back before the guard's signal would fire. A renewal that fails makes the guard
-/// lost, which the caller is watching; so this never returns.
+/// to come back before the guard's signal would fire. A renewal refused makes the guard lost,
+/// which the caller is watching; one that went unanswered (the client is reconnecting) is
+/// tried again soon, and waits for the new connection. So this never returns.
 async fn renew(guard: &Guard, ttl: Duration) -> std::convert::Infallible {
+    let mut pause = ttl / 3;
     loop {
-        tokio::time::sleep(ttl / 3).await;
-        let _ = guard.extend(Some(ttl)).await;
+        tokio::time::sleep(pause).await;
+        pause = match guard.extend(Some(ttl)).await {
+            Ok(()) => ttl / 3,
+            Err(_) => RENEW_RETRY.min(ttl / 3),
+        };
     }
 }
 

@@ -1,11 +1,12 @@
 //! The mutual-exclusion checker: many clients on many connections (both protocols, both
-//! cores) contend for a few resources with short leases, releases, waits and abrupt
-//! disconnects. Every grant a client sees is recorded with its token and a conservative hold
+//! versions of the wire protocol, both cores) contend for a few resources with short leases,
+//! releases, waits and abrupt disconnects. Every grant a client sees is recorded with its token and a conservative hold
 //! interval; then, per resource, no two holds may overlap and tokens must rise with time.
 //!
 //! A hold starts when the client has the grant in hand, and ends at the earliest moment the
 //! server could have let the lock go: when the client sent its release or dropped its
-//! connection (session locks), or when the lease ran out counted from when the client *sent*
+//! connection (session locks: version 1 releases them with it, a version 2 client releases
+//! them as it closes), or when the lease ran out counted from when the client *sent*
 //! its acquire (the server granted later, so its lease ends later). A correct server never
 //! grants the next hold before that, so `previous.end <= next.start` must hold, and holds
 //! begin in token order (but for a grant that arrived after its lease was over, which its
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ringlock_client::blocking::Client;
 use ringlock_client::frame::{self, PREFACE, WireRequest};
-use ringlock_client::{AcquireOptions, Config as ClientConfig, Error};
+use ringlock_client::{AcquireOptions, Config as ClientConfig, Error, Protocol};
 
 use crate::support::{Http, SECRET, TestServer};
 
@@ -72,6 +73,7 @@ fn wire_worker(addr: String, seed: u64, log: Log, done: Instant) -> Exercised {
         addr,
         owner: format!("wire-{seed}"),
         secret: SECRET.into(),
+        protocol: if seed.is_multiple_of(2) { Protocol::Version2 } else { Protocol::Version1 },
         ..ClientConfig::default()
     };
     let mut client = Client::connect(&config).unwrap();

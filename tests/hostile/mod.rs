@@ -326,12 +326,14 @@ fn protected_mode_serves_this_machine() {
 
 #[test]
 fn a_wire_connection_holding_session_locks_is_never_idle() {
-    use ringlock_client::{AcquireOptions, Config as ClientConfig, blocking::Client};
+    use ringlock_client::{AcquireOptions, Config as ClientConfig, Protocol, blocking::Client};
     let server = tight(1, short_timeouts());
+    // Version 1, whose session locks go with the connection (version 2 clients reconnect).
     let config = |owner: &str| ClientConfig {
         addr: server.host_port(),
         owner: owner.into(),
         secret: SECRET.into(),
+        protocol: Protocol::Version1,
         ..ClientConfig::default()
     };
     let holder = Client::connect(&config("holder")).unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ringlock::config::Config;
 use ringlock_client::blocking::Client;
 use ringlock_client::frame::{self, PREFACE};
-use ringlock_client::{AcquireOptions, Config as ClientConfig, Error, LostReason, safety_margin};
+use ringlock_client::{AcquireOptions, Config as ClientConfig, Error, LostReason, Protocol, safety_margin};
 
 use crate::support::{FreezableServer, Http, SECRET, TestServer, exit_within};
 
@@ -115,12 +115,16 @@ fn client(server: &TestServer, owner: &str) -> Client {
 }
 
 fn client_at(addr: &str, owner: &str) -> Client {
-    let config = ClientConfig {
-        addr: addr.into(),
-        owner: owner.into(),
-        secret: SECRET.into(),
-        ..ClientConfig::default()
-    };
+    Client::connect(&config_at(addr, owner)).expect("connect")
+}
+
+fn config_at(addr: &str, owner: &str) -> ClientConfig {
+    ClientConfig { addr: addr.into(), owner: owner.into(), secret: SECRET.into(), ..ClientConfig::default() }
+}
+
+/// A client speaking protocol version 1: session locks go with the connection.
+fn client_v1(server: &TestServer, owner: &str) -> Client {
+    let config = ClientConfig { protocol: Protocol::Version1, ..config_at(&server.host_port(), owner) };
     Client::connect(&config).expect("connect")
 }
 
@@ -283,7 +287,7 @@ fn a_wait_runs_out_and_tokens_rise_across_expiry() {
 #[test]
 fn session_locks_are_released_when_their_connection_closes() {
     let server = TestServer::start(2);
-    let a = client(&server, "a");
+    let a = client_v1(&server, "a");
     let b = client(&server, "b");
     a.acquire("session", opts(None, None, true)).unwrap();
     a.acquire("plain", opts(None, None, false)).unwrap();
@@ -417,6 +421,8 @@ fn calls_time_out_against_a_frozen_server_and_give_the_connection_up() {
         owner: "frozen".into(),
         secret: SECRET.into(),
         call_timeout,
+        protocol: Protocol::Version1,
+        ..ClientConfig::default()
     };
     let c = Client::connect(&config).unwrap();
     c.acquire("frozen-session", opts(None, None, true)).unwrap();
