@@ -27,8 +27,9 @@ pub const MAX_DURATION_S: f64 = 3600.0;
 /// `--duration`, about eight minutes at the two million requests/s one core can drive.
 pub const DEFAULT_MAX_REQUESTS: u64 = 1_000_000_000;
 
-/// loadtest: drives ringlock, the reference lockserver or Redis with lock traffic from one core
-/// and reports throughput, latency percentiles, conflicts, errors and server CPU per request.
+/// loadtest: drives ringlock, the reference lockserver, Redis or etcd with lock traffic from one
+/// core and reports throughput, latency percentiles, conflicts, errors and server CPU per
+/// request.
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", version)]
 pub struct Cli {
@@ -48,6 +49,10 @@ pub enum Command {
     /// Time small appends and their fdatasync in a directory: the floor under a durable
     /// server's latency (prints one JSON object).
     Fsync(FsyncArgs),
+    /// Time a cluster's failover: check that a lock is granted, SIGKILL the leader's process,
+    /// and time the first grant after it (by the new leader), trying the survivors every few
+    /// milliseconds.
+    Failover(FailoverArgs),
 }
 
 /// The arguments of `loadtest fsync`.
@@ -75,6 +80,9 @@ pub enum Target {
     Redis,
     /// ringlock's binary wire protocol (health probe: `PING`).
     Wire,
+    /// etcd's v3 API over gRPC: a lease, and a transaction that puts the key only if it does
+    /// not exist; release deletes it if it is still ours.
+    Etcd,
 }
 
 impl Target {
@@ -85,6 +93,7 @@ impl Target {
             Target::Health => "health",
             Target::Redis => "redis",
             Target::Wire => "wire",
+            Target::Etcd => "etcd",
         }
     }
 }
@@ -108,9 +117,10 @@ pub struct RunArgs {
     /// Protocol to speak.
     #[arg(long, value_enum)]
     pub target: Target,
-    /// Server address, HOST:PORT. Loopback only unless --allow-remote. Owners are the
-    /// generator's own (`lt-<connection>`: every connection is a competing worker), so
-    /// LOCKSERVER_OWNER does not apply.
+    /// Server address, HOST:PORT; or a cluster's members, HOST:PORT,HOST:PORT,... (connection
+    /// i goes to the i-th, round robin, as a fleet of clients spreads over the members).
+    /// Loopback only unless --allow-remote. Owners are the generator's own (`lt-<connection>`:
+    /// every connection is a competing worker), so LOCKSERVER_OWNER does not apply.
     #[arg(long, env = "LOCKSERVER_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
     /// The shared secret: X-LOCKSERVER-SECRET over HTTP, HELLO over the wire protocol.
@@ -153,13 +163,15 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     pub retry_ms: u64,
     /// Lease asked on every acquire, ms (HTTP: `expire` in seconds, fractional if needed; the
-    /// reference server takes whole seconds only). Required by the ttl workload. Redis locks
-    /// always carry one: 30000 if not given.
+    /// reference server takes whole seconds only). Required by the ttl workload. Redis and
+    /// etcd locks always carry one: 30000 if not given (etcd: whole seconds, rounded up, and
+    /// at least its minimum, 2 s with its default election timeout).
     #[arg(long)]
     pub ttl_ms: Option<u64>,
     /// Server-side wait asked on every acquire, ms: a busy lock queues the acquire and hands
     /// it the lock when released (ringlock's HTTP `wait` and wire protocol; the reference server
-    /// ignores the field and Redis has no such thing, so there a conflict is retried).
+    /// ignores the field and Redis and etcd's transaction have no such thing, so there a
+    /// conflict is retried).
     #[arg(long, default_value_t = 0)]
     pub wait_ms: u64,
     /// Seed of the key choices.
@@ -202,6 +214,48 @@ pub struct ResponderArgs {
     pub allow_remote: bool,
 }
 
+/// The arguments of `loadtest failover`.
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    /// Protocol to speak.
+    #[arg(long, value_enum)]
+    pub target: Target,
+    /// The members that survive, HOST:PORT,HOST:PORT,... (not the one to be killed): attempts
+    /// go to each in turn. Loopback only unless --allow-remote.
+    #[arg(long)]
+    pub addr: String,
+    /// The shared secret (ringlock's targets).
+    #[arg(long, env = "LOCKSERVER_SECRET", hide_env_values = true, default_value = DEFAULT_SECRET)]
+    pub secret: String,
+    /// The leader's process, sent SIGKILL once a grant shows the cluster serving.
+    #[arg(long)]
+    pub kill_pid: u32,
+    /// Seconds to wait for the first grant after the kill before giving up.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Lease of each attempt's lock, ms (its names are never reused, and never released).
+    #[arg(long)]
+    pub ttl_ms: Option<u64>,
+    /// A name for the measurement, copied into the report.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Allow a target that is not a loopback address.
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+/// A failover measurement: whom to kill, and how long to wait for the next grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failover {
+    /// The leader's process.
+    pub kill_pid: u32,
+    /// The longest wait for the first grant after the kill.
+    pub timeout: Duration,
+}
+
 /// The shape of the offered load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Load {
@@ -232,15 +286,22 @@ impl Load {
     }
 }
 
+/// One server the run connects to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The address as given, for the HTTP `Host` header.
+    pub host: String,
+}
+
 /// A validated run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// The protocol.
     pub target: Target,
-    /// Where the server is.
-    pub addr: SocketAddr,
-    /// The address as given, for the HTTP `Host` header.
-    pub host: String,
+    /// Where the servers are (at least one): connection i goes to the i-th, round robin.
+    pub endpoints: Vec<Endpoint>,
     /// The HTTP shared secret.
     pub secret: String,
     /// What each connection does.
@@ -277,6 +338,41 @@ fn seconds(name: &str, s: f64, zero_ok: bool) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(s))
 }
 
+impl Plan {
+    /// The server connection `conn` goes to.
+    pub fn endpoint(&self, conn: usize) -> &Endpoint {
+        &self.endpoints[conn % self.endpoints.len()]
+    }
+
+    /// The servers, as given, separated by commas.
+    pub fn addrs(&self) -> String {
+        let hosts: Vec<&str> = self.endpoints.iter().map(|e| e.host.as_str()).collect();
+        hosts.join(",")
+    }
+}
+
+/// Most servers one run spreads its connections over: a cluster has three or five members.
+pub const MAX_ENDPOINTS: usize = 16;
+
+/// The servers of `--addr`: one HOST:PORT, or several separated by commas, each resolved
+/// (IPv4 first) and checked against the loopback rule.
+pub fn endpoints(addr: &str, allow_remote: bool) -> Result<Vec<Endpoint>, String> {
+    let mut out = Vec::new();
+    for host in addr.split(',') {
+        let resolved = host
+            .to_socket_addrs()
+            .map_err(|e| format!("--addr {host}: {e}"))?
+            .min_by_key(|a| a.is_ipv6())
+            .ok_or_else(|| format!("--addr {host} resolves to nothing"))?;
+        check_loopback(resolved.ip(), allow_remote)?;
+        out.push(Endpoint { addr: resolved, host: host.to_string() });
+    }
+    if out.len() > MAX_ENDPOINTS {
+        return Err(format!("--addr names {} servers; at most {MAX_ENDPOINTS}", out.len()));
+    }
+    Ok(out)
+}
+
 /// Refuses a non-loopback address unless allowed.
 pub fn check_loopback(ip: IpAddr, allow_remote: bool) -> Result<(), String> {
     if ip.is_loopback() || allow_remote {
@@ -289,13 +385,7 @@ pub fn check_loopback(ip: IpAddr, allow_remote: bool) -> Result<(), String> {
 impl RunArgs {
     /// The plan these arguments describe, or why they describe none.
     pub fn plan(&self) -> Result<Plan, String> {
-        let addr = self
-            .addr
-            .to_socket_addrs()
-            .map_err(|e| format!("--addr {}: {e}", self.addr))?
-            .min_by_key(|a| a.is_ipv6())
-            .ok_or_else(|| format!("--addr {} resolves to nothing", self.addr))?;
-        check_loopback(addr.ip(), self.allow_remote)?;
+        let endpoints = endpoints(&self.addr, self.allow_remote)?;
         if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
             return Err(format!("--connections must be 1 to {MAX_CONNECTIONS}"));
         }
@@ -340,8 +430,7 @@ impl RunArgs {
         }
         Ok(Plan {
             target: self.target,
-            addr,
-            host: self.addr.clone(),
+            endpoints,
             secret: self.secret.clone(),
             workload,
             load,
@@ -358,6 +447,42 @@ impl RunArgs {
     }
 }
 
+/// The first name a failover attempts: far above any key space a run uses, so that its locks
+/// never meet a run's.
+pub const FAILOVER_FIRST_KEY: u64 = 1 << 40;
+
+impl FailoverArgs {
+    /// The plan of a failover measurement (each attempt one acquire of a name never tried
+    /// before, on the next survivor), and whom it kills; or why the arguments describe none.
+    pub fn plan(&self) -> Result<(Plan, Failover), String> {
+        if self.target == Target::Health {
+            return Err("a failover is timed to a grant: the health target grants nothing".into());
+        }
+        if self.ttl_ms == Some(0) {
+            return Err("--ttl-ms must be at least 1".into());
+        }
+        let endpoints = endpoints(&self.addr, self.allow_remote)?;
+        let timeout = seconds("timeout", self.timeout, false)?;
+        let plan = Plan {
+            target: self.target,
+            load: Load::Closed { connections: endpoints.len(), depth: 1 },
+            endpoints,
+            secret: self.secret.clone(),
+            workload: Workload::TtlOnly { keys: u64::MAX },
+            ttl_ms: self.ttl_ms,
+            wait_ms: 0,
+            warmup: Duration::ZERO,
+            duration: timeout,
+            max_requests: DEFAULT_MAX_REQUESTS,
+            seed: 1,
+            server_pid: None,
+            progress: false,
+            label: self.label.clone(),
+        };
+        Ok((plan, Failover { kill_pid: self.kill_pid, timeout }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,15 +492,16 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
             Command::Run(run) => run.plan(),
-            Command::Responder(_) | Command::Fsync(_) => unreachable!(),
+            Command::Responder(_) | Command::Fsync(_) | Command::Failover(_) => unreachable!(),
         }
     }
 
     #[test]
     fn defaults_are_a_closed_uncontended_loop_of_16_connections() {
         let p = plan(&["--target", "http", "--addr", "127.0.0.1:8080"]).unwrap();
-        assert_eq!(p.addr, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(p.host, "127.0.0.1:8080");
+        let endpoint = Endpoint { addr: "127.0.0.1:8080".parse().unwrap(), host: "127.0.0.1:8080".into() };
+        assert_eq!(p.endpoints, [endpoint]);
+        assert_eq!(p.addrs(), "127.0.0.1:8080");
         assert_eq!(p.workload, Workload::Uncontended { keys: 1_000_000 });
         assert_eq!(p.load, Load::Closed { connections: 16, depth: 1 });
         assert_eq!(p.warmup, Duration::from_secs(1));
@@ -458,6 +584,50 @@ mod tests {
         let mut v = h.to_vec();
         v.extend_from_slice(&["--ttl-ms", "5"]);
         assert_eq!(plan(&v).unwrap_err(), "--ttl-ms has no meaning for the health target");
+    }
+
+    #[test]
+    fn several_addresses_take_connections_round_robin() {
+        let p =
+            plan(&["--target", "etcd", "--addr", "127.0.0.1:1,localhost:2,127.0.0.3:3", "-c", "4"]).unwrap();
+        let ports: Vec<u16> = (0..4).map(|c| p.endpoint(c).addr.port()).collect();
+        assert_eq!(ports, [1, 2, 3, 1]);
+        assert_eq!(p.endpoint(1).addr, "127.0.0.1:2".parse().unwrap());
+        assert_eq!(p.endpoint(1).host, "localhost:2");
+        assert_eq!(p.addrs(), "127.0.0.1:1,localhost:2,127.0.0.3:3");
+        let err = plan(&["--target", "etcd", "--addr", "127.0.0.1:1,10.0.0.1:2"]).unwrap_err();
+        assert_eq!(err, "10.0.0.1 is not a loopback address; pass --allow-remote to load a remote server");
+        let many = vec!["127.0.0.1:1"; 17].join(",");
+        assert_eq!(
+            plan(&["--target", "etcd", "--addr", &many]).unwrap_err(),
+            "--addr names 17 servers; at most 16"
+        );
+    }
+
+    fn failover(args: &[&str]) -> Result<(Plan, Failover), String> {
+        let mut argv = vec!["loadtest", "failover"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
+            Command::Failover(f) => f.plan(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_failover_needs_a_pid_and_a_target_that_grants() {
+        let (p, f) =
+            failover(&["--target", "etcd", "--addr", "127.0.0.1:1,127.0.0.1:2", "--kill-pid", "42"]).unwrap();
+        assert_eq!(f, Failover { kill_pid: 42, timeout: Duration::from_secs(30) });
+        assert_eq!(p.endpoints.len(), 2);
+        assert_eq!(p.load, Load::Closed { connections: 2, depth: 1 });
+        assert_eq!(p.warmup, Duration::ZERO);
+        assert!(!p.progress);
+        let err = failover(&["--target", "health", "--addr", "127.0.0.1:1", "--kill-pid", "42"]).unwrap_err();
+        assert_eq!(err, "a failover is timed to a grant: the health target grants nothing");
+        assert!(failover(&["--target", "etcd", "--addr", "127.0.0.1:1"]).is_err());
+        let err =
+            failover(&["--target", "wire", "--addr", "127.0.0.1:1", "--kill-pid", "1", "--timeout", "0"]);
+        assert_eq!(err.unwrap_err(), "--timeout must be more than 0 to 3600 seconds, not 0");
     }
 
     #[test]

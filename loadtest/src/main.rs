@@ -1,4 +1,5 @@
-//! The `loadtest` command: parses the command line and runs a load test or the responder.
+//! The `loadtest` command: parses the command line and runs a load test, a failover's timing,
+//! the fsync probe or the responder.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -21,6 +22,29 @@ fn main() -> ExitCode {
                 }
             };
             match run::run(&plan) {
+                Ok(report) if args.json => {
+                    println!("{}", serde_json::to_string(&report).expect("a report serializes"));
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("loadtest: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Failover(args) => {
+            let (plan, failover) = match args.plan() {
+                Ok(planned) => planned,
+                Err(why) => {
+                    eprintln!("loadtest: {why}");
+                    return ExitCode::from(2);
+                }
+            };
+            match run::failover(&plan, failover) {
                 Ok(report) if args.json => {
                     println!("{}", serde_json::to_string(&report).expect("a report serializes"));
                     ExitCode::SUCCESS

@@ -224,7 +224,7 @@ pub fn progress_line(elapsed: Duration, last_second: u64, stats: &Stats, warming
 pub struct Report {
     /// A name the caller gave the run (`--label`), e.g. which server it was.
     pub label: Option<String>,
-    /// `http`, `health` or `redis`.
+    /// `http`, `health`, `redis`, `wire` or `etcd`.
     pub target: &'static str,
     /// The server's address.
     pub addr: String,

@@ -7,7 +7,7 @@ use std::thread;
 use loadtest::responder::{self, Kind};
 
 mod support;
-use support::run;
+use support::{failover, run};
 
 /// Starts a responder on a free loopback port; it lives as long as the test process.
 fn start_responder(kind: Kind) -> String {
@@ -97,4 +97,22 @@ fn a_server_pid_gives_cpu_per_request() {
     let r = run(&addr, &format!("--target health --warmup 0.1 --duration 0.3 --server-pid {pid}"));
     assert!(r.server_cpu_s.is_some(), "{r}");
     assert!(r.server_cpu_us_per_request.is_some(), "{r}");
+}
+
+/// The failover probe's mechanics, with a stand-in for the leader: a child process to kill,
+/// and the responder, which grants at once, as the cluster that survives it.
+#[test]
+fn failover_kills_the_pid_and_times_the_next_grant() {
+    use std::os::unix::process::ExitStatusExt;
+    let addr = start_responder(Kind::Http);
+    let mut leader = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let r =
+        failover(&format!("{addr},{addr}"), &format!("--target http --kill-pid {} --timeout 5", leader.id()));
+    assert_eq!(leader.wait().unwrap().signal(), Some(9), "{r}");
+    let ms = r.first_grant_ms.expect("a grant after the kill");
+    // The first attempt starts on the probe's first tick, at once: a loopback round trip.
+    assert!(ms < 500.0, "{r}");
+    assert!(r.attempts >= 1 && r.errors == 0 && r.conflicts == 0, "{r}");
+    assert!(r.grant_before_kill_ms > 0.0, "{r}");
+    assert_eq!(r.addr, format!("{addr},{addr}"));
 }

@@ -5,12 +5,17 @@
 //! protocol's `HELLO`, Redis's `SCRIPT LOAD` of the release script), so that the runner never
 //! asks which target it drives.
 //!
+//! [`etcd`] is the exception: gRPC is no byte protocol the runner could frame, so its module
+//! holds only the pure part (which transaction each request is, what its answer means), and
+//! the run drives it through `etcd-client` with a connection driver of its own.
+//!
 //! Parsers are pure and incremental: given the bytes read so far they return the first reply
 //! and its length, `Ok(None)` when it is not all there yet, or a [`ParseError`] when the bytes
 //! cannot be a reply (which ends the connection: nothing after it can be trusted). Requests
 //! are appended to the caller's buffer with numbers spelled by `itoa` on the stack, so that
 //! encoding one allocates nothing.
 
+pub mod etcd;
 pub mod http;
 pub mod redis;
 pub mod wire;

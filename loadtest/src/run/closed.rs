@@ -59,12 +59,7 @@ pub(super) async fn closed_loop<P: Protocol>(
                 p.at = sent;
             }
             if let Some(key) = releasing {
-                // Hold-and-release (the only workload that tracks names): the hand-off runs
-                // from here, since the next holder's grant may well be read before this
-                // release's own reply (the server answers both in one turn).
-                if let Some(name) = shared.names.borrow_mut().get_mut(key as usize) {
-                    name.released_at = (name.contenders > 0).then_some(sent);
-                }
+                shared.note_release_sent(key, sent);
             }
             shared.in_flight.set(shared.in_flight.get() + (pending.len() - before) as u64);
             if let Err(e) = stream.write_all(&out).await {

@@ -1,6 +1,7 @@
 //! One connection's plumbing, the same in both loops: connecting, the protocol's opening
 //! [`Handshake`], the read buffer and reading into it, and finding the request in flight that
-//! a reply answers ([`Pending`], by order or by id).
+//! a reply answers ([`Pending`], by order or by id); and one request on a connection of its
+//! own, for a failover's attempts.
 
 use std::collections::VecDeque;
 use std::io;
@@ -11,8 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::RunError;
-use crate::op::OpKind;
-use crate::proto::{Handshake, IN_ORDER};
+use crate::op::{Op, OpKind, Outcome};
+use crate::proto::{Handshake, IN_ORDER, Protocol, describe_reply};
 
 /// Bytes each connection reads into; at least one whole reply of the largest kind accepted
 /// (an HTTP head of 8 KiB plus a body of 64 KiB).
@@ -125,6 +126,32 @@ pub(super) async fn handshake(stream: &mut TcpStream, handshake: &Handshake) -> 
         read_some(stream, &mut input, 1).await.map_err(setup)?;
         if (handshake.answered)(input.data()).map_err(setup)?.is_some() {
             return Ok(());
+        }
+    }
+}
+
+/// Sends `op` alone on a new connection to `addr` (opened with `proto`'s handshake) and reads
+/// its reply: its outcome, or why there is none.
+pub(super) async fn one_request<P: Protocol>(
+    mut proto: P,
+    addr: SocketAddr,
+    op: Op,
+) -> Result<Outcome, String> {
+    let mut stream = connect(addr).await.map_err(|e| e.to_string())?;
+    if let Some(handshake) = proto.handshake() {
+        self::handshake(&mut stream, &handshake).await.map_err(|e| e.to_string())?;
+    }
+    let mut out = Vec::new();
+    let id = proto.encode(&op, &mut out);
+    stream.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
+    let mut input = InBuf::new();
+    let kind = op.kind();
+    loop {
+        read_some(&mut stream, &mut input, 1).await?;
+        match proto.parse(input.data(), |i| (i == id).then_some(kind)) {
+            Ok(Some(reply)) => return Ok(reply.outcome),
+            Ok(None) => {}
+            Err(e) => return Err(format!("unparsable reply ({e}): {}", describe_reply(input.data()))),
         }
     }
 }

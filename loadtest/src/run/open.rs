@@ -48,7 +48,7 @@ pub(super) struct Schedule {
 
 impl Schedule {
     /// When this connection's `k`-th batch is due, from the start of the run.
-    fn due(&self, k: u64) -> Duration {
+    pub(super) fn due(&self, k: u64) -> Duration {
         schedule::due(self.conn, k, self.conns, self.rate, self.batch)
     }
 }

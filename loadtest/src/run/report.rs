@@ -68,7 +68,7 @@ pub(super) fn report(
     Report {
         label: plan.label.clone(),
         target: plan.target.name(),
-        addr: plan.addr.to_string(),
+        addr: plan.addrs(),
         workload: plan.workload.name(),
         mode: if rate.is_some() { "open" } else { "closed" },
         connections,

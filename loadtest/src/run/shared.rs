@@ -1,6 +1,7 @@
 //! What every connection of a run shares ([`Shared`]): the clock marks, the request budget,
 //! the count in flight, the hold-and-release hand-offs in progress and the statistics; and
-//! taking a connection's complete replies into them, each for the request it answers. One
+//! taking a connection's complete replies into them, each for the request it answers (or, for
+//! etcd, whose calls each await their own, one answer at a time). One
 //! thread: `Cell`s and `RefCell`s, never borrowed across an `.await`.
 
 use std::cell::{Cell, RefCell};
@@ -97,6 +98,52 @@ impl Shared {
         self.stats.borrow_mut().record_lost(lost, measured, || why);
     }
 
+    /// Notes that the release of hot name `key` left at `sent`. Hold-and-release (the only
+    /// workload that tracks names): the hand-off runs from here, since the next holder's grant
+    /// may well be read before this release's own reply (the server answers both in one turn).
+    pub(super) fn note_release_sent(&self, key: u64, sent: Instant) {
+        if let Some(name) = self.names.borrow_mut().get_mut(key as usize) {
+            name.released_at = (name.contenders > 0).then_some(sent);
+        }
+    }
+
+    /// Takes one reply at `now`: `outcome` for the request `p` (no longer in flight), into the
+    /// statistics, and into `script` (the closed loop's, which may wait on it), following
+    /// hold-and-release's grants; `describe` tells an error reply.
+    pub(super) fn answer(
+        &self,
+        p: Pending,
+        outcome: Outcome,
+        now: Instant,
+        script: Option<&mut Script>,
+        describe: impl FnOnce() -> String,
+    ) {
+        let mut stats = self.stats.borrow_mut();
+        let measured = self.measured(p.at);
+        stats.record(p.kind, outcome, now.saturating_duration_since(p.at), measured);
+        if outcome == Outcome::Error {
+            stats.note_error(describe);
+        }
+        if let Some(script) = script {
+            let wanted = script.wants();
+            let event = script.on_reply(p.kind, outcome, now);
+            self.note_wants(wanted, script.wants());
+            match event {
+                Some(Event::Granted { key, waited }) => {
+                    stats.record_wait(waited, measured);
+                    if let Some(freed) = self.names.borrow_mut()[key as usize].released_at.take() {
+                        stats.record_handoff(now.saturating_duration_since(freed), measured);
+                    }
+                }
+                Some(Event::Released { .. }) | None => {}
+            }
+        }
+        if measured {
+            self.last_reply.set(Some(now));
+        }
+        self.in_flight.set(self.in_flight.get() - 1);
+    }
+
     /// Takes every complete reply at the front of `input`, each for the request in `pending`
     /// it answers (the oldest, or the one its id names). Errors end the connection: the bytes
     /// after a bad one cannot be trusted.
@@ -105,11 +152,9 @@ impl Shared {
         proto: &P,
         input: &mut InBuf,
         pending: &mut VecDeque<Pending>,
-        script: Option<&mut Script>,
+        mut script: Option<&mut Script>,
         now: Instant,
     ) -> Result<(), String> {
-        let mut stats = self.stats.borrow_mut();
-        let mut script = script;
         while !pending.is_empty() {
             let kind_of = |id| answered(pending, id).map(|i| pending[i].kind);
             let (reply, p) = match proto.parse(input.data(), kind_of) {
@@ -122,30 +167,9 @@ impl Shared {
                     return Err(format!("unparsable reply ({e}): {}", describe_reply(input.data())));
                 }
             };
-            let measured = self.measured(p.at);
-            stats.record(p.kind, reply.outcome, now.saturating_duration_since(p.at), measured);
-            if reply.outcome == Outcome::Error {
-                stats.note_error(|| describe_reply(&input.data()[..reply.len]));
-            }
-            if let Some(script) = script.as_deref_mut() {
-                let wanted = script.wants();
-                let event = script.on_reply(p.kind, reply.outcome, now);
-                self.note_wants(wanted, script.wants());
-                match event {
-                    Some(Event::Granted { key, waited }) => {
-                        stats.record_wait(waited, measured);
-                        if let Some(freed) = self.names.borrow_mut()[key as usize].released_at.take() {
-                            stats.record_handoff(now.saturating_duration_since(freed), measured);
-                        }
-                    }
-                    Some(Event::Released { .. }) | None => {}
-                }
-            }
-            if measured {
-                self.last_reply.set(Some(now));
-            }
+            let bytes = &input.data()[..reply.len];
+            self.answer(p, reply.outcome, now, script.as_deref_mut(), || describe_reply(bytes));
             input.consume(reply.len);
-            self.in_flight.set(self.in_flight.get() - 1);
         }
         if pending.is_empty() && !input.data().is_empty() {
             return Err(format!("bytes with no request in flight: {}", describe_reply(input.data())));
