@@ -394,6 +394,10 @@ impl Handle {
     /// [`NotLeader`] if this member does not lead in `batch.term` (any more). A failure is
     /// indeterminate: the batch may still be committed, under the term it was decided in.
     pub fn submit(&self, batch: Batch) -> impl Future<Output = Result<(), NotLeader>> + Send + 'static {
+        debug_assert!(
+            record::Records::new(&batch.records).all(|r| r.is_ok()),
+            "a batch whose records do not parse"
+        );
         let (done, answer) = oneshot::channel();
         let refused = if batch.term == 0 || self.inner.shared.accepting.load(Ordering::SeqCst) != batch.term {
             Some(not_leader(&self.inner.raft, self.inner.node_id))

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::network::{CallError, describe};
+use super::wire::{self, Hello, Welcome};
 use super::{Batch, ClusterConfig, Handle, HeldLock, LEAD_GRACE_MS, LeaderStart, NotLeader, Role, start};
 use crate::auth::Secret;
 use crate::store::record::{self, Record};
@@ -184,6 +185,12 @@ async fn submit_all(h: &Handle, batches: Vec<Batch>) -> Vec<Result<(), NotLeader
     answers
 }
 
+#[test]
+fn the_handle_goes_to_any_thread() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<Handle>();
+}
+
 #[tokio::test]
 async fn three_members_elect_one_leader_and_apply_batches_in_the_same_order() {
     let _serial = SERIAL.lock().await;
@@ -240,6 +247,15 @@ async fn three_members_elect_one_leader_and_apply_batches_in_the_same_order() {
     assert!(matches!(other, CallError::Refused(_)));
     let me = describe(&c.peers[&lid], lid, &Secret::new("cluster-secret")).await.unwrap();
     assert!(me.initialized);
+    // And consensus with another incarnation than its own: refused before any call.
+    let hello =
+        |incarnation| Hello::Raft { secret: b"cluster-secret".to_vec(), from: 99, target: lid, incarnation };
+    for (incarnation, welcomed) in [(me.member.incarnation ^ 1, false), (me.member.incarnation, true)] {
+        let mut stream = tokio::net::TcpStream::connect(&c.peers[&lid]).await.unwrap();
+        wire::write_frame(&mut stream, &hello(incarnation)).await.unwrap();
+        let welcome: Welcome = wire::decode(&wire::read_frame(&mut stream).await.unwrap()).unwrap();
+        assert_eq!(matches!(welcome, Welcome::Ok), welcomed, "{welcome:?}");
+    }
 
     for id in c.running.keys().copied().collect::<Vec<_>>() {
         c.stop(id);
