@@ -33,6 +33,11 @@ impl Secret {
         self.value.ct_eq(presented).into()
     }
 
+    /// The secret itself, to present to a peer (the cluster's handshake). Never logged.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.value
+    }
+
     /// Whether this is the well-known default, which anyone can guess.
     pub fn is_default(&self) -> bool {
         self.matches(DEFAULT_SECRET.as_bytes())

@@ -18,7 +18,9 @@
 //!   change it makes is also a log record in its journal;
 //! - [`timer`]: the timer wheel that ends leases and waits on time;
 //! - `store`: the log's record format and recovery (pure), the data directory and the log
-//!   writer (the only file I/O), used by the runtime's journal task.
+//!   writer (the only file I/O), used by the runtime's journal task;
+//! - `cluster`: replication on openraft: the replicated log and its state machine (recovery's
+//!   fold), the members' network, the leader's start, and the handle the cores use.
 //!
 //! Beside the path: `metrics` (counts for `/metrics`), [`log`](mod@log) (text or JSON lines),
 //! and [`systemd`] (readiness, watchdog, socket activation). For clients: [`cli`], the `lock`
@@ -29,6 +31,10 @@
 mod api;
 mod auth;
 pub mod cli;
+// Replication (issue 12): built and tested on its own; the server wires it in next, and the
+// allowance for unused items goes with that.
+#[cfg_attr(not(test), allow(dead_code, unused_imports))]
+mod cluster;
 pub mod config;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

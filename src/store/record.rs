@@ -22,6 +22,7 @@
 //! | 7 | `SnapshotEnd` | locks u64: the snapshot is whole, and held this many locks |
 //! | 8 | `SessionOpen` | id u64, timeout ms u64: a resumable session began |
 //! | 9 | `SessionEnd` | id u64: it ended (its timeout ran out with no connection) |
+//! | 10 | `Lead` | at u64, grace ms u64: a new cluster leader's clock starts here, and every running lease gets the grace on top of what was left |
 //!
 //! Deadlines are ticks of the run's clock (ms since that run's server started): a lease held
 //! through tick `deadline - 1` and over at `deadline`, exactly as the shard keeps it.
@@ -56,6 +57,7 @@ mod kind {
     pub const SNAPSHOT_END: u8 = 7;
     pub const SESSION_OPEN: u8 = 8;
     pub const SESSION_END: u8 = 9;
+    pub const LEAD: u8 = 10;
 }
 
 /// One state change (or marker) in the log.
@@ -80,6 +82,11 @@ pub enum Record<'a> {
     SessionOpen { id: u64, timeout_ms: u64 },
     /// The session `id` ended: its locks go (each core logs its own releases).
     SessionEnd { id: u64 },
+    /// A new leader of a cluster took over: like [`Record::Run`] (its clock read `at`), and
+    /// what was left of each lease also gets `grace_ms` more, so that no lease ends early
+    /// across a failover (the grace covers the election that the old leader's clients could
+    /// not renew through).
+    Lead { at: u64, grace_ms: u64 },
 }
 
 /// A batch as read: its number, its time and its records' bytes.
@@ -125,6 +132,10 @@ pub fn encode(out: &mut Vec<u8>, record: &Record<'_>) {
             out.extend_from_slice(&timeout_ms.to_le_bytes());
         }
         Record::SessionEnd { id } => tagged(out, kind::SESSION_END, *id),
+        Record::Lead { at, grace_ms } => {
+            tagged(out, kind::LEAD, *at);
+            out.extend_from_slice(&grace_ms.to_le_bytes());
+        }
     }
 }
 
@@ -270,6 +281,7 @@ impl<'a> Records<'a> {
             kind::SNAPSHOT_END => Record::SnapshotEnd { locks: self.u64()? },
             kind::SESSION_OPEN => Record::SessionOpen { id: self.u64()?, timeout_ms: self.u64()? },
             kind::SESSION_END => Record::SessionEnd { id: self.u64()? },
+            kind::LEAD => Record::Lead { at: self.u64()?, grace_ms: self.u64()? },
             _ => return Err("unknown record kind"),
         })
     }
@@ -352,6 +364,7 @@ mod tests {
             Record::SnapshotEnd { locks: 5 },
             Record::SessionOpen { id: 3, timeout_ms: 10_000 },
             Record::SessionEnd { id: 3 },
+            Record::Lead { at: 12, grace_ms: 600 },
         ];
         let b = body(&records);
         assert_eq!(Records::new(&b).collect::<Result<Vec<_>, _>>().unwrap(), records);

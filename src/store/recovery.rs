@@ -8,6 +8,7 @@
 //!   no earlier than the restart plus what was left at the last record, and no later than the
 //!   restart plus its full length, whatever the wall clock did meanwhile (no wall clock is
 //!   read). A [`Record::Run`] applies the same rule at each earlier restart found in the log.
+//!   A [`Record::Lead`] (a cluster's new leader) does too, and adds its grace to what was left.
 //! - A released or expired lock stays free; waits are not in the log at all. A lock bound to
 //!   one connection ([`CONNECTION_SESSION`]) is released, as that connection's end would have.
 //! - No token is handed out twice: the next token is above every token the log has seen.
@@ -112,28 +113,8 @@ impl Replay {
                     held.deadline = deadline;
                 }
             }
-            Record::Run { at } => {
-                // A restart: what was left of each lease at the last time the log knew runs
-                // again from `at`, the new run's clock when it recovered.
-                let clock = self.clock;
-                let by_token = &mut self.by_token;
-                self.locks.retain(|_, held| match held.deadline {
-                    _ if held.session == CONNECTION_SESSION => {
-                        by_token.remove(&held.token);
-                        false
-                    }
-                    Some(d) if d <= clock => {
-                        by_token.remove(&held.token);
-                        false
-                    }
-                    Some(d) => {
-                        held.deadline = Some(at + (d - clock));
-                        true
-                    }
-                    None => true,
-                });
-                self.clock = at;
-            }
+            Record::Run { at } => self.restart(at, 0),
+            Record::Lead { at, grace_ms } => self.restart(at, grace_ms),
             Record::Tokens { next } => self.next_token = self.next_token.max(next),
             Record::SnapshotEnd { .. } => {}
             Record::SessionOpen { id, timeout_ms } => {
@@ -144,6 +125,63 @@ impl Replay {
                 self.sessions.remove(&id);
             }
         }
+    }
+
+    /// A restart (or a new leader): what was left of each lease at the last time the log knew
+    /// runs again from `at`, the new clock, with `grace_ms` more.
+    fn restart(&mut self, at: u64, grace_ms: u64) {
+        let clock = self.clock;
+        let by_token = &mut self.by_token;
+        self.locks.retain(|_, held| match held.deadline {
+            _ if held.session == CONNECTION_SESSION => {
+                by_token.remove(&held.token);
+                false
+            }
+            Some(d) if d <= clock => {
+                by_token.remove(&held.token);
+                false
+            }
+            Some(d) => {
+                held.deadline = Some(at.saturating_add(d - clock).saturating_add(grace_ms));
+                true
+            }
+            None => true,
+        });
+        self.clock = at;
+    }
+
+    /// The latest time of the current clock the log has shown.
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// Above every token seen so far (at least 1).
+    pub fn next_token(&self) -> u64 {
+        self.next_token.max(1)
+    }
+
+    /// The highest session id seen so far (0: none).
+    pub fn max_session(&self) -> u64 {
+        self.max_session
+    }
+
+    /// The resumable sessions open now, `(id, timeout ms)`, in no particular order.
+    pub fn sessions(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.sessions.iter().map(|(&id, &timeout)| (id, timeout))
+    }
+
+    /// Every lock the fold holds now, as a grant record (deadlines in the current clock), in no
+    /// particular order. Unlike [`Replay::finish`] this keeps what a restart would drop (leases
+    /// the clock has reached, locks of one connection), so that folding these records again
+    /// (with [`Replay::clock`]) gives this very state.
+    pub fn grants(&self) -> impl Iterator<Item = Record<'_>> + '_ {
+        self.locks.iter().map(|(resource, held)| Record::Grant {
+            token: held.token,
+            deadline: held.deadline,
+            session: held.session,
+            resource,
+            owner: &held.owner,
+        })
     }
 
     /// The locks still held at the latest time the log knows, each with what was left of its
@@ -271,6 +309,40 @@ mod tests {
         let names: Vec<Vec<&str>> =
             cores.iter().map(|c| c.locks.iter().map(|l| &*l.resource).collect()).collect();
         assert_eq!(names, [vec!["a", "x"], vec!["c"]]);
+    }
+
+    #[test]
+    fn a_new_leader_adds_its_grace_to_what_was_left() {
+        // The old leader's last batch is at its tick 900: a has 100 ms left, b none (it ran
+        // out at 900, unlogged), c has no expiry. The new leader's clock reads 40 when it leads.
+        let r = replay(&[
+            (0, vec![grant(1, Some(1_000), "a"), grant(2, Some(900), "b"), grant(3, None, "c")]),
+            (900, vec![]),
+            (40, vec![Record::Lead { at: 40, grace_ms: 600 }]),
+        ]);
+        assert_eq!(r.locks, vec![held("a", 1, Some(700)), held("c", 3, None)]);
+        assert_eq!(r.next_token, 4);
+    }
+
+    #[test]
+    fn grants_fold_back_into_the_same_state() {
+        let mut r = Replay::new();
+        let mut body = Vec::new();
+        for rec in
+            [grant(4, Some(50), "a"), grant(5, None, "b"), Record::SessionOpen { id: 2, timeout_ms: 9 }]
+        {
+            encode(&mut body, &rec);
+        }
+        r.batch(&Batch { seq: 1, at: 60, body: &body }).unwrap();
+        let mut again = Vec::new();
+        r.grants().for_each(|g| encode(&mut again, &g));
+        let mut copy = Replay::new();
+        copy.batch(&Batch { seq: 1, at: r.clock(), body: &again }).unwrap();
+        // a's lease ran out at 50, but only a restart or a leader drops it: both keep it.
+        assert_eq!(copy.grants().count(), 2);
+        assert_eq!((copy.clock(), copy.next_token()), (60, 6));
+        assert_eq!(r.sessions().collect::<Vec<_>>(), vec![(2, 9)]);
+        assert_eq!(r.max_session(), 2);
     }
 
     #[test]
