@@ -3,6 +3,7 @@
 //! place where a request meets a shard. Also owns what a request may ask for, which every
 //! protocol checks alike ([`check`], with the configured [`Limits`] and the constants below).
 
+use crate::cluster::{ClusterStatus, MembershipError};
 use crate::config::Limits;
 use crate::metrics::CoreStats;
 use crate::shard::{AcquireOpts, Acquired, Changed, EventKind, Listed, Shard, Ticket};
@@ -88,6 +89,24 @@ pub enum Reply {
     /// The connection belongs to the resumable session `session` now, which outlives it for
     /// `timeout_ms`; `resumed`: the session asked for, with its locks (else a new one).
     Attached { session: u64, timeout_ms: u64, resumed: bool },
+    /// A cluster member that does not lead, with no leader to send the request to: nothing
+    /// was done; try again (an election is under way).
+    NoLeader,
+    /// The cluster as this member sees it; `None`: the server is no cluster's member.
+    Cluster(Option<Box<ClusterStatus>>),
+    /// Whether a membership change was made.
+    Membership(Result<(), MembershipError>),
+}
+
+/// What an operator may ask of the cluster (HTTP only: `/cluster`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterOp {
+    /// Where the cluster stands, as this member sees it.
+    Status,
+    /// Adds member `id`, whose consensus address is `addr` (`HOST:PORT`).
+    AddMember { id: u64, addr: String },
+    /// Removes member `id`.
+    RemoveMember { id: u64 },
 }
 
 /// An acquire's `session` when the lock belongs to no session.
@@ -126,6 +145,10 @@ pub trait LockService {
     /// The connection of resumable session `session` is gone: the session outlives it for its
     /// timeout, and a connection that attaches to it meanwhile takes it over.
     fn detach(&mut self, session: u64);
+
+    /// Serves an operator's request about the cluster: the answer now, or later to `slot` (a
+    /// membership change takes the cluster's time).
+    fn cluster(&mut self, slot: usize, op: ClusterOp) -> Option<Reply>;
 }
 
 /// Why a name was refused.

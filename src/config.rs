@@ -8,6 +8,7 @@
 
 pub mod file;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -58,6 +59,20 @@ pub struct ServerArgs {
     /// survives the process being killed, not a power loss).
     #[arg(long, env = "RINGLOCK_FSYNC", default_value = "always")]
     pub fsync: Fsync,
+
+    /// This member's id in a cluster (with --peers).
+    #[arg(long, env = "RINGLOCK_NODE_ID")]
+    pub node_id: Option<u64>,
+
+    /// The consensus address of every member of the cluster, this one included:
+    /// ID=HOST:PORT,... (without it, a single server).
+    #[arg(long, env = "RINGLOCK_PEERS", value_delimiter = ',', value_name = "ID=HOST:PORT")]
+    pub peers: Vec<String>,
+
+    /// Join a cluster that already runs (a new member, or one whose data was lost): never
+    /// found a cluster; wait to be added (`ringlock cluster add`).
+    #[arg(long, env = "RINGLOCK_JOIN")]
+    pub join: bool,
 
     /// Log format: text, or json (one object a line).
     #[arg(long, env = "RINGLOCK_LOG_FORMAT", default_value = "text")]
@@ -201,6 +216,45 @@ pub enum Storage {
     Durable { dir: PathBuf, fsync: Fsync },
 }
 
+/// What makes a server a member of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub node_id: u64,
+    /// Every member's consensus address, this one's included.
+    pub peers: BTreeMap<u64, String>,
+    /// Never found a cluster: wait to be added.
+    pub join: bool,
+}
+
+/// Parses `--peers` (`ID=HOST:PORT` each) with `--node-id` into a [`Membership`].
+pub fn membership(node_id: Option<u64>, peers: &[String], join: bool) -> Result<Option<Membership>, String> {
+    if peers.is_empty() {
+        return match node_id {
+            Some(_) => Err("--node-id needs --peers (the consensus address of every member)".into()),
+            None => Ok(None),
+        };
+    }
+    let mut map = BTreeMap::new();
+    for peer in peers {
+        let (id, addr) = peer
+            .split_once('=')
+            .and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())))
+            .filter(|(_, addr)| {
+                addr.rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+            })
+            .ok_or_else(|| format!("--peers: {peer:?} is not ID=HOST:PORT"))?;
+        if map.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("--peers: member {id} is named twice"));
+        }
+    }
+    let node_id = node_id.ok_or("--peers needs --node-id (this member's id)")?;
+    if !map.contains_key(&node_id) {
+        return Err(format!("--peers does not name this member's own address (--node-id {node_id})"));
+    }
+    Ok(Some(Membership { node_id, peers: map, join }))
+}
+
 /// Everything a server needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -209,6 +263,8 @@ pub struct Config {
     pub secret: Secret,
     pub limits: Limits,
     pub storage: Storage,
+    /// The cluster this server is a member of (`None`: a single server).
+    pub cluster: Option<Membership>,
     /// Tokens of a new data directory (or of a server in memory) start after this value; 0
     /// outside tests, so that the first token is 1. Never the wall clock: a token must not
     /// depend on what a clock says.
@@ -219,16 +275,32 @@ impl Config {
     /// The configuration from parsed arguments and the environment (`LOCKSERVER_SECRET`);
     /// refused with the reason if the secret is empty (see [`secret_from_env`]).
     pub fn from_args(args: &ServerArgs) -> Result<Config, String> {
+        let cluster = membership(args.node_id, &args.peers, args.join)?;
+        let secret = secret_from_env(|var| std::env::var(var).ok())?;
+        if cluster.is_some() {
+            if args.in_memory {
+                return Err(
+                    "a cluster member keeps its log on disk: --in-memory and --peers do not go together"
+                        .into(),
+                );
+            }
+            if secret.is_default() {
+                return Err("a cluster's members and clients authenticate with the shared secret: set \
+                            LOCKSERVER_SECRET (or LOCKSERVER_SECRET_FILE), not the default"
+                    .into());
+            }
+        }
         Ok(Config {
             addr: SocketAddr::new(args.bind, args.port),
             threads: args.threads.map_or_else(available_cores, NonZeroUsize::get),
-            secret: secret_from_env(|var| std::env::var(var).ok())?,
+            secret,
             limits: Limits::from(&args.limits),
             storage: if args.in_memory {
                 Storage::InMemory
             } else {
                 Storage::Durable { dir: args.data_dir.clone(), fsync: args.fsync }
             },
+            cluster,
             token_seed: None,
         })
     }
@@ -242,6 +314,7 @@ impl Config {
             secret: Secret::new(secret),
             limits: Limits::default(),
             storage: Storage::InMemory,
+            cluster: None,
             token_seed: None,
         }
     }

@@ -28,6 +28,11 @@ pub fn http(data: &[u8]) {
             route::Routed::Lock(e, _) => {
                 endpoint::lock_reply(e, &crate::api::Reply::Busy).encode(&mut out, h.keep_alive, false, &date)
             }
+            route::Routed::Cluster(_) => endpoint::lock_reply(
+                route::Endpoint::Cluster,
+                &crate::api::Reply::Cluster(None),
+            )
+            .encode(&mut out, h.keep_alive, false, &date),
         }
         assert!(out.starts_with(b"HTTP/1.1 "));
         rest = &rest[end..];

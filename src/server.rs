@@ -7,16 +7,17 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+use crate::cluster::{self, ClusterConfig, Handle};
 use crate::config::{Config, Storage};
 use crate::log::Level;
 use crate::net::{self, Settings, listener};
 use crate::route::{ResourceHasher, Router};
-use crate::runtime::{self, CoreLog, Cores, MAX_THREADS};
+use crate::runtime::{self, CoreLog, Cores, Keep, MAX_THREADS};
 use crate::store::dir::DataDir;
 
 /// A running server.
@@ -26,6 +27,8 @@ pub struct Server {
     probes: Prober,
     /// The data directory, locked for as long as the server runs.
     _data: Option<DataDir>,
+    /// The cluster's consensus, if this server is a member of one.
+    cluster: Option<Handle>,
 }
 
 /// A probe a core answers: the channel its answer goes back on.
@@ -72,14 +75,18 @@ impl Server {
     fn start_on(config: Config, listeners: Vec<Vec<TcpListener>>) -> io::Result<Server> {
         let n = listeners.len();
         let addr = listeners[0][0].local_addr()?;
-        let (setup, data) = setup(&config, n)?;
+        let (setup, data) = setup(&config, n, addr)?;
+        let cluster = match &setup.keep {
+            Keep::Cluster(handle) => Some(handle.clone()),
+            _ => None,
+        };
         let settings = Settings { secret: config.secret.clone(), limits: config.limits.clone() };
         let (probes, probed): (Vec<_>, Vec<_>) = (0..n).map(|_| unbounded_channel()).unzip();
         let work = listeners.into_iter().zip(probed).collect();
         let cores = Cores::start(setup, work, move |core, (listeners, probed)| {
             serve_core(core, Rc::new(settings.clone()), listeners, probed)
         })?;
-        Ok(Server { addr, cores, probes: Prober { cores: probes }, _data: data })
+        Ok(Server { addr, cores, probes: Prober { cores: probes }, _data: data, cluster })
     }
 
     /// The address the server listens on (with the port chosen, if 0 was asked).
@@ -98,6 +105,9 @@ impl Server {
     pub fn shutdown(self) {
         self.cores.shutdown();
         self.cores.wait();
+        if let Some(cluster) = self.cluster {
+            cluster.shutdown();
+        }
     }
 
     /// Waits until every core has stopped.
@@ -109,13 +119,33 @@ impl Server {
 /// What the cores start from: with a data directory, its lock and what it held, read back.
 /// Shard i of n hands out every n-th token after the seed: a durable server's seed is above
 /// every token its log has seen, so tokens keep rising across restarts.
-fn setup(config: &Config, n: usize) -> io::Result<(runtime::Setup, Option<DataDir>)> {
+fn setup(config: &Config, n: usize, addr: SocketAddr) -> io::Result<(runtime::Setup, Option<DataDir>)> {
     let first = config.token_seed.unwrap_or(0);
-    let Storage::Durable { dir, fsync } = &config.storage else {
-        let setup =
-            runtime::Setup { router: Router::new(ResourceHasher::new(), n), token_seed: first, logs: None };
-        return Ok((setup, None));
+    let epoch = Instant::now();
+    let fresh = |keep| runtime::Setup {
+        router: Router::new(ResourceHasher::new(), n),
+        token_seed: first,
+        epoch,
+        keep,
     };
+    let Storage::Durable { dir, fsync } = &config.storage else {
+        return Ok((fresh(Keep::InMemory), None));
+    };
+    if let Some(member) = &config.cluster {
+        // The cluster keeps the locks; the cores start empty and serve once this member leads.
+        let clock = Arc::new(move || epoch.elapsed().as_millis() as u64);
+        let api_addr = advertised(addr, &member.peers[&member.node_id]);
+        let mut cluster = ClusterConfig::new(
+            member.node_id,
+            member.peers.clone(),
+            api_addr,
+            config.secret.clone(),
+            dir.clone(),
+            clock,
+        );
+        cluster.join = member.join;
+        return Ok((fresh(Keep::Cluster(cluster::start(cluster)?)), None));
+    }
     let started = Instant::now();
     let data = DataDir::open(dir).map_err(io::Error::other)?;
     let recovery = data.recover(n, first).map_err(io::Error::other)?;
@@ -142,7 +172,18 @@ fn setup(config: &Config, n: usize) -> io::Result<(runtime::Setup, Option<DataDi
         })
         .collect();
     let router = Router::new(recovery.hasher, n);
-    Ok((runtime::Setup { router, token_seed: recovery.next_token - 1, logs: Some(logs) }, Some(data)))
+    let setup = runtime::Setup { router, token_seed: recovery.next_token - 1, epoch, keep: Keep::Logs(logs) };
+    Ok((setup, Some(data)))
+}
+
+/// The client address a member tells the others: where it listens, with its consensus
+/// address's host when it listens on every address (`0.0.0.0` is nobody's address to dial).
+fn advertised(listening: SocketAddr, raft_addr: &str) -> String {
+    if !listening.ip().is_unspecified() {
+        return listening.to_string();
+    }
+    let host = raft_addr.rsplit_once(':').map_or(raft_addr, |(host, _)| host);
+    format!("{host}:{}", listening.port())
 }
 
 /// What one core serves: connections from its listeners until shutdown, then the answers

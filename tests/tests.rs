@@ -35,5 +35,9 @@ mod sessions;
 /// The Rust client's reconnects and `ringlock lock` across server restarts and outages.
 mod resume;
 
+/// Clusters of three processes: any member serves, locks outlive their leader, a minority
+/// grants nothing, a member that was down catches up.
+mod cluster;
+
 /// The reference server's real SDKs (Python, Node, Rust), unmodified, against ringlock.
 mod sdk;

@@ -26,6 +26,7 @@ use crate::runtime::panic::{self, CatchUnwind};
 use crate::runtime::{ConnId, Core, Delivery, Mailbox};
 
 use super::Settings;
+use super::forward;
 use super::gate::Gate;
 
 /// Bytes a connection's read buffer starts with: a few pipelined requests. It grows (up to
@@ -105,6 +106,12 @@ impl ConnState {
                     session.on_push(cx, news, out);
                     after
                 }
+                Delivery::Close => {
+                    // Nothing more goes out: what was owed may never be true.
+                    self.broken = true;
+                    self.out.clear();
+                    continue;
+                }
             };
             self.hold_new(core, before, after);
         }
@@ -143,7 +150,17 @@ pub async fn serve(core: Rc<Core>, settings: Rc<Settings>, stream: TcpStream, pe
     let stream = Rc::new(stream);
     let (id, mailbox) = core.open_conn();
     let conn = Rc::new(Conn::new(id, mailbox, protected));
-    let served = CatchUnwind::new(run(core.clone(), settings.clone(), conn.clone(), stream.clone())).await;
+    let served = CatchUnwind::new(async {
+        // A cluster member that does not lead passes the connection to the leader.
+        let first = match core.clustered() {
+            true => forward::open(&core, &settings, &stream).await,
+            false => Some(Vec::new()),
+        };
+        if let Some(first) = first {
+            run(core.clone(), settings.clone(), conn.clone(), stream.clone(), first).await;
+        }
+    })
+    .await;
     if let Err(panic) = served {
         crate::log!(
             Level::Error,
@@ -164,9 +181,10 @@ pub async fn serve(core: Rc<Core>, settings: Rc<Settings>, stream: TcpStream, pe
     }
 }
 
-async fn run(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<TcpStream>) {
+/// Serves the connection, `first` being what was read of it already.
+async fn run(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<TcpStream>, first: Vec<u8>) {
     let writer = tokio_uring::spawn(write_loop(core.clone(), settings.clone(), conn.clone(), stream.clone()));
-    let stopped = read_loop(&core, &settings, &conn, &stream).await;
+    let stopped = read_loop(&core, &settings, &conn, &stream, first).await;
     if stopped != Stopped::ByUs {
         let mut st = conn.state.borrow_mut();
         st.eof = true;
@@ -208,10 +226,20 @@ enum Wake {
     Shutdown,
 }
 
-async fn read_loop(core: &Core, settings: &Settings, conn: &Conn, stream: &TcpStream) -> Stopped {
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF_BYTES);
+async fn read_loop(
+    core: &Core,
+    settings: &Settings,
+    conn: &Conn,
+    stream: &TcpStream,
+    mut buf: Vec<u8>,
+) -> Stopped {
+    buf.reserve(READ_BUF_BYTES.saturating_sub(buf.len()));
     // When the incomplete request at the front of `buf` began to arrive.
     let mut started: Option<Instant> = None;
+    // Whether `buf` may hold whole requests not yet served: bytes read before the loop, or
+    // requests left when the client had too many in flight (it may send nothing more until
+    // they are answered).
+    let mut unserved = !buf.is_empty();
     loop {
         let idle = loop {
             let ready = {
@@ -231,6 +259,10 @@ async fn read_loop(core: &Core, settings: &Settings, conn: &Conn, stream: &TcpSt
             // so starts again.
             started = started.map(|_| Instant::now());
         };
+        if unserved {
+            unserved = serve_bytes(core, settings, conn, &mut buf, &mut started);
+            continue;
+        }
         let deadline = match started {
             Some(t) => Some(t + settings.limits.header_timeout),
             None if idle => Some(Instant::now() + settings.limits.idle_timeout),
@@ -277,32 +309,45 @@ async fn read_loop(core: &Core, settings: &Settings, conn: &Conn, stream: &TcpSt
                 return Stopped::ByUs;
             }
         };
-        let used = {
-            let mut st = conn.state.borrow_mut();
-            let before = st.out.len();
-            let ConnState { out, session, close, .. } = &mut *st;
-            let cx = context(core, settings);
-            // The turn ends (delivering what it made to every connection's mailbox) before
-            // this connection's state is let go; delivering never touches it.
-            let mut turn = core.turn(conn.id);
-            let used = session.on_bytes(&mut turn, &cx, &buf, out, close);
-            let batch = core.answers_wait_for();
-            drop(turn);
-            st.hold_new(core, before, batch);
-            used
-        };
-        buf.drain(..used);
-        started = match (buf.is_empty(), started) {
-            (true, _) => None,
-            (false, Some(t)) if used == 0 => Some(t),
-            (false, _) => Some(Instant::now()),
-        };
-        if buf.capacity() > 4 * READ_BUF_BYTES && buf.len() < READ_BUF_BYTES {
-            // A large request is done; do not keep its buffer for the life of the connection.
-            buf.shrink_to(READ_BUF_BYTES);
-        }
-        conn.writer.notify_one();
+        unserved = serve_bytes(core, settings, conn, &mut buf, &mut started);
     }
+}
+
+/// Serves the complete requests at the front of `buf` and drops their bytes; returns whether
+/// whole requests may be left (the client reached its limit of requests in flight).
+fn serve_bytes(
+    core: &Core,
+    settings: &Settings,
+    conn: &Conn,
+    buf: &mut Vec<u8>,
+    started: &mut Option<Instant>,
+) -> bool {
+    let (used, full) = {
+        let mut st = conn.state.borrow_mut();
+        let before = st.out.len();
+        let ConnState { out, session, close, .. } = &mut *st;
+        let cx = context(core, settings);
+        // The turn ends (delivering what it made to every connection's mailbox) before
+        // this connection's state is let go; delivering never touches it.
+        let mut turn = core.turn(conn.id);
+        let used = session.on_bytes(&mut turn, &cx, buf, out, close);
+        let batch = core.answers_wait_for();
+        drop(turn);
+        st.hold_new(core, before, batch);
+        (used, st.session.in_flight() >= settings.limits.max_in_flight)
+    };
+    buf.drain(..used);
+    *started = match (buf.is_empty(), *started) {
+        (true, _) => None,
+        (false, Some(t)) if used == 0 => Some(t),
+        (false, _) => Some(Instant::now()),
+    };
+    if buf.capacity() > 4 * READ_BUF_BYTES && buf.len() < READ_BUF_BYTES {
+        // A large request is done; do not keep its buffer for the life of the connection.
+        buf.shrink_to(READ_BUF_BYTES);
+    }
+    conn.writer.notify_one();
+    full && !buf.is_empty()
 }
 
 async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<TcpStream>) {

@@ -4,6 +4,7 @@
 //! mailbox.
 
 pub mod conn;
+mod forward;
 mod gate;
 pub mod listener;
 

@@ -11,6 +11,7 @@
 
 pub mod context;
 pub mod http;
+pub mod opening;
 pub mod wire;
 
 use ringlock_client::frame::{self as wire_frame, WireReply};
@@ -226,6 +227,9 @@ pub(crate) mod testing {
             Some(Reply::Attached { session: session.max(1), timeout_ms, resumed: session != 0 })
         }
         fn detach(&mut self, _session: u64) {}
+        fn cluster(&mut self, _slot: usize, _op: api::ClusterOp) -> Option<Reply> {
+            Some(Reply::Cluster(None))
+        }
     }
 }
 

@@ -1,14 +1,19 @@
 //! A core's journal task: the group commit itself. It takes everything the turns recorded
-//! since the last batch, writes it with one write and one sync ([`crate::store::wal`]), marks
-//! it durable ([`super::journal::Journal`]), lets the answers that waited for it go, and now
-//! and then writes a snapshot beside a new log segment so that the log stays small.
+//! since the last batch, makes it durable, marks it so ([`super::journal::Journal`]) and lets
+//! the answers that waited for it go. A single server writes the batch with one write and one
+//! sync ([`crate::store::wal`]), and now and then writes a snapshot beside a new log segment
+//! so that the log stays small; a cluster's leader proposes it to the cluster
+//! ([`crate::cluster::Handle::submit`]), durable once a majority has it.
 //!
 //! A write or sync that fails (a full disk, an I/O error) is retried, the same batch written
-//! again, until it succeeds; meanwhile the core refuses new state changes.
+//! again, until it succeeds; meanwhile the core refuses new state changes. A proposal that
+//! fails means the member does not lead any more: the core stops serving, and what the batch
+//! held is never answered.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::cluster::{Batch as ClusterBatch, Handle};
 use crate::log::Level;
 use crate::store::dir::encode_snapshot;
 use crate::store::wal::{self, Wal};
@@ -25,19 +30,86 @@ const COMPACT_RATIO: u64 = 2;
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// Runs the journal task of `core`, writing to `wal`, for as long as the core lives.
-pub(super) async fn run(core: Rc<Core>, mut wal: Wal) {
+/// Where a core's batches go.
+pub(super) enum Sink {
+    /// The core's own log.
+    Wal(Wal),
+    /// The cluster's log, while this member leads.
+    Raft(Handle),
+}
+
+/// Runs the journal task of `core` for as long as the core lives.
+pub(super) async fn run(core: Rc<Core>, sink: Sink) {
+    match sink {
+        Sink::Wal(wal) => run_wal(core, wal).await,
+        Sink::Raft(handle) => run_raft(core, handle).await,
+    }
+}
+
+/// The next batch's records, once there are any; its number and its time.
+async fn next_batch(core: &Core, body: &mut Vec<u8>) -> (u64, u64) {
+    let log = core.journal.as_ref().expect("a journal task runs only with a journal");
+    while !core.shard.borrow().journal_pending() {
+        log.wake.notified().await;
+    }
+    core.shard.borrow_mut().take_journal(body);
+    let seq = log.next.get();
+    log.next.set(seq + 1);
+    (seq, core.clock.tick())
+}
+
+/// Batch `seq` is durable: what waited for it goes.
+fn durable(core: &Core, seq: u64) {
+    let log = core.journal.as_ref().expect("journal");
+    log.durable.set(seq);
+    log.advanced.notify_waiters();
+    release_held(core, seq);
+}
+
+/// A cluster leader's group commit: each batch proposed under the leadership it was decided
+/// in, durable once committed.
+async fn run_raft(core: Rc<Core>, handle: Handle) {
+    let mut body = Vec::new();
+    loop {
+        let (seq, at) = next_batch(&core, &mut body).await;
+        let Some(term) = core.leading() else {
+            // Records made while not leading (there are none to speak of: the core refuses
+            // changes then) belong to no leadership.
+            body.clear();
+            continue;
+        };
+        let log = core.journal.as_ref().expect("journal");
+        let started = Instant::now();
+        let records = std::mem::take(&mut body);
+        let len = records.len() as u64;
+        match handle.submit(ClusterBatch { term, at, records }).await {
+            Ok(()) => {
+                log.sync_times.record(started.elapsed(), 1);
+                let mut c = log.stats.borrow_mut();
+                c.batches += 1;
+                c.bytes += len;
+                drop(c);
+                durable(&core, seq);
+            }
+            Err(not_leader) => {
+                crate::log!(
+                    Level::Warn,
+                    [core = core.id()],
+                    "core {}: a batch was not committed: {not_leader}",
+                    core.id()
+                );
+                core.follow(None);
+            }
+        }
+    }
+}
+
+/// A single server's group commit into the core's own log.
+async fn run_wal(core: Rc<Core>, mut wal: Wal) {
     let log = core.journal.as_ref().expect("a journal task runs only with a journal");
     let mut body = Vec::new();
     loop {
-        if !core.shard.borrow().journal_pending() {
-            log.wake.notified().await;
-            continue;
-        }
-        core.shard.borrow_mut().take_journal(&mut body);
-        let seq = log.next.get();
-        log.next.set(seq + 1);
-        let at = core.clock.tick();
+        let (seq, at) = next_batch(&core, &mut body).await;
         let started = Instant::now();
         let mut backoff = RETRY_MIN;
         while let Err(e) = wal.append(at, &body).await {
@@ -62,9 +134,7 @@ pub(super) async fn run(core: Rc<Core>, mut wal: Wal) {
             c.bytes += body.len() as u64;
         }
         body.clear();
-        log.durable.set(seq);
-        log.advanced.notify_waiters();
-        release_held(&core, seq);
+        durable(&core, seq);
         let threshold = COMPACT_MIN_BYTES.max(COMPACT_RATIO * log.snapshot_bytes.get());
         if wal.since_snapshot() >= threshold && !log.snapshotting.get() {
             compact(core.clone(), &mut wal);

@@ -18,13 +18,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
-use crate::api::{self, CONNECTION_SESSION, LockService, NO_SESSION, Reply, Request};
+use crate::api::{self, CONNECTION_SESSION, ClusterOp, LockService, NO_SESSION, Reply, Request};
+use crate::cluster::{Handle, LeaderStart, Role};
+use crate::log::Level;
 use crate::metrics::Histogram;
 use crate::route::Router;
 use crate::shard::{ADVANCE_BUDGET, Restored, Shard, Ticket, TokenSeries};
@@ -68,6 +71,14 @@ pub struct Core {
     service_times: Histogram,
     /// Requests this core's connections refused for a missing or wrong secret.
     auth_failures: Cell<u64>,
+    /// The cluster's consensus (`None`: a single server) and this core's part in it.
+    cluster: Option<Handle>,
+    mode: Cell<Mode>,
+    /// Wakes connections that follow the leader: the core's part changed.
+    mode_changed: Notify,
+    /// Membership changes asked of this core, for its admin task to make.
+    changes: RefCell<VecDeque<(Ticket, ClusterOp)>>,
+    changes_wake: Notify,
 }
 
 /// When the timer task must wake.
@@ -94,6 +105,32 @@ pub(super) struct CoreSetup {
     pub mesh: Mesh,
     /// What the core recovered, if the server keeps a log.
     pub store: Option<Durable>,
+    /// The cluster, if this server is a member of one.
+    pub cluster: Option<Handle>,
+}
+
+/// What a core does with the requests it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// It serves them: a single server, or a cluster's leader under this leadership.
+    Locks,
+    /// A cluster member that does not lead: connections go to the leader at this address.
+    ForwardTo(SocketAddr),
+    /// A cluster member with no leader to go to (an election is under way).
+    NoLeader,
+}
+
+/// A core's part in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Single,
+    /// It leads, under the leadership of this term.
+    Leader {
+        term: u64,
+    },
+    Follower {
+        leader: Option<SocketAddr>,
+    },
 }
 
 /// What a durable core starts from.
@@ -116,28 +153,37 @@ impl Core {
         let cores = s.router.cores();
         let mut shard = Shard::new(s.router.hasher().clone(), s.tokens);
         let mut sessions = Sessions::new(s.id, cores, s.store.as_ref().map_or(0, |d| d.max_session));
-        let journal = s.store.map(|store| {
-            let now = clock.tick();
+        // A cluster member's changes go to the cluster's log: it journals from the start (and
+        // serves only once it leads, from the state the cluster hands it).
+        if s.cluster.is_some() {
             shard.start_journal();
-            shard.journal_record(&Record::Run { at: now });
-            for lock in &store.locks {
-                // A resumable session's lock tells the session's home when its lease ends.
-                let watch = (lock.session != 0)
-                    .then(|| ticket::for_session(Sessions::home(lock.session, cores), lock.session));
-                shard.restore(Restored {
-                    resource: &lock.resource,
-                    owner: &lock.owner,
-                    token: lock.token,
-                    deadline: lock.remaining.map(|ms| now + ms),
-                    session: lock.session,
-                    watch,
-                });
-            }
-            for &(id, timeout_ms) in &store.sessions {
-                sessions.restore(id, timeout_ms, now);
-            }
-            Journal::new(store.snapshot_bytes)
-        });
+        }
+        let clustered = s.cluster.is_some().then(|| Journal::new(0));
+        let journal = s
+            .store
+            .map(|store| {
+                let now = clock.tick();
+                shard.start_journal();
+                shard.journal_record(&Record::Run { at: now });
+                for lock in &store.locks {
+                    // A resumable session's lock tells the session's home when its lease ends.
+                    let watch = (lock.session != 0)
+                        .then(|| ticket::for_session(Sessions::home(lock.session, cores), lock.session));
+                    shard.restore(Restored {
+                        resource: &lock.resource,
+                        owner: &lock.owner,
+                        token: lock.token,
+                        deadline: lock.remaining.map(|ms| now + ms),
+                        session: lock.session,
+                        watch,
+                    });
+                }
+                for &(id, timeout_ms) in &store.sessions {
+                    sessions.restore(id, timeout_ms, now);
+                }
+                Journal::new(store.snapshot_bytes)
+            })
+            .or(clustered);
         Core {
             id: s.id,
             shard: RefCell::new(shard),
@@ -155,6 +201,11 @@ impl Core {
             stop: Stop { stopping: Cell::new(false), notify: Notify::new() },
             service_times: Histogram::default(),
             auth_failures: Cell::new(0),
+            mode: Cell::new(if s.cluster.is_some() { Mode::Follower { leader: None } } else { Mode::Single }),
+            cluster: s.cluster,
+            mode_changed: Notify::new(),
+            changes: RefCell::new(VecDeque::new()),
+            changes_wake: Notify::new(),
         }
     }
 
@@ -235,6 +286,149 @@ impl Core {
     /// The count of requests this core's connections refused for their secret.
     pub fn auth_failures(&self) -> &Cell<u64> {
         &self.auth_failures
+    }
+
+    /// What the core does with requests now.
+    pub fn serving(&self) -> Serving {
+        match self.mode.get() {
+            Mode::Single | Mode::Leader { .. } => Serving::Locks,
+            Mode::Follower { leader: Some(addr) } => Serving::ForwardTo(addr),
+            Mode::Follower { leader: None } => Serving::NoLeader,
+        }
+    }
+
+    /// The leadership a cluster leader's batches are decided under (`None`: it does not lead).
+    pub(super) fn leading(&self) -> Option<u64> {
+        match self.mode.get() {
+            Mode::Leader { term } => Some(term),
+            _ => None,
+        }
+    }
+
+    /// Follows this member's role in the cluster, for as long as the core lives.
+    pub(super) async fn follow_roles(self: Rc<Self>, mut roles: watch::Receiver<Role>) {
+        loop {
+            let role = roles.borrow_and_update().clone();
+            match role {
+                Role::Leader(start) => self.lead(&start),
+                Role::Follower { leader } => {
+                    let addr = leader.and_then(|m| m.api_addr.to_socket_addrs().ok()?.next());
+                    self.follow(addr);
+                }
+            }
+            if roles.changed().await.is_err() {
+                // The consensus stopped: serve nothing more.
+                self.follow(None);
+                return;
+            }
+        }
+    }
+
+    /// Starts leading from the cluster's state: this core's share of its locks and sessions,
+    /// with tokens above every token ever handed out.
+    fn lead(&self, start: &LeaderStart) {
+        let work = Work::begin(self);
+        let cores = self.cores();
+        let tokens = TokenSeries::for_shard(start.next_token.saturating_sub(1), self.id, cores);
+        let mut shard = Shard::new(self.router.hasher().clone(), tokens);
+        shard.start_journal();
+        for lock in start.locks.iter().filter(|l| self.router.owner(&l.resource) == self.id) {
+            let watch = (lock.session != 0 && lock.session != CONNECTION_SESSION)
+                .then(|| ticket::for_session(Sessions::home(lock.session, cores), lock.session));
+            shard.restore(Restored {
+                resource: &lock.resource,
+                owner: &lock.owner,
+                token: lock.token,
+                deadline: lock.deadline,
+                session: lock.session,
+                watch,
+            });
+        }
+        let mut sessions = Sessions::new(self.id, cores, start.max_session);
+        for &(id, timeout_ms) in start.sessions.iter().filter(|(id, _)| Sessions::home(*id, cores) == self.id)
+        {
+            sessions.restore(id, timeout_ms, work.now);
+        }
+        *self.shard.borrow_mut() = shard;
+        *self.sessions.borrow_mut() = sessions;
+        self.orphans.borrow_mut().clear();
+        self.mode.set(Mode::Leader { term: start.term });
+        self.mode_changed.notify_waiters();
+        crate::log!(
+            Level::Info,
+            [core = self.id, term = start.term],
+            "core {}: leading (term {})",
+            self.id,
+            start.term
+        );
+    }
+
+    /// Stops leading (or never started): what the core held was the leader's, and what it had
+    /// not yet committed may never be. Its connections are closed, unanswered (their clients
+    /// retry), and new ones go to `leader`.
+    pub(super) fn follow(&self, leader: Option<SocketAddr>) {
+        let was = self.mode.replace(Mode::Follower { leader });
+        if was == self.mode.get() {
+            return;
+        }
+        self.mode_changed.notify_waiters();
+        let mut shard = Shard::new(self.router.hasher().clone(), TokenSeries::after(0));
+        shard.start_journal();
+        *self.shard.borrow_mut() = shard;
+        *self.sessions.borrow_mut() = Sessions::new(self.id, self.cores(), 0);
+        self.orphans.borrow_mut().clear();
+        self.deliveries.borrow_mut().clear();
+        if let Some(journal) = &self.journal {
+            journal.drop_held();
+        }
+        if matches!(was, Mode::Leader { .. }) {
+            self.conns.close_all();
+            crate::log!(Level::Info, [core = self.id], "core {}: not leading any more", self.id);
+        }
+    }
+
+    /// Whether the server is a cluster's member.
+    pub fn clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Resolves once the core's part in the cluster changes (it leads, follows another
+    /// leader, or knows none) after this call.
+    pub fn serving_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.mode_changed.notified()
+    }
+
+    /// Serves an operator's request about the cluster for `ticket`.
+    fn cluster(&self, ticket: Ticket, op: ClusterOp) -> Option<Reply> {
+        let Some(handle) = &self.cluster else { return Some(Reply::Cluster(None)) };
+        if op == ClusterOp::Status {
+            return Some(Reply::Cluster(Some(Box::new(handle.status()))));
+        }
+        self.changes.borrow_mut().push_back((ticket, op));
+        self.changes_wake.notify_one();
+        None
+    }
+
+    /// The admin task: makes the membership changes asked of this core, each on a task of its
+    /// own (one takes as long as a new member needs to catch up), and answers each when done.
+    pub(super) async fn run_changes(self: Rc<Self>, handle: Handle) {
+        loop {
+            let next = self.changes.borrow_mut().pop_front();
+            let Some((ticket, op)) = next else {
+                self.changes_wake.notified().await;
+                continue;
+            };
+            let (core, handle) = (self.clone(), handle.clone());
+            super::panic::spawn_vital(self.id, "a membership change", async move {
+                let done = match op {
+                    ClusterOp::AddMember { id, addr } => handle.add_member(id, addr).await,
+                    ClusterOp::RemoveMember { id } => handle.remove_member(id).await,
+                    ClusterOp::Status => Ok(()),
+                };
+                let _work = Work::begin(&core);
+                core.deliveries.borrow_mut().push_back((ticket, Reply::Membership(done)));
+            });
+        }
     }
 
     /// Whether the server is shutting down.
@@ -345,6 +539,18 @@ impl Core {
         if req.changes_state() && self.refusing() {
             // Nothing may be granted (or freed) that the log cannot keep.
             return Some(Reply::Unavailable);
+        }
+        match self.mode.get() {
+            // A member that does not lead has no locks to answer from.
+            Mode::Follower { .. } if !matches!(req, Request::Stats) => return Some(Reply::NoLeader),
+            // A leader answers an inspection only once the cluster has confirmed it still
+            // leads: a record of no effect makes the answer wait for its batch to commit.
+            Mode::Leader { .. } if matches!(req, Request::Inspect { .. } | Request::List { .. }) => {
+                let mut shard = self.shard.borrow_mut();
+                let next = shard.next_token();
+                shard.journal_record(&Record::Tokens { next });
+            }
+            _ => {}
         }
         let now = self.clock.now();
         // Where news of a session lock's lease goes: its connection, or its session's home.
@@ -594,5 +800,9 @@ impl LockService for Turn<'_> {
     fn detach(&mut self, session: u64) {
         let conn = ticket::session_of(self.ticket(0));
         self.work.core.detach(session, conn)
+    }
+
+    fn cluster(&mut self, slot: usize, op: ClusterOp) -> Option<Reply> {
+        self.work.core.cluster(self.ticket(slot), op)
     }
 }

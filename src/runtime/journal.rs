@@ -94,6 +94,12 @@ impl Journal {
         self.advanced.notified().await
     }
 
+    /// Forgets the answers held for other cores (a leader that stepped down: they may never
+    /// commit).
+    pub fn drop_held(&self) {
+        self.held.borrow_mut().clear();
+    }
+
     /// Holds `msg` for core `to` until batch `seq` is durable.
     pub fn hold(&self, seq: u64, to: usize, msg: Msg) {
         self.held.borrow_mut().push_back((seq, to, msg));

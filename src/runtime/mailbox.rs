@@ -24,6 +24,9 @@ pub enum Delivery {
     Reply { slot: usize, reply: Reply, after: u64 },
     /// News about the connection's session locks (a lease that ran out).
     Push { news: Reply, after: u64 },
+    /// Close the connection now, sending nothing more (what it was owed may never be true:
+    /// the core stopped leading the cluster).
+    Close,
 }
 
 /// A connection's mailbox.
@@ -84,6 +87,13 @@ impl Registry {
 
     pub fn len(&self) -> usize {
         self.conns.borrow().len()
+    }
+
+    /// Tells every connection to close at once.
+    pub fn close_all(&self) {
+        for mailbox in self.conns.borrow().values() {
+            mailbox.post(Delivery::Close);
+        }
     }
 
     /// Waits until every connection has closed, or `timeout` has passed; returns how many

@@ -26,12 +26,13 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use std::path::PathBuf;
 
+use crate::cluster::Handle;
 use crate::route::Router;
 use crate::shard::TokenSeries;
 use crate::store::recovery::RecoveredLock;
 use crate::store::wal::{Fsync, Wal};
 
-pub use self::core::Core;
+pub use self::core::{Core, Serving};
 pub use self::mailbox::{Delivery, Mailbox};
 pub use self::ticket::ConnId;
 
@@ -53,8 +54,20 @@ pub struct Setup {
     /// The value fencing tokens count up from (shard `i` of `n` hands out every `n`-th number
     /// after it).
     pub token_seed: u64,
-    /// Each core's log, in core order; `None`: locks live in memory only.
-    pub logs: Option<Vec<CoreLog>>,
+    /// The moment the cores' clock counts from (the consensus stamps leaderships with it too).
+    pub epoch: Instant,
+    /// Where the cores' changes go: nowhere (memory only), each core's own log, or the
+    /// cluster's replicated log.
+    pub keep: Keep,
+}
+
+/// Where a server keeps its locks.
+pub enum Keep {
+    InMemory,
+    /// Each core's log, in core order.
+    Logs(Vec<CoreLog>),
+    /// A cluster's log: a core serves only while this member leads.
+    Cluster(Handle),
 }
 
 /// Where a durable core's log goes, and what it recovered.
@@ -93,10 +106,14 @@ impl Cores {
         let n = setup.router.cores();
         assert_eq!(work.len(), n, "one piece of work per core");
         let (senders, inboxes) = mesh::channels(n);
-        let epoch = Instant::now();
+        let epoch = setup.epoch;
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(n);
-        let mut logs = setup.logs.map(Vec::into_iter);
+        let (mut logs, cluster) = match setup.keep {
+            Keep::InMemory => (None, None),
+            Keep::Logs(logs) => (Some(logs.into_iter()), None),
+            Keep::Cluster(handle) => (None, Some(handle)),
+        };
         for (id, (item, inbox)) in work.into_iter().zip(inboxes).enumerate() {
             let log = logs.as_mut().map(|l| l.next().expect("one log per core"));
             let core = CoreSetup {
@@ -106,6 +123,7 @@ impl Cores {
                 tokens: TokenSeries::for_shard(setup.token_seed, id, n),
                 mesh: Mesh::new(senders.clone()),
                 store: None,
+                cluster: cluster.clone(),
             };
             let (ready, serve) = (ready_tx.clone(), serve.clone());
             let thread = std::thread::Builder::new()
@@ -174,9 +192,19 @@ fn run_core<Fut: Future<Output = ()>>(
                 },
                 None => None,
             };
+            let cluster = setup.cluster.clone();
             let core = Rc::new(Core::new(setup));
             if let Some(wal) = wal {
-                panic::spawn_vital(id, "the journal task", commit::run(core.clone(), wal));
+                panic::spawn_vital(id, "the journal task", commit::run(core.clone(), commit::Sink::Wal(wal)));
+            }
+            if let Some(handle) = cluster {
+                panic::spawn_vital(id, "the role task", core.clone().follow_roles(handle.roles()));
+                panic::spawn_vital(id, "the admin task", core.clone().run_changes(handle.clone()));
+                panic::spawn_vital(
+                    id,
+                    "the journal task",
+                    commit::run(core.clone(), commit::Sink::Raft(handle)),
+                );
             }
             panic::spawn_vital(id, "the timer task", core.clone().run_timers());
             panic::spawn_vital(id, "the date task", core.clone().run_date());

@@ -407,3 +407,22 @@ fn tokens_extend_inspect_and_list() {
     assert_eq!(names, ["job/4", "job/5"]);
     assert_eq!(page["next"], serde_json::Value::Null);
 }
+
+#[test]
+fn requests_past_the_in_flight_limit_in_one_write_are_all_answered() {
+    // Two cores and two requests in flight at most: of forty acquires sent in one write, those
+    // for the other core's shard wait for it, so the server stops reading at two. The rest,
+    // already read, are served as room comes, though the client sends nothing more.
+    let mut config = ringlock::config::Config::local(2, SECRET);
+    config.limits.max_in_flight = 2;
+    let server = TestServer::with_config(config);
+    let mut c = server.connect();
+    let burst: String = (0..40)
+        .map(|i| post("/acquire", SECRET, &format!(r#"{{"resource":"burst-{i}","owner":"o"}}"#)))
+        .collect();
+    c.send(burst);
+    for i in 0..40 {
+        let r = c.read();
+        assert_eq!((r.status, r.body.as_str()), (200, "OK"), "answer {i}");
+    }
+}

@@ -1,5 +1,6 @@
-//! JSON bodies of `POST /acquire`, `/release` and `/extend`, into [`Request`]s. Pure; strings
-//! are borrowed from the body unless they contain escapes.
+//! JSON bodies of `POST /acquire`, `/release` and `/extend`, into [`Request`]s, and of
+//! `POST /cluster/members`. Pure; strings are borrowed from the body unless they contain
+//! escapes.
 //!
 //! As in the reference server: `resource` and `owner` are required strings, `expire` is in
 //! seconds, unknown fields are ignored. Beyond it: `expire` and `wait` may be fractional
@@ -10,7 +11,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::api::{MAX_TTL_MS, MAX_WAIT_MS, NO_SESSION, Request};
+use crate::api::{ClusterOp, MAX_TTL_MS, MAX_WAIT_MS, NO_SESSION, Request};
 
 /// A lock request read from a body.
 pub type BodyRequest<'b> = Request<Cow<'b, str>>;
@@ -78,6 +79,32 @@ pub fn extend(body: &[u8]) -> Result<BodyRequest<'_>, String> {
     let ttl = Some(millis(expire, "expire", MAX_TTL_MS)?);
     Ok(Request::Extend { resource: b.resource, owner: b.owner, token: b.token, ttl })
 }
+
+/// The body of `POST /cluster/members`.
+#[derive(Deserialize)]
+struct MemberBody {
+    id: u64,
+    /// Its consensus address.
+    addr: String,
+}
+
+/// Parses the body of `POST /cluster/members`: the member to add.
+pub fn member(body: &[u8]) -> Result<ClusterOp, String> {
+    let b: MemberBody = parse(body)?;
+    let valid = b.addr.len() <= MAX_ADDR_BYTES
+        && b.addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !valid {
+        return Err(format!(
+            "addr must be the member's consensus address, HOST:PORT (at most {MAX_ADDR_BYTES} bytes)"
+        ));
+    }
+    Ok(ClusterOp::AddMember { id: b.id, addr: b.addr })
+}
+
+/// Longest member address: a DNS name (253) and a port.
+const MAX_ADDR_BYTES: usize = 253 + 6;
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| e.to_string())

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::api::{Reply, merge_lists};
+use crate::cluster::MembershipError;
 use crate::metrics::{self, CoreStats};
 use crate::shard::Listed;
 
@@ -18,8 +19,10 @@ pub const LOCKED: &str = "ERR Resource is already locked";
 pub const NOT_LOCKED: &str = "ERR Resource not found";
 pub const TOKEN_MISMATCH: &str = "ERR Token mismatch";
 pub const QUEUE_FULL: &str = "ERR Too many waiters";
+pub const NO_LEADER: &str = "ERR No leader: the cluster is electing one; try again";
 pub const UNAVAILABLE: &str = "ERR Storage unavailable: the server cannot write its log now; try again later";
 pub const UNAUTHORIZED: &str = "Missing or invalid secret";
+pub const NOT_CLUSTERED: &str = "ERR Not a cluster member: this server runs alone";
 
 /// `GET /health`.
 pub fn health() -> Response {
@@ -113,11 +116,22 @@ pub fn lock_reply(endpoint: Endpoint, reply: &Reply) -> Response {
         (_, Reply::Busy | Reply::TimedOut | Reply::NotHolder) => Response::text(Conflict, LOCKED),
         (_, Reply::QueueFull) => Response::text(Conflict, QUEUE_FULL),
         (_, Reply::Unavailable) => Response::text(Status::ServiceUnavailable, UNAVAILABLE),
+        (_, Reply::NoLeader) => Response::text(Status::ServiceUnavailable, NO_LEADER),
         (_, Reply::NotFound) => Response::text(Conflict, NOT_LOCKED),
         (_, Reply::TokenMismatch) => Response::text(Conflict, TOKEN_MISMATCH),
         (Endpoint::Inspect, Reply::Info(Some(lock))) => Response::json(Ok, &LockView::from(&**lock)),
         (Endpoint::Inspect, Reply::Info(None)) => {
             Response::json(NotFound, &ErrorView { error: "Resource not found" })
+        }
+        (Endpoint::Cluster, Reply::Cluster(Some(status))) => Response::json(Ok, &**status),
+        (Endpoint::Cluster, Reply::Cluster(None)) => Response::text(NotFound, NOT_CLUSTERED),
+        (Endpoint::Cluster, Reply::Membership(Result::Ok(()))) => Response::text(Ok, OK),
+        (Endpoint::Cluster, Reply::Membership(Err(e))) => {
+            let status = match e {
+                MembershipError::Refused(_) => Conflict,
+                _ => Status::ServiceUnavailable,
+            };
+            Response::error(status, format!("ERR {e}"))
         }
         (_, other) => Response::error(Status::InternalServerError, format!("ERR unexpected reply {other:?}")),
     }

@@ -17,6 +17,7 @@ pub enum Method {
     Get,
     Head,
     Post,
+    Delete,
     Other,
 }
 
@@ -82,6 +83,7 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Option<Head>, HeadError> {
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
         Some("POST") => Method::Post,
+        Some("DELETE") => Method::Delete,
         _ => Method::Other,
     };
     let raw_target = req.path.unwrap_or("/");

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
-use crate::api::{self, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, Request};
+use crate::api::{self, ClusterOp, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, Request};
 use crate::config::Limits;
 
 use super::body::{self, BodyRequest};
@@ -23,6 +23,8 @@ pub enum Endpoint {
     Inspect,
     List,
     Metrics,
+    /// `/cluster` and its members.
+    Cluster,
 }
 
 /// Where a request goes.
@@ -34,6 +36,8 @@ pub enum Routed<'b> {
     Refused(Refusal),
     /// A request for the lock engine.
     Lock(Endpoint, BodyRequest<'b>),
+    /// An operator's request about the cluster.
+    Cluster(ClusterOp),
 }
 
 /// Why a request was refused.
@@ -56,6 +60,10 @@ enum Resource<'b> {
     Lock(Endpoint),
     /// `/locks/{name}`, still percent-encoded.
     Named(&'b str),
+    Cluster,
+    Members,
+    /// `/cluster/members/{id}`, not yet parsed.
+    Member(&'b str),
 }
 
 /// Checks path, method and secret: the refusal, if the request is refused before its body
@@ -84,6 +92,19 @@ pub fn route<'b>(
         Resource::Lock(Endpoint::Extend) => body::extend(body).map(|r| (Endpoint::Extend, r)),
         Resource::Lock(_) => list(query_of(target)).map(|r| (Endpoint::List, r)),
         Resource::Named(name) => inspect(name).map(|r| (Endpoint::Inspect, r)),
+        Resource::Cluster => return Routed::Cluster(ClusterOp::Status),
+        Resource::Members => {
+            return match body::member(body) {
+                Ok(op) => Routed::Cluster(op),
+                Err(reason) => Routed::Refused(Refusal::BadRequest(reason)),
+            };
+        }
+        Resource::Member(id) => {
+            return match id.parse() {
+                Ok(id) => Routed::Cluster(ClusterOp::RemoveMember { id }),
+                Err(_) => Routed::Refused(Refusal::BadRequest("a member's id is a whole number".into())),
+            };
+        }
     };
     match parsed.and_then(|(endpoint, req)| api::check(&req, limits).map(|()| (endpoint, req))) {
         Ok((endpoint, req)) => Routed::Lock(endpoint, req),
@@ -100,13 +121,17 @@ fn resolve(method: Method, target: &str, authorized: impl FnOnce() -> bool) -> R
         "/release" => (Resource::Lock(Endpoint::Release), "POST"),
         "/extend" => (Resource::Lock(Endpoint::Extend), "POST"),
         "/locks" | "/locks/" => (Resource::Lock(Endpoint::List), "GET, HEAD"),
-        _ => match path.strip_prefix("/locks/") {
-            Some(name) => (Resource::Named(name), "GET, HEAD"),
-            None => return Err(Refusal::NotFound),
+        "/cluster" => (Resource::Cluster, "GET, HEAD"),
+        "/cluster/members" => (Resource::Members, "POST"),
+        _ => match (path.strip_prefix("/locks/"), path.strip_prefix("/cluster/members/")) {
+            (Some(name), _) => (Resource::Named(name), "GET, HEAD"),
+            (_, Some(id)) => (Resource::Member(id), "DELETE"),
+            _ => return Err(Refusal::NotFound),
         },
     };
     let method_ok = match allow {
         "POST" => method == Method::Post,
+        "DELETE" => method == Method::Delete,
         _ => matches!(method, Method::Get | Method::Head),
     };
     if !method_ok {
@@ -161,6 +186,7 @@ mod tests {
             Routed::Health => endpoint::health(),
             Routed::Refused(refusal) => endpoint::refused(refusal),
             Routed::Lock(e, _) => return (0, format!("{e:?}")),
+            Routed::Cluster(op) => return (0, format!("{op:?}")),
         };
         let body = match resp.body {
             Body::Text(t) => t.to_string(),
@@ -265,5 +291,32 @@ mod tests {
             preflight(Method::Post, "/zzz", || true).map(|r| endpoint::refused(r).status),
             Some(Status::NotFound)
         );
+    }
+
+    #[test]
+    fn cluster_paths() {
+        let r = |m, t, b: &[u8]| status(route(m, t, b, &Limits::default(), || true));
+        assert_eq!(r(Method::Get, "/cluster", b""), (0, "Status".into()));
+        assert_eq!(
+            r(Method::Post, "/cluster/members", br#"{"id":4,"addr":"10.0.0.4:7001"}"#),
+            (0, r#"AddMember { id: 4, addr: "10.0.0.4:7001" }"#.into())
+        );
+        assert_eq!(r(Method::Delete, "/cluster/members/4", b""), (0, "RemoveMember { id: 4 }".into()));
+        assert_eq!(
+            r(Method::Delete, "/cluster/members/four", b""),
+            (400, "ERR Bad request: a member's id is a whole number".into())
+        );
+        assert_eq!(
+            r(Method::Post, "/cluster/members", br#"{"id":4,"addr":"nowhere"}"#),
+            (
+                400,
+                "ERR Bad request: addr must be the member's consensus address, HOST:PORT (at most 259 bytes)"
+                    .into()
+            )
+        );
+        assert_eq!(r(Method::Post, "/cluster", b"").0, 405);
+        assert_eq!(r(Method::Get, "/cluster/members/4", b"").0, 405);
+        let unauthorized = status(route(Method::Get, "/cluster", b"", &Limits::default(), || false));
+        assert_eq!(unauthorized.0, 401, "the cluster's addresses are for operators only");
     }
 }

@@ -142,6 +142,13 @@ impl Session {
                 Routed::Lock(endpoint, req) => {
                     self.submit(svc, cx, endpoint, req, framing, since, out, close)
                 }
+                Routed::Cluster(op) => {
+                    let state = match svc.cluster(self.slots.vacant_key(), op) {
+                        Some(reply) => SlotState::Ready(lock_reply(Endpoint::Cluster, &reply)),
+                        None => SlotState::Pending { wait: None },
+                    };
+                    self.queue(cx, Endpoint::Cluster, state, framing, since, out, close)
+                }
             }
             if !head.keep_alive {
                 *close = true;
@@ -256,13 +263,27 @@ impl Session {
                 None => SlotState::Pending { wait: waiting(&req) },
             }
         };
+        self.queue(cx, endpoint, state, framing, since, out, close)
+    }
+
+    /// Sends an answer that is ready and first in line; keeps any other for its turn.
+    #[allow(clippy::too_many_arguments)]
+    fn queue(
+        &mut self,
+        cx: &Context<'_>,
+        endpoint: Endpoint,
+        state: SlotState,
+        framing: Framing,
+        since: Instant,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
         match state {
             SlotState::Ready(response) if self.order.is_empty() => {
                 self.encode(cx, &response, framing, out, close)
             }
             state => {
-                let at = self.slots.insert(Slot { endpoint, framing, since, state });
-                debug_assert_eq!(at, key);
+                let key = self.slots.insert(Slot { endpoint, framing, since, state });
                 self.order.push_back(key);
             }
         }

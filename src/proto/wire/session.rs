@@ -319,7 +319,7 @@ fn wire_reply(op: Op, reply: &Reply) -> WireReply<'_> {
         (_, Reply::Busy) => WireReply::Busy,
         (_, Reply::TimedOut) => WireReply::TimedOut,
         (_, Reply::QueueFull) => WireReply::QueueFull,
-        (_, Reply::Unavailable) => WireReply::Unavailable,
+        (_, Reply::Unavailable | Reply::NoLeader) => WireReply::Unavailable,
         (_, Reply::NotFound | Reply::Info(None)) => WireReply::NotFound,
         (_, Reply::NotHolder) => WireReply::NotHolder,
         (_, Reply::TokenMismatch) => WireReply::TokenMismatch,
@@ -332,9 +332,14 @@ fn wire_reply(op: Op, reply: &Reply) -> WireReply<'_> {
         (_, Reply::Attached { session, timeout_ms, resumed }) => {
             WireReply::SessionOk { session: *session, timeout_ms: *timeout_ms, resumed: *resumed }
         }
-        (_, Reply::Listed(_) | Reply::Lost { .. } | Reply::Stats(_)) => {
-            WireReply::Invalid { reason: "unexpected reply" }
-        }
+        (
+            _,
+            Reply::Listed(_)
+            | Reply::Lost { .. }
+            | Reply::Stats(_)
+            | Reply::Cluster(_)
+            | Reply::Membership(_),
+        ) => WireReply::Invalid { reason: "unexpected reply" },
     }
 }
 

@@ -1,0 +1,146 @@
+//! Forwarding: a cluster member that does not lead passes its clients' connections to the
+//! leader, so that a client may be pointed at any member (the SDKs know one address). Owns the
+//! opening read of a member's connection and the tunnels; what an opening means is
+//! [`crate::proto::opening`]'s business.
+//!
+//! A connection is passed whole, in either protocol, as bytes: the leader serves it as its own
+//! (secret, sessions, waits), and this member never parses what goes through. A tunnel ends
+//! when either side closes, when the server shuts down, and when this member's view of the
+//! leader changes (the client reconnects, and goes to the new leader); a client sees that as
+//! any lost connection. A tunnel that cannot reach the leader leaves the connection to this
+//! member, which answers its lock requests "no leader" (503, or `UNAVAILABLE` on the wire):
+//! nothing was done, try again.
+
+use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
+
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::TcpStream;
+
+use crate::log::Level;
+use crate::proto::opening::{self, Opening, TUNNEL_PREFACE};
+use crate::runtime::{Core, Serving};
+
+use super::Settings;
+
+/// How long a member waits for the leader to take a tunnel: on a LAN a connect takes well
+/// under a millisecond, and a leader that does not answer in this long is as good as gone.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes a tunnel moves at a time, each way: a burst of pipelined requests or answers.
+const TUNNEL_BUF_BYTES: usize = 16 * 1024;
+/// The opening read's first buffer: any request line of an SDK.
+const OPENING_BUF_BYTES: usize = 1024;
+
+/// Reads a cluster member's connection far enough to know who serves it, and passes it to the
+/// leader if the leader does. `None`: the connection was the leader's and is over; `Some`:
+/// this member serves it, starting with the bytes read.
+pub(super) async fn open(core: &Core, settings: &Settings, stream: &TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(OPENING_BUF_BYTES);
+    let deadline = tokio::time::Instant::now() + settings.limits.header_timeout;
+    let opening = loop {
+        match opening::classify(&buf) {
+            Opening::Incomplete => {}
+            done => break done,
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(OPENING_BUF_BYTES);
+        }
+        let at = buf.len();
+        let read = tokio::time::timeout_at(deadline, stream.read(buf.slice(at..))).await;
+        match read {
+            Ok((Ok(n), slice)) if n > 0 => buf = slice.into_inner(),
+            // Closed or failed: the connection's own loop sees to it.
+            Ok((_, slice)) => return Some(slice.into_inner()),
+            // Too slow to say what it wants (its bytes went with the read): closed, as a
+            // client too slow to send its request head is.
+            Err(_) => return None,
+        }
+    };
+    match (opening, core.serving()) {
+        (Opening::Tunnelled, _) => {
+            buf.drain(..TUNNEL_PREFACE.len());
+            Some(buf)
+        }
+        (Opening::Leader, Serving::ForwardTo(leader)) => match connect(leader).await {
+            Some(upstream) => {
+                tunnel(core, stream, upstream, buf, leader).await;
+                None
+            }
+            None => Some(buf),
+        },
+        _ => Some(buf),
+    }
+}
+
+async fn connect(leader: SocketAddr) -> Option<TcpStream> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(leader)).await {
+        Ok(Ok(upstream)) => {
+            let _ = upstream.set_nodelay(true);
+            Some(upstream)
+        }
+        Ok(Err(e)) => {
+            crate::log!(Level::Warn, "cannot reach the leader at {leader} to forward a connection: {e}");
+            None
+        }
+        Err(_) => {
+            crate::log!(Level::Warn, "the leader at {leader} did not take a forwarded connection in time");
+            None
+        }
+    }
+}
+
+/// Moves bytes between the client and the leader until the tunnel ends (see the module
+/// documentation).
+async fn tunnel(core: &Core, client: &TcpStream, upstream: TcpStream, first: Vec<u8>, leader: SocketAddr) {
+    let mut opening = Vec::with_capacity(TUNNEL_PREFACE.len() + first.len());
+    opening.extend_from_slice(&TUNNEL_PREFACE);
+    opening.extend_from_slice(&first);
+    let (sent, _) = upstream.write_all(opening).await;
+    if sent.is_ok() {
+        let up = async {
+            // The client is done sending: so is the tunnel, and the leader's answers still
+            // come back.
+            if pump(client, &upstream).await {
+                let _ = upstream.shutdown(Shutdown::Write);
+                std::future::pending::<()>().await;
+            }
+        };
+        let moved = async {
+            loop {
+                let changed = core.serving_changed();
+                if core.serving() != Serving::ForwardTo(leader) {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::select! {
+            () = up => {}
+            _ = pump(&upstream, client) => {}
+            () = moved => {}
+            () = core.stopped() => {}
+        }
+    }
+    let _ = upstream.shutdown(Shutdown::Both);
+    let _ = client.shutdown(Shutdown::Both);
+}
+
+/// Copies `from` to `to` until `from` ends; `true` if it ended cleanly (end of stream),
+/// `false` on a failure either side.
+async fn pump(from: &TcpStream, to: &TcpStream) -> bool {
+    let mut buf = vec![0u8; TUNNEL_BUF_BYTES];
+    loop {
+        let (read, b) = from.read(buf).await;
+        buf = b;
+        let n = match read {
+            Ok(0) => return true,
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        let (written, b) = to.write_all(buf.slice(..n)).await;
+        buf = b.into_inner();
+        if written.is_err() {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Clusters: three real server processes on loopback, replicating their locks by Raft. A
+//! request may go to any member (a follower passes its connection to the leader); a lock
+//! outlives its leader's death, with its token and its lease; a minority grants nothing; a
+//! member that was down catches up.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringlock_client::blocking::Client;
+use ringlock_client::{AcquireOptions, Config as ClientConfig};
+use serde_json::Value;
+
+use crate::support::{Http, Process, SECRET, TempDir, plain, post, ringlock_command};
+
+/// How long a test waits for a cluster to agree on a leader: an election takes 300 to 600 ms,
+/// and a few rounds may split on a loaded machine.
+const ELECTION_WAIT: Duration = Duration::from_secs(15);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A member's ports and data directory, kept across its restarts.
+struct Seat {
+    id: u64,
+    api: u16,
+    data: TempDir,
+}
+
+/// Three (or `n`) members on loopback, each a process of its own with one core.
+struct Cluster {
+    seats: Vec<Seat>,
+    /// `--peers`, the same for every member.
+    peers: String,
+    procs: Vec<Option<Process>>,
+}
+
+impl Cluster {
+    fn start(n: u64) -> Cluster {
+        let seats: Vec<Seat> =
+            (1..=n).map(|id| Seat { id, api: free_port(), data: TempDir::new("member") }).collect();
+        let peers =
+            seats.iter().map(|s| format!("{}=127.0.0.1:{}", s.id, free_port())).collect::<Vec<_>>().join(",");
+        let mut cluster = Cluster { seats, peers, procs: Vec::new() };
+        cluster.procs = (0..n as usize).map(|i| Some(cluster.spawn(i))).collect();
+        cluster
+    }
+
+    fn spawn(&self, i: usize) -> Process {
+        let seat = &self.seats[i];
+        Process::start(member_command(seat.id, seat.api, &self.peers, seat.data.path()))
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.seats[i].api))
+    }
+
+    fn alive(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.seats.len()).filter(|&i| self.procs[i].is_some())
+    }
+
+    /// Kills member `i` as a crash would.
+    fn kill(&mut self, i: usize) {
+        let p = self.procs[i].take().expect("a running member");
+        p.signal(libc::SIGKILL);
+        let _ = p.finish();
+    }
+
+    fn restart(&mut self, i: usize) {
+        assert!(self.procs[i].is_none());
+        self.procs[i] = Some(self.spawn(i));
+    }
+
+    /// Waits until every running member names the same running member as leader; its index.
+    fn leader(&self) -> usize {
+        let deadline = Instant::now() + ELECTION_WAIT;
+        loop {
+            let views: Vec<Option<u64>> =
+                self.alive().map(|i| status(self.addr(i)).and_then(|s| s["leader_id"].as_u64())).collect();
+            if let Some(Some(id)) = views.first()
+                && views.iter().all(|v| *v == Some(*id))
+                && let Some(i) = self.alive().find(|&i| self.seats[i].id == *id)
+            {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "no leader agreed on in {ELECTION_WAIT:?}: {views:?}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every running member but `leader`.
+    fn followers(&self, leader: usize) -> Vec<usize> {
+        self.alive().filter(|&i| i != leader).collect()
+    }
+}
+
+fn member_command(id: u64, api: u16, peers: &str, data: &Path) -> std::process::Command {
+    let mut cmd = ringlock_command();
+    cmd.args(["-b", "127.0.0.1", "-p", &api.to_string(), "--threads", "1", "--node-id", &id.to_string()])
+        .args(["--peers", peers, "--data-dir"])
+        .arg(data)
+        .env("LOCKSERVER_SECRET", SECRET);
+    cmd
+}
+
+/// `GET /cluster` from the member at `addr`, if it answers.
+fn status(addr: SocketAddr) -> Option<Value> {
+    let mut c = Http::try_connect(addr)?;
+    let r =
+        c.try_call(format!("GET /cluster HTTP/1.1\r\nHost: t\r\nX-LOCKSERVER-SECRET: {SECRET}\r\n\r\n"))?;
+    (r.status == 200).then(|| serde_json::from_str(&r.body).expect("GET /cluster is JSON"))
+}
+
+fn acquire(addr: SocketAddr, resource: &str, owner: &str, expire_s: u64) -> (u16, String, Option<u64>) {
+    let body = format!(r#"{{"resource":"{resource}","owner":"{owner}","expire":{expire_s}}}"#);
+    let r = Http::connect(addr).call(post("/acquire", SECRET, &body));
+    let token = r.header("x-lockserver-token").map(|t| t.parse().unwrap());
+    (r.status, r.body, token)
+}
+
+fn inspect(addr: SocketAddr, resource: &str) -> Value {
+    let r = Http::connect(addr).get(&format!("/locks/{resource}"), SECRET);
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_str(&r.body).unwrap()
+}
+
+#[test]
+fn every_member_serves_the_same_locks_through_the_leader() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let followers = cluster.followers(leader);
+    // Taken through one follower, refused through the other, seen through the leader.
+    let (status, body, token) = acquire(cluster.addr(followers[0]), "shared", "a", 30);
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    let token = token.expect("a grant carries its token");
+    let (status, body, _) = acquire(cluster.addr(followers[1]), "shared", "b", 30);
+    assert_eq!((status, body.as_str()), (409, "ERR Resource is already locked"));
+    let lock = inspect(cluster.addr(leader), "shared");
+    assert_eq!((lock["owner"].as_str(), lock["token"].as_u64()), (Some("a"), Some(token)));
+    // Released through a follower by its holder, then free for the other.
+    let r = Http::connect(cluster.addr(followers[1])).call(post(
+        "/release",
+        SECRET,
+        &format!(r#"{{"resource":"shared","owner":"a","token":{token}}}"#),
+    ));
+    assert_eq!((r.status, r.body.as_str()), (200, "OK"));
+    let (status, _, next) = acquire(cluster.addr(followers[0]), "shared", "b", 30);
+    assert_eq!(status, 200);
+    assert!(next.unwrap() > token, "tokens rise: {next:?} after {token}");
+}
+
+#[test]
+fn the_wire_protocol_goes_through_a_follower_too() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let config = |owner: &str| ClientConfig {
+        addr: cluster.addr(follower).to_string(),
+        owner: owner.into(),
+        secret: SECRET.into(),
+        ..ClientConfig::default()
+    };
+    let a = Client::connect(&config("a")).expect("connects through a follower");
+    let b = Client::connect(&config("b")).expect("connects through a follower");
+    let opts = AcquireOptions { ttl: Some(Duration::from_secs(30)), ..AcquireOptions::default() };
+    let lease = a.acquire("wired", opts).expect("granted");
+    assert!(b.acquire("wired", opts).is_err(), "one holder at a time");
+    let info = b.inspect("wired").unwrap().expect("held");
+    assert_eq!((info.owner.as_str(), info.token), ("a", lease.token));
+    a.release("wired", Some(lease.token)).unwrap();
+    assert_eq!(b.inspect("wired").unwrap(), None);
+}
+
+#[test]
+fn a_lock_outlives_its_leader_with_its_token_and_its_lease() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let (status, _, token) = acquire(cluster.addr(follower), "kept", "a", 60);
+    assert_eq!(status, 200);
+    let token = token.unwrap();
+    let left_before = inspect(cluster.addr(leader), "kept")["expires_in_ms"].as_u64().unwrap();
+    cluster.kill(leader);
+    let new_leader = cluster.leader();
+    assert_ne!(new_leader, leader);
+    for i in cluster.alive().collect::<Vec<_>>() {
+        let lock = inspect(cluster.addr(i), "kept");
+        assert_eq!((lock["owner"].as_str(), lock["token"].as_u64()), (Some("a"), Some(token)));
+        // The lease did not end early: what it had left, and the new leader's grace.
+        let left = lock["expires_in_ms"].as_u64().unwrap();
+        assert!(left > 50_000 && left <= left_before + 1_000, "{left} ms left of {left_before}");
+    }
+    let (status, body, _) = acquire(cluster.addr(new_leader), "kept", "b", 60);
+    assert_eq!((status, body.as_str()), (409, "ERR Resource is already locked"));
+    // Tokens never go back: a new lock's is above every token handed out before.
+    let (status, _, next) = acquire(cluster.addr(new_leader), "fresh", "b", 60);
+    assert_eq!(status, 200);
+    assert!(next.unwrap() > token);
+}
+
+#[test]
+fn a_minority_grants_nothing() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let followers = cluster.followers(leader);
+    cluster.kill(followers[0]);
+    cluster.kill(followers[1]);
+    // The lone leader cannot commit: it steps down (or never answers) and grants nothing.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let body = r#"{"resource":"alone","owner":"a","expire":30}"#;
+        let mut c = Http::connect(cluster.addr(leader));
+        c.send(post("/acquire", SECRET, body));
+        if let Some(r) = c.try_read() {
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (503, "ERR No leader: the cluster is electing one; try again"),
+                "a minority never grants"
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status(cluster.addr(leader)).unwrap()["node_id"].as_u64(), Some(cluster.seats[leader].id));
+}
+
+#[test]
+fn a_member_that_was_down_catches_up() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let late = cluster.followers(leader)[0];
+    cluster.kill(late);
+    for i in 0..20 {
+        assert_eq!(acquire(cluster.addr(leader), &format!("while-down-{i}"), "a", 60).0, 200);
+    }
+    let committed = status(cluster.addr(leader)).unwrap()["commit_index"].as_u64().unwrap();
+    cluster.restart(late);
+    let deadline = Instant::now() + ELECTION_WAIT;
+    loop {
+        let seen = status(cluster.addr(late)).and_then(|s| s["commit_index"].as_u64()).unwrap_or(0);
+        if seen >= committed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the member caught up to {seen} of {committed}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // What it caught up with is what it would serve as leader: kill the leader, and if the
+    // late member wins, it holds the locks (either survivor must).
+    cluster.kill(leader);
+    let next = cluster.leader();
+    let lock = inspect(cluster.addr(next), "while-down-7");
+    assert_eq!(lock["owner"].as_str(), Some("a"));
+}
+
+#[test]
+fn the_cluster_endpoint_needs_the_secret_and_a_cluster() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let r = Http::connect(cluster.addr(leader)).call("GET /cluster HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 401);
+    let s = status(cluster.addr(leader)).unwrap();
+    assert_eq!(s["members"].as_array().unwrap().len(), 3);
+    let roles: Vec<&str> =
+        s["members"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{roles:?}");
+    // A single server is no cluster.
+    let single = crate::support::TestServer::start(1);
+    let r = single.connect().get("/cluster", SECRET);
+    assert_eq!(r.text(), plain("404 Not Found", "ERR Not a cluster member: this server runs alone"));
+}
