@@ -5,7 +5,7 @@
 
 use crate::config::Limits;
 use crate::metrics::CoreStats;
-use crate::shard::{AcquireOpts, Acquired, Changed, EventKind, Listed, Shard, Ticket};
+use crate::shard::{AcquireOpts, Acquired, Cap, Changed, EventKind, Listed, Shard, Ticket};
 use crate::store::record::CONNECTION_SESSION;
 
 /// Longest lease, in ms: one year. Longer asks are refused rather than clamped.
@@ -85,6 +85,9 @@ pub enum Reply {
     /// The server cannot keep the change (its log cannot be written): nothing was done, try
     /// again later.
     Unavailable,
+    /// The server holds its limit of locks (for a new name) or of waiters (for a wait):
+    /// nothing was done, try again later.
+    Refused(Cap),
 }
 
 /// What a connection's protocol session may ask of the lock service, during one turn of its
@@ -246,6 +249,7 @@ pub fn apply<S: AsRef<str>>(
                 Acquired::Busy { .. } => Reply::Busy,
                 Acquired::Queued => return None,
                 Acquired::QueueFull => Reply::QueueFull,
+                Acquired::Refused(cap) => Reply::Refused(cap),
             }
         }
         Request::Release { resource, owner, token } => {

@@ -14,7 +14,8 @@
 //! - `runtime`: one thread per core, each an io_uring event loop with its `runtime::Core`:
 //!   turns of work, the cross-core mesh, mailboxes, the timer task;
 //! - [`route`]: the resource hash, and which core owns a name;
-//! - [`shard`]: one core's lock table, waiters and fencing tokens (no I/O, no clock);
+//! - [`shard`]: one core's lock table, the order of its names, waiters, fencing tokens and
+//!   caps (no I/O, no clock);
 //! - [`timer`]: the timer wheel that ends leases and waits on time.
 //!
 //! Beside the path: `metrics` (counts for `/metrics`), [`log`](mod@log) (text or JSON lines),

@@ -16,7 +16,8 @@ use crate::config::{Config, Storage};
 use crate::log::Level;
 use crate::net::{self, Settings, listener};
 use crate::route::{ResourceHasher, Router};
-use crate::runtime::{self, CoreLog, Cores, MAX_THREADS};
+use crate::runtime::{self, CoreLog, Cores, MAX_THREADS, panic};
+use crate::shard::Caps;
 use crate::store::dir::DataDir;
 
 /// A running server.
@@ -111,9 +112,10 @@ impl Server {
 /// every token its log has seen, so tokens keep rising across restarts.
 fn setup(config: &Config, n: usize) -> io::Result<(runtime::Setup, Option<DataDir>)> {
     let first = config.token_seed.unwrap_or(0);
+    let caps = Caps { locks: config.limits.max_locks, waiters: config.limits.max_waiters };
     let Storage::Durable { dir, fsync } = &config.storage else {
-        let setup =
-            runtime::Setup { router: Router::new(ResourceHasher::new(), n), token_seed: first, logs: None };
+        let router = Router::new(ResourceHasher::new(), n);
+        let setup = runtime::Setup { router, token_seed: first, logs: None, caps };
         return Ok((setup, None));
     };
     let started = Instant::now();
@@ -139,7 +141,8 @@ fn setup(config: &Config, n: usize) -> io::Result<(runtime::Setup, Option<DataDi
         })
         .collect();
     let router = Router::new(recovery.hasher, n);
-    Ok((runtime::Setup { router, token_seed: recovery.next_token - 1, logs: Some(logs) }, Some(data)))
+    let setup = runtime::Setup { router, token_seed: recovery.next_token - 1, logs: Some(logs), caps };
+    Ok((setup, Some(data)))
 }
 
 /// What one core serves: connections from its listeners until shutdown, then the answers
@@ -150,22 +153,19 @@ async fn serve_core(
     listeners: Vec<TcpListener>,
     probed: UnboundedReceiver<Probe>,
 ) {
-    let probes = tokio_uring::spawn(answer_probes(core.clone(), probed));
+    let probes = panic::spawn_vital(core.id(), "the watchdog's probes", answer_probes(core.clone(), probed));
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|l| {
             let listener = tokio_uring::net::TcpListener::from_std(l);
             // Each returns at shutdown, closing its listener.
-            tokio_uring::spawn(net::listener::accept_loop(core.clone(), settings.clone(), listener))
+            let accept = net::listener::accept_loop(core.clone(), settings.clone(), listener);
+            panic::spawn_vital(core.id(), "the accept loop", accept)
         })
         .collect();
     for accept_loop in accepting {
-        if let Err(e) = accept_loop.await
-            && e.is_panic()
-        {
-            // As if it had run on this task: the core's event loop fails, and the process ends.
-            std::panic::resume_unwind(e.into_panic());
-        }
+        // A panic there has ended the process.
+        let _ = accept_loop.await;
     }
     probes.abort();
     let left = core.drained(settings.limits.shutdown_timeout).await;

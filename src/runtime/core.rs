@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use crate::api::{self, LockService, Reply, Request};
 use crate::metrics::Histogram;
 use crate::route::Router;
-use crate::shard::{ADVANCE_BUDGET, Restored, Shard, Ticket, TokenSeries};
+use crate::shard::{ADVANCE_BUDGET, Caps, Restored, Shard, Ticket, TokenSeries};
 use crate::store::record::Record;
 use crate::store::recovery::RecoveredLock;
 
@@ -88,6 +88,8 @@ pub(super) struct CoreSetup {
     pub router: Router,
     pub epoch: Instant,
     pub tokens: TokenSeries,
+    /// This core's share of the server's limits.
+    pub caps: Caps,
     pub mesh: Mesh,
     /// What the core recovered, if the server keeps a log.
     pub store: Option<Durable>,
@@ -106,7 +108,7 @@ impl Core {
     /// now for what was left of it, and the journal marks the start of this run.
     pub(super) fn new(s: CoreSetup) -> Core {
         let clock = Clock::new(s.epoch);
-        let mut shard = Shard::new(s.router.hasher().clone(), s.tokens);
+        let mut shard = Shard::new(s.router.hasher().clone(), s.tokens).with_caps(s.caps);
         let journal = s.store.map(|store| {
             let now = clock.tick();
             shard.start_journal();

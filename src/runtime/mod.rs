@@ -26,7 +26,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use std::path::PathBuf;
 
 use crate::route::Router;
-use crate::shard::TokenSeries;
+use crate::shard::{Caps, TokenSeries};
 use crate::store::recovery::RecoveredLock;
 use crate::store::wal::{Fsync, Wal};
 
@@ -54,6 +54,8 @@ pub struct Setup {
     pub token_seed: u64,
     /// Each core's log, in core order; `None`: locks live in memory only.
     pub logs: Option<Vec<CoreLog>>,
+    /// The most locks and waiters the server holds; each core holds its share.
+    pub caps: Caps,
 }
 
 /// Where a durable core's log goes, and what it recovered.
@@ -99,6 +101,7 @@ impl Cores {
                 router: setup.router.clone(),
                 epoch,
                 tokens: TokenSeries::for_shard(setup.token_seed, id, n),
+                caps: Caps::share(setup.caps, n),
                 mesh: Mesh::new(senders.clone()),
                 store: None,
             };
