@@ -1,5 +1,5 @@
 //! Criterion micro-benchmarks of the lock engine: one shard's acquire+release pairs, the timer
-//! wheel's insert+cancel, and expiry sweeps. Run: `cargo bench --bench engine`.
+//! wheel's insert+cancel, expiry sweeps, and list pages. Run: `cargo bench --bench engine`.
 
 use std::hint::black_box;
 
@@ -146,9 +146,29 @@ fn shard_expiry(c: &mut Criterion) {
     g.finish();
 }
 
+/// A list page of 1,000 from the middle of `live` held locks: it costs the page, not the shard
+/// (the shard keeps a large table's names in order).
+fn list_page(c: &mut Criterion) {
+    let mut g = c.benchmark_group("shard/list-page-1000");
+    g.throughput(Throughput::Elements(1000));
+    for live in [10_000, 100_000, 1_000_000] {
+        let mut shard = Shard::new(ResourceHasher::new(), TokenSeries::after(0));
+        let all = names("held", live);
+        // In an order unrelated to the names', as a fleet takes them.
+        for i in 0..live {
+            shard.acquire(&all[(i * 7919) % live], "holder", AcquireOpts::default(), 0);
+        }
+        let after = &all[live / 2];
+        g.bench_with_input(BenchmarkId::from_parameter(live), &live, |b, _| {
+            b.iter(|| black_box(shard.list("held/", Some(after), 1000, 1).len()))
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(std::time::Duration::from_secs(3)).warm_up_time(std::time::Duration::from_secs(1));
-    targets = acquire_release, conflict, timer_insert_cancel, timer_advance, shard_expiry
+    targets = acquire_release, conflict, timer_insert_cancel, timer_advance, shard_expiry, list_page
 }
 criterion_main!(benches);

@@ -6,7 +6,7 @@
 use crate::cluster::{ClusterStatus, MembershipError};
 use crate::config::Limits;
 use crate::metrics::CoreStats;
-use crate::shard::{AcquireOpts, Acquired, Changed, EventKind, Listed, Shard, Ticket};
+use crate::shard::{AcquireOpts, Acquired, Cap, Changed, EventKind, Listed, Shard, Ticket};
 
 /// Longest lease, in ms: one year. Longer asks are refused rather than clamped.
 pub const MAX_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
@@ -96,6 +96,9 @@ pub enum Reply {
     Cluster(Option<Box<ClusterStatus>>),
     /// Whether a membership change was made.
     Membership(Result<(), MembershipError>),
+    /// The server holds its limit of locks (for a new name) or of waiters (for a wait):
+    /// nothing was done, try again later.
+    Refused(Cap),
 }
 
 /// What an operator may ask of the cluster (HTTP only: `/cluster`).
@@ -285,6 +288,7 @@ pub fn apply<S: AsRef<str>>(
                 Acquired::Busy { .. } => Reply::Busy,
                 Acquired::Queued => return None,
                 Acquired::QueueFull => Reply::QueueFull,
+                Acquired::Refused(cap) => Reply::Refused(cap),
             }
         }
         Request::Release { resource, owner, token } => {

@@ -113,9 +113,20 @@ pub struct LimitArgs {
     #[arg(long, env = "RINGLOCK_MAX_IN_FLIGHT", default_value_t = Limits::DEFAULT.max_in_flight,
           value_parser = clap::value_parser!(u32).range(1..=1 << 20).map(|v| v as usize))]
     pub max_in_flight: usize,
-    /// Answer bytes a connection may leave unread before we stop reading from it.
+    /// Answer bytes a connection may leave unread before we stop reading (and parsing) its
+    /// requests.
     #[arg(long, env = "RINGLOCK_MAX_UNSENT_BYTES", default_value_t = Limits::DEFAULT.max_unsent_bytes)]
     pub max_unsent_bytes: usize,
+    /// Most locks held, all cores together (each core holds its share); an acquire of a new
+    /// name past it is answered 503 (wire: UNAVAILABLE).
+    #[arg(long, env = "RINGLOCK_MAX_LOCKS", default_value_t = Limits::DEFAULT.max_locks,
+          value_parser = clap::value_parser!(u64).range(1..).map(|v| usize::try_from(v).unwrap_or(usize::MAX)))]
+    pub max_locks: usize,
+    /// Most acquires waiting for a lock, all cores together (each core holds its share); a
+    /// wait past it is answered 503 (wire: UNAVAILABLE).
+    #[arg(long, env = "RINGLOCK_MAX_WAITERS", default_value_t = Limits::DEFAULT.max_waiters,
+          value_parser = clap::value_parser!(u64).range(1..).map(|v| usize::try_from(v).unwrap_or(usize::MAX)))]
+    pub max_waiters: usize,
     /// Seconds a client may take to send a whole request once it has started one; slower:
     /// 408 and close.
     #[arg(long, env = "RINGLOCK_HEADER_TIMEOUT", default_value = "10", value_parser = seconds)]
@@ -158,8 +169,22 @@ pub struct Limits {
     /// that connection until answers go out.
     pub max_in_flight: usize,
     /// Answer bytes queued for a connection that is not reading them; past it we stop reading
-    /// its requests, so a client that never reads cannot grow our memory.
+    /// and parsing its requests, so a client that never reads cannot grow our memory by more
+    /// than this and one answer (a list page of 1,000 locks is about 150 KiB).
     pub max_unsent_bytes: usize,
+    /// Held locks, all cores together (each core holds `max_locks / cores`, as names spread
+    /// evenly). A held lock costs 100 to 160 bytes and its names (`BENCHMARKS.md`, "Memory per
+    /// held lock"), so the default of ten million bounds them to about 2 GiB with names of 30
+    /// bytes, and with them the log's snapshots and a restart's recovery; it is far above
+    /// what a fleet holds (the soak runs at 200,000) and stops a client that takes new names
+    /// and never lets them go before it takes the machine.
+    pub max_locks: usize,
+    /// Acquires waiting, all cores together (each core holds its share). A waiter costs about
+    /// 300 bytes (its place in the queue, its timer, its connection's slot) and its owner
+    /// name, so the default of a million bounds them to about 300 MiB; waits are also bounded
+    /// per lock (4096) and per connection (`max_in_flight`), but 100,000 connections of 1,024
+    /// each would be a hundred million.
+    pub max_waiters: usize,
     /// Time from a request's first byte to its last (slowloris).
     pub header_timeout: Duration,
     /// Time a connection may be idle: nothing arriving, nothing owed to it.
@@ -178,6 +203,8 @@ impl Limits {
         max_owner_bytes: 256,
         max_in_flight: 1024,
         max_unsent_bytes: 1024 * 1024,
+        max_locks: 10_000_000,
+        max_waiters: 1_000_000,
         header_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(300),
         shutdown_timeout: Duration::from_secs(10),
@@ -200,6 +227,8 @@ impl From<&LimitArgs> for Limits {
             max_owner_bytes: a.max_owner_bytes,
             max_in_flight: a.max_in_flight,
             max_unsent_bytes: a.max_unsent_bytes,
+            max_locks: a.max_locks,
+            max_waiters: a.max_waiters,
             header_timeout: a.header_timeout,
             idle_timeout: a.idle_timeout,
             shutdown_timeout: a.shutdown_timeout,

@@ -62,3 +62,31 @@ pub fn wire(data: &[u8]) {
         rest = &rest[n..];
     }
 }
+
+/// What a connection's first bytes must be for [`panic_if_asked`] to make its reader panic.
+pub const PANIC_READER: &[u8] = b"\xffringlock-test: panic the reader\r\n";
+/// What a connection's first bytes must be for [`panic_if_asked`] to make its writer panic.
+pub const PANIC_WRITER: &[u8] = b"\xffringlock-test: panic the writer\r\n";
+/// The environment variable that arms the hook (set to `1` when the server starts), so that a
+/// binary built with this feature (as `cargo test` builds it) never panics on request unless
+/// the test suite asked for that too.
+pub const PANIC_HOOK_VAR: &str = "RINGLOCK_TEST_PANIC_HOOK";
+
+/// A test hook, for the suite to prove that a panic in a connection's task ends the process:
+/// a connection whose read buffer starts with [`PANIC_READER`] panics in its reader; one that
+/// starts with [`PANIC_WRITER`] calls `panic_writer` (its writer then panics). Only while
+/// [`PANIC_HOOK_VAR`] is `1`.
+pub fn panic_if_asked(buf: &[u8], panic_writer: impl FnOnce()) {
+    static ARMED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if buf.first() != Some(&0xff)
+        || !*ARMED.get_or_init(|| std::env::var(PANIC_HOOK_VAR).as_deref() == Ok("1"))
+    {
+        return;
+    }
+    if buf.starts_with(PANIC_READER) {
+        panic!("a connection's reader panics, as the test suite asked");
+    }
+    if buf.starts_with(PANIC_WRITER) {
+        panic_writer();
+    }
+}

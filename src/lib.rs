@@ -14,8 +14,8 @@
 //! - `runtime`: one thread per core, each an io_uring event loop with its `runtime::Core`:
 //!   turns of work, the cross-core mesh, mailboxes, the timer task;
 //! - [`route`]: the resource hash, and which core owns a name;
-//! - [`shard`]: one core's lock table, waiters and fencing tokens (no I/O, no clock); every
-//!   change it makes is also a log record in its journal;
+//! - [`shard`]: one core's lock table, the order of its names, waiters, fencing tokens and
+//!   caps (no I/O, no clock); every change it makes is also a log record in its journal;
 //! - [`timer`]: the timer wheel that ends leases and waits on time;
 //! - `store`: the log's record format and recovery (pure), the data directory and the log
 //!   writer (the only file I/O), used by the runtime's journal task;

@@ -82,7 +82,7 @@ pub fn render(cores: &[CoreStats]) -> String {
     let _ =
         writeln!(out, "# HELP ringlock_build_info The running version.\n# TYPE ringlock_build_info gauge");
     let _ = writeln!(out, "ringlock_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
-    let counters: [Metric<Stats>; 7] = [
+    let counters: [Metric<Stats>; 10] = [
         ("grants", "Locks granted, hand-offs to waiters included.", |s| s.grants),
         ("conflicts", "Acquires answered that the lock is held.", |s| s.conflicts),
         ("releases", "Locks released by their holder.", |s| s.releases),
@@ -90,6 +90,11 @@ pub fn render(cores: &[CoreStats]) -> String {
         ("expiries", "Leases that ran out.", |s| s.expiries),
         ("waits", "Acquires that queued to wait for a lock.", |s| s.waits),
         ("wait_timeouts", "Waits that ran out.", |s| s.wait_timeouts),
+        ("refused_locks", "Acquires of a new name refused: a core held its share of --max-locks.", |s| {
+            s.refused_locks
+        }),
+        ("refused_waiters", "Waits refused: a core held its share of --max-waiters.", |s| s.refused_waiters),
+        ("list_visited", "Locks that list calls looked at to make their pages.", |s| s.list_visited),
     ];
     for (name, help, get) in counters {
         let _ = writeln!(out, "# HELP ringlock_{name}_total {help}\n# TYPE ringlock_{name}_total counter");
@@ -99,8 +104,11 @@ pub fn render(cores: &[CoreStats]) -> String {
     let help = "Requests refused for a missing or wrong secret.";
     let auth_failures: u64 = cores.iter().map(|c| c.auth_failures).sum();
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {auth_failures}");
-    let gauges: [Metric<CoreStats>; 2] = [
+    let gauges: [Metric<CoreStats>; 5] = [
         ("held_locks", "Locks held, per core.", |c| c.shard.held),
+        ("waiters", "Acquires waiting for a lock, per core.", |c| c.shard.waiters),
+        ("max_locks", "Each core's share of --max-locks.", |c| c.shard.max_locks),
+        ("max_waiters", "Each core's share of --max-waiters.", |c| c.shard.max_waiters),
         ("connections", "Open connections, per core.", |c| c.connections as u64),
     ];
     for (name, help, get) in gauges {

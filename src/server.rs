@@ -17,7 +17,8 @@ use crate::config::{Config, Storage};
 use crate::log::Level;
 use crate::net::{self, Settings, listener};
 use crate::route::{ResourceHasher, Router};
-use crate::runtime::{self, CoreLog, Cores, Keep, MAX_THREADS};
+use crate::runtime::{self, CoreLog, Cores, Keep, MAX_THREADS, panic};
+use crate::shard::Caps;
 use crate::store::dir::DataDir;
 
 /// A running server.
@@ -122,11 +123,13 @@ impl Server {
 fn setup(config: &Config, n: usize, addr: SocketAddr) -> io::Result<(runtime::Setup, Option<DataDir>)> {
     let first = config.token_seed.unwrap_or(0);
     let epoch = Instant::now();
+    let caps = Caps { locks: config.limits.max_locks, waiters: config.limits.max_waiters };
     let fresh = |keep| runtime::Setup {
         router: Router::new(ResourceHasher::new(), n),
         token_seed: first,
         epoch,
         keep,
+        caps,
     };
     let Storage::Durable { dir, fsync } = &config.storage else {
         return Ok((fresh(Keep::InMemory), None));
@@ -172,7 +175,8 @@ fn setup(config: &Config, n: usize, addr: SocketAddr) -> io::Result<(runtime::Se
         })
         .collect();
     let router = Router::new(recovery.hasher, n);
-    let setup = runtime::Setup { router, token_seed: recovery.next_token - 1, epoch, keep: Keep::Logs(logs) };
+    let setup =
+        runtime::Setup { router, token_seed: recovery.next_token - 1, epoch, keep: Keep::Logs(logs), caps };
     Ok((setup, Some(data)))
 }
 
@@ -194,22 +198,19 @@ async fn serve_core(
     listeners: Vec<TcpListener>,
     probed: UnboundedReceiver<Probe>,
 ) {
-    let probes = tokio_uring::spawn(answer_probes(core.clone(), probed));
+    let probes = panic::spawn_vital(core.id(), "the watchdog's probes", answer_probes(core.clone(), probed));
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|l| {
             let listener = tokio_uring::net::TcpListener::from_std(l);
             // Each returns at shutdown, closing its listener.
-            tokio_uring::spawn(net::listener::accept_loop(core.clone(), settings.clone(), listener))
+            let accept = net::listener::accept_loop(core.clone(), settings.clone(), listener);
+            panic::spawn_vital(core.id(), "the accept loop", accept)
         })
         .collect();
     for accept_loop in accepting {
-        if let Err(e) = accept_loop.await
-            && e.is_panic()
-        {
-            // As if it had run on this task: the core's event loop fails, and the process ends.
-            std::panic::resume_unwind(e.into_panic());
-        }
+        // A panic there has ended the process.
+        let _ = accept_loop.await;
     }
     probes.abort();
     let left = core.drained(settings.limits.shutdown_timeout).await;

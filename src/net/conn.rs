@@ -4,13 +4,22 @@
 //!
 //! Two tasks share the socket: the reader parses whatever arrived and hands it to the session,
 //! the writer sends whatever answers are ready, so a slow answer (a wait, another core) never
-//! stops reading and one write carries every answer that is ready. The reader stops reading
-//! while the client has too many requests in flight or too many answer bytes unread, gives a
-//! started request [`Limits::header_timeout`](crate::config::Limits) to finish and an idle
-//! connection [`Limits::idle_timeout`](crate::config::Limits) before closing it, and stops at a
-//! graceful shutdown. A panic in a connection's code (a bug) ends that connection only.
+//! stops reading and one write carries every answer that is ready. The reader stops reading,
+//! and the session parsing what was read, while the client has too many requests in flight or
+//! too many answer bytes unread (the session's `has_room`); it gives a started request
+//! [`Limits::header_timeout`](crate::config::Limits) to finish and an idle connection
+//! [`Limits::idle_timeout`](crate::config::Limits) before closing it, and stops at a graceful
+//! shutdown.
+//!
+//! When the reader stops because the server ends the connection (the session asked to close,
+//! a timeout, a failed write), the session settles what the connection owes at once (waits
+//! withdrawn, session locks released), not when what it waits for comes; the last answers
+//! then go out. When the connection is gone, whatever it still owes is settled: grants that
+//! were written but never sent are released ([`UnsentGrants`]). A panic in either task (a bug)
+//! ends the process ([`panic::spawn_vital`]): a core must not serve on half-alive.
 
 use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -20,9 +29,10 @@ use tokio::time::Instant;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
-use crate::log::Level;
+use crate::api::LockService;
+use crate::proto::unsent::UnsentGrants;
 use crate::proto::{Context, Session};
-use crate::runtime::panic::{self, CatchUnwind};
+use crate::runtime::panic;
 use crate::runtime::{ConnId, Core, Delivery, Mailbox};
 
 use super::Settings;
@@ -49,10 +59,15 @@ struct Conn {
     /// Where the core leaves answers that come later, and pushes.
     mailbox: Rc<Mailbox>,
     state: RefCell<ConnState>,
+    /// The plain grants in its answers that the kernel has not taken yet.
+    unsent: RefCell<UnsentGrants>,
     /// Wakes the writer: answers are ready, or the connection is ending.
     writer: Notify,
     /// Wakes the reader: answers went out, so it may read again.
     reader: Notify,
+    /// The test suite asked this connection's writer to panic (see [`crate::fuzzing`]).
+    #[cfg(feature = "fuzzing")]
+    panic_writer: std::cell::Cell<bool>,
 }
 
 struct ConnState {
@@ -83,8 +98,11 @@ impl Conn {
                 eof: false,
                 broken: false,
             }),
+            unsent: RefCell::default(),
             writer: Notify::new(),
             reader: Notify::new(),
+            #[cfg(feature = "fuzzing")]
+            panic_writer: std::cell::Cell::new(false),
         }
     }
 }
@@ -127,14 +145,15 @@ impl ConnState {
     }
 }
 
-/// What a session reads of its core and settings besides lock work.
-fn context<'a>(core: &'a Core, settings: &'a Settings) -> Context<'a> {
+/// What a session reads of its core, settings and connection besides lock work.
+fn context<'a>(core: &'a Core, settings: &'a Settings, conn: &'a Conn) -> Context<'a> {
     Context {
         limits: &settings.limits,
         secret: &settings.secret,
         date: core.date(),
         service_times: core.service_times(),
         auth_failures: core.auth_failures(),
+        unsent: &conn.unsent,
     }
 }
 
@@ -150,55 +169,54 @@ pub async fn serve(core: Rc<Core>, settings: Rc<Settings>, stream: TcpStream, pe
     let stream = Rc::new(stream);
     let (id, mailbox) = core.open_conn();
     let conn = Rc::new(Conn::new(id, mailbox, protected));
-    let served = CatchUnwind::new(async {
-        // A cluster member that does not lead passes the connection to the leader.
-        let first = match core.clustered() {
-            true => forward::open(&core, &settings, &stream).await,
-            false => Some(Vec::new()),
-        };
-        if let Some(first) = first {
-            run(core.clone(), settings.clone(), conn.clone(), stream.clone(), first).await;
-        }
-    })
-    .await;
-    if let Err(panic) = served {
-        crate::log!(
-            Level::Error,
-            "a connection's task panicked ({}); closing that connection",
-            panic::message(&*panic)
-        );
-        let _ = stream.shutdown(std::net::Shutdown::Both);
+    // A cluster member that does not lead passes the connection to the leader.
+    let first = match core.clustered() {
+        true => forward::open(&core, &settings, &stream).await,
+        false => Some(Vec::new()),
+    };
+    if let Some(first) = first {
+        run(core.clone(), settings.clone(), conn.clone(), stream, first).await;
     }
-    // Whatever happened, withdraw its waits and release its session locks (those whose grant
-    // is still in the mailbox included: mail is taken before anything is withdrawn).
-    if let Ok(mut st) = conn.state.try_borrow_mut() {
-        st.take_mail(&core, &conn.mailbox, &context(&core, &settings));
-        let mut turn = core.turn(conn.id);
-        st.session.teardown(&mut turn);
-        core.close_conn(conn.id);
-    } else {
-        core.close_conn(conn.id);
+    // Whatever happened, settle what it still owes: its waits, the acquires on their way, its
+    // session locks, and the grants it never sent (those still in the mailbox included: mail
+    // is taken before anything is withdrawn).
+    let mut st = conn.state.borrow_mut();
+    let cx = context(&core, &settings, &conn);
+    st.take_mail(&core, &conn.mailbox, &cx);
+    let mut turn = core.turn(conn.id);
+    st.session.teardown(&mut turn);
+    for (resource, owner, token) in conn.unsent.borrow_mut().drain() {
+        turn.release_for_gone(&resource, &owner, token);
     }
+    drop(turn);
+    core.close_conn(conn.id);
 }
 
 /// Serves the connection, `first` being what was read of it already.
 async fn run(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<TcpStream>, first: Vec<u8>) {
-    let writer = tokio_uring::spawn(write_loop(core.clone(), settings.clone(), conn.clone(), stream.clone()));
+    let write = write_loop(core.clone(), settings.clone(), conn.clone(), stream.clone());
+    let writer = panic::spawn_vital(core.id(), "a connection's writer", write);
     let stopped = read_loop(&core, &settings, &conn, &stream, first).await;
-    if stopped != Stopped::ByUs {
+    {
         let mut st = conn.state.borrow_mut();
-        st.eof = true;
+        let cx = context(&core, &settings, &conn);
         // Answers already in the mailbox first: a grant there must reach the session (which
         // then owns it, and releases it if it is a session lock) before its wait is withdrawn,
         // or nobody would ever release it.
-        st.take_mail(&core, &conn.mailbox, &context(&core, &settings));
+        st.take_mail(&core, &conn.mailbox, &cx);
         let before = st.out.len();
-        let ConnState { out, session, close, .. } = &mut *st;
-        let cx = context(&core, &settings);
+        let ConnState { out, session, close, eof, .. } = &mut *st;
         let mut turn = core.turn(conn.id);
         match stopped {
-            Stopped::Shutdown => session.on_shutdown(&mut turn, &cx, out, close),
-            _ => session.on_eof(&mut turn, &cx, out, close),
+            Stopped::Shutdown => {
+                *eof = true;
+                session.on_shutdown(&mut turn, &cx, out, close);
+            }
+            Stopped::PeerClosed => {
+                *eof = true;
+                session.on_eof(&mut turn, &cx, out, close);
+            }
+            Stopped::ByUs => session.on_end(&mut turn, &cx, out, close),
         }
         let batch = core.answers_wait_for();
         drop(turn);
@@ -213,7 +231,8 @@ async fn run(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<
 enum Stopped {
     /// The client closed its side (or the socket failed).
     PeerClosed,
-    /// We stopped: the session asked to close, a write failed, or a timeout hit.
+    /// We stopped: the session asked to close (the client's `Connection: close`, or the
+    /// server ends it), a write failed, or a timeout hit.
     ByUs,
     /// The server is shutting down.
     Shutdown,
@@ -235,11 +254,11 @@ async fn read_loop(
 ) -> Stopped {
     buf.reserve(READ_BUF_BYTES.saturating_sub(buf.len()));
     // When the incomplete request at the front of `buf` began to arrive.
-    let mut started: Option<Instant> = None;
-    // Whether `buf` may hold whole requests not yet served: bytes read before the loop, or
-    // requests left when the client had too many in flight (it may send nothing more until
-    // they are answered).
-    let mut unserved = !buf.is_empty();
+    let mut started: Option<Instant> = (!buf.is_empty()).then(Instant::now);
+    // The session has not parsed `buf` yet (bytes read before the loop), or stopped parsing
+    // it for want of room, not of bytes: once there is room, what is buffered is parsed before
+    // anything more is read (the client may send nothing more until it has its answers).
+    let mut stalled = !buf.is_empty();
     loop {
         let idle = loop {
             let ready = {
@@ -247,8 +266,7 @@ async fn read_loop(
                 if st.close || st.broken {
                     return Stopped::ByUs;
                 }
-                let room = st.out.len() < settings.limits.max_unsent_bytes
-                    && st.session.in_flight() < settings.limits.max_in_flight;
+                let room = st.session.has_room(st.out.len(), &settings.limits);
                 room.then(|| st.session.is_idle())
             };
             if let Some(idle) = ready {
@@ -259,9 +277,13 @@ async fn read_loop(
             // so starts again.
             started = started.map(|_| Instant::now());
         };
-        if unserved {
-            unserved = serve_bytes(core, settings, conn, &mut buf, &mut started);
-            continue;
+        if std::mem::take(&mut stalled) {
+            let used = feed(core, settings, conn, &buf);
+            if used > 0 {
+                (started, stalled) = consumed(conn, settings, &mut buf, used, started);
+                conn.writer.notify_one();
+                continue;
+            }
         }
         let deadline = match started {
             Some(t) => Some(t + settings.limits.header_timeout),
@@ -302,42 +324,49 @@ async fn read_loop(
                 if started.is_some() {
                     let mut st = conn.state.borrow_mut();
                     let ConnState { out, session, close, .. } = &mut *st;
-                    session.on_timeout(&context(core, settings), out, close);
+                    session.on_timeout(&context(core, settings, conn), out, close);
                     conn.writer.notify_one();
                 }
                 conn.state.borrow_mut().close = true;
                 return Stopped::ByUs;
             }
         };
-        unserved = serve_bytes(core, settings, conn, &mut buf, &mut started);
+        #[cfg(feature = "fuzzing")]
+        crate::fuzzing::panic_if_asked(&buf, || conn.panic_writer.set(true));
+        let used = feed(core, settings, conn, &buf);
+        (started, stalled) = consumed(conn, settings, &mut buf, used, started);
+        conn.writer.notify_one();
     }
 }
 
-/// Serves the complete requests at the front of `buf` and drops their bytes; returns whether
-/// whole requests may be left (the client reached its limit of requests in flight).
-fn serve_bytes(
-    core: &Core,
-    settings: &Settings,
+/// Hands the session what `buf` holds; returns the bytes it used.
+fn feed(core: &Core, settings: &Settings, conn: &Conn, buf: &[u8]) -> usize {
+    let mut st = conn.state.borrow_mut();
+    let before = st.out.len();
+    let ConnState { out, session, close, .. } = &mut *st;
+    let cx = context(core, settings, conn);
+    // The turn ends (delivering what it made to every connection's mailbox) before this
+    // connection's state is let go; delivering never touches it.
+    let mut turn = core.turn(conn.id);
+    let used = session.on_bytes(&mut turn, &cx, buf, out, close);
+    let batch = core.answers_wait_for();
+    drop(turn);
+    st.hold_new(core, before, batch);
+    used
+}
+
+/// Drops the `used` bytes from the front of `buf`; returns when the incomplete request now at
+/// its front began to arrive (it was `started`), and whether the session stopped parsing for
+/// want of room.
+fn consumed(
     conn: &Conn,
+    settings: &Settings,
     buf: &mut Vec<u8>,
-    started: &mut Option<Instant>,
-) -> bool {
-    let (used, full) = {
-        let mut st = conn.state.borrow_mut();
-        let before = st.out.len();
-        let ConnState { out, session, close, .. } = &mut *st;
-        let cx = context(core, settings);
-        // The turn ends (delivering what it made to every connection's mailbox) before
-        // this connection's state is let go; delivering never touches it.
-        let mut turn = core.turn(conn.id);
-        let used = session.on_bytes(&mut turn, &cx, buf, out, close);
-        let batch = core.answers_wait_for();
-        drop(turn);
-        st.hold_new(core, before, batch);
-        (used, st.session.in_flight() >= settings.limits.max_in_flight)
-    };
+    used: usize,
+    started: Option<Instant>,
+) -> (Option<Instant>, bool) {
     buf.drain(..used);
-    *started = match (buf.is_empty(), *started) {
+    let started = match (buf.is_empty(), started) {
         (true, _) => None,
         (false, Some(t)) if used == 0 => Some(t),
         (false, _) => Some(Instant::now()),
@@ -346,17 +375,21 @@ fn serve_bytes(
         // A large request is done; do not keep its buffer for the life of the connection.
         buf.shrink_to(READ_BUF_BYTES);
     }
-    conn.writer.notify_one();
-    full && !buf.is_empty()
+    let st = conn.state.borrow();
+    (started, !buf.is_empty() && !st.session.has_room(st.out.len(), &settings.limits))
 }
 
 async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<TcpStream>) {
     let mut sending: Vec<u8> = Vec::new();
     loop {
+        #[cfg(feature = "fuzzing")]
+        if conn.panic_writer.get() {
+            panic!("a connection's writer panics, as the test suite asked");
+        }
         // `None`: nothing to send yet; `Some(done)` with nothing to send: the connection ends.
         let idle = {
             let mut st = conn.state.borrow_mut();
-            if st.take_mail(&core, &conn.mailbox, &context(&core, &settings)) {
+            if st.take_mail(&core, &conn.mailbox, &context(&core, &settings, &conn)) {
                 // Answers came: the reader may have room to read again.
                 conn.reader.notify_one();
             }
@@ -374,6 +407,7 @@ async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stre
                     st.out.drain(..ready);
                 }
                 st.gate.sent(ready);
+                conn.unsent.borrow_mut().taken(ready);
                 None
             }
         };
@@ -393,7 +427,7 @@ async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stre
             }
             None => {}
         }
-        let (res, buf) = stream.write_all(sending).await;
+        let (res, buf) = write_all(&stream, sending, &conn.unsent).await;
         sending = buf;
         sending.clear();
         if sending.capacity() > WRITE_BUF_KEEP_BYTES {
@@ -410,6 +444,30 @@ async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stre
         }
         conn.reader.notify_one();
     }
+}
+
+/// Writes all of `buf`, telling `unsent` of every part the kernel takes (so that a write
+/// that fails halfway leaves exactly the grants it did not send).
+async fn write_all(
+    stream: &TcpStream,
+    buf: Vec<u8>,
+    unsent: &RefCell<UnsentGrants>,
+) -> (io::Result<()>, Vec<u8>) {
+    let mut buf = buf;
+    let mut done = 0;
+    while done < buf.len() {
+        let (res, slice) = stream.write(buf.slice(done..)).submit().await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+            Ok(n) => {
+                done += n;
+                unsent.borrow_mut().sent(n);
+            }
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
 }
 
 /// Refuses a connection over the limit: answers in the protocol its first byte shows (or

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::log::Level;
-use crate::runtime::Core;
+use crate::runtime::{Core, panic};
 
 use super::{Settings, conn};
 
@@ -120,10 +120,11 @@ pub async fn accept_loop(core: Rc<Core>, settings: Rc<Settings>, listener: tokio
                     Level::Warn,
                     "refused a connection: {per_core} open on this core (--max-connections)"
                 );
-                tokio_uring::spawn(conn::refuse(stream));
+                panic::spawn_vital(core.id(), "a refused connection", conn::refuse(stream));
             }
             Ok((stream, peer)) => {
-                tokio_uring::spawn(conn::serve(core.clone(), settings.clone(), stream, peer));
+                let serve = conn::serve(core.clone(), settings.clone(), stream, peer);
+                panic::spawn_vital(core.id(), "a connection", serve);
             }
             // Out of descriptors or memory, or a connection reset before we took it: keep
             // serving the connections we have and try again.

@@ -1,10 +1,13 @@
-//! What a protocol session reads of its server besides lock work.
+//! What a protocol session reads of its server besides lock work, and where it notes the
+//! grants it has written.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use crate::auth::Secret;
 use crate::config::Limits;
 use crate::metrics::Histogram;
+
+use super::unsent::UnsentGrants;
 
 /// The settings, the time and the histogram a session answers with.
 pub struct Context<'a> {
@@ -16,11 +19,20 @@ pub struct Context<'a> {
     pub service_times: &'a Histogram,
     /// Requests this core refused for a missing or wrong secret.
     pub auth_failures: &'a Cell<u64>,
+    /// The connection's grants not yet handed to its socket.
+    pub unsent: &'a RefCell<UnsentGrants>,
 }
 
 impl Context<'_> {
     /// Counts a request refused for its secret.
     pub fn count_auth_failure(&self) {
         self.auth_failures.set(self.auth_failures.get() + 1);
+    }
+
+    /// A (non-session) grant of `resource` to `owner` under `token` was written; its answer
+    /// ends `end` bytes into the answer buffer. Released if the connection ends before the
+    /// answer is sent.
+    pub fn granted(&self, end: usize, resource: &str, owner: &str, token: u64) {
+        self.unsent.borrow_mut().record(end, resource, owner, token);
     }
 }

@@ -12,11 +12,13 @@
 pub mod context;
 pub mod http;
 pub mod opening;
+pub mod unsent;
 pub mod wire;
 
 use ringlock_client::frame::{self as wire_frame, WireReply};
 
 use crate::api::{LockService, Reply};
+use crate::config::Limits;
 
 use http::response::{Response, Status};
 
@@ -49,6 +51,16 @@ impl Session {
             Session::Unknown { .. } => 0,
             Session::Http(s) => s.in_flight(),
             Session::Wire(s) => s.in_flight(),
+        }
+    }
+
+    /// Whether another request may be parsed, with `unsent` answer bytes not yet sent (see
+    /// [`Limits`]): past the limits the reader stops reading, and a session stops parsing what
+    /// it has read.
+    pub fn has_room(&self, unsent: usize, limits: &Limits) -> bool {
+        match self {
+            Session::Http(s) => s.has_room(unsent, limits),
+            _ => self.in_flight() < limits.max_in_flight && unsent < limits.max_unsent_bytes,
         }
     }
 
@@ -131,17 +143,38 @@ impl Session {
         }
     }
 
-    /// A request began to arrive and did not finish in time: say so, and close.
+    /// A request began to arrive and did not finish in time: say so, and close ([`Session::on_end`]
+    /// follows).
     pub fn on_timeout(&mut self, cx: &Context<'_>, out: &mut Vec<u8>, close: &mut bool) {
         match self {
             Session::Wire(_) => {
                 wire_frame::encode_reply(out, 0, &WireReply::ProtocolError { reason: "request timeout" })
             }
-            _ => Response::text(Status::RequestTimeout, "ERR Request timeout")
+            Session::Http(s) => s.on_timeout(cx, out, close),
+            Session::Unknown { .. } => Response::text(Status::RequestTimeout, "ERR Request timeout")
                 .closing()
                 .encode(out, false, false, &cx.date),
         }
         *close = true;
+    }
+
+    /// The reader has stopped for good, by the server's decision (the session asked to close,
+    /// a timeout, a failed write) or the client's (`Connection: close`). A connection the
+    /// server ends is settled at once, not when what it waits for comes: its waits are
+    /// withdrawn and (wire) its session locks released, before its last answers go out.
+    pub fn on_end(
+        &mut self,
+        svc: &mut impl LockService,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
+        match self {
+            Session::Unknown { .. } => {}
+            Session::Http(s) => s.on_end(svc, cx, out, close),
+            // A wire connection closes only when the server ends it.
+            Session::Wire(s) => s.teardown(svc),
+        }
     }
 
     /// The server is shutting down: answer what can be answered, withdraw the waits, close.
@@ -243,12 +276,14 @@ mod tests {
     fn feed(session: &mut Session, bytes: &[u8]) -> (Vec<u8>, bool) {
         let (limits, secret, times) = (Limits::default(), Secret::new("changeme"), Histogram::default());
         let failures = std::cell::Cell::new(0);
+        let unsent = Default::default();
         let cx = Context {
             limits: &limits,
             secret: &secret,
             date: [b'D'; 29],
             service_times: &times,
             auth_failures: &failures,
+            unsent: &unsent,
         };
         let (mut out, mut close) = (Vec::new(), false);
         session.on_bytes(&mut testing::OneShard::default(), &cx, bytes, &mut out, &mut close);

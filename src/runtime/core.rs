@@ -30,7 +30,7 @@ use crate::cluster::{Handle, LeaderStart, Role};
 use crate::log::Level;
 use crate::metrics::Histogram;
 use crate::route::Router;
-use crate::shard::{ADVANCE_BUDGET, Restored, Shard, Ticket, TokenSeries};
+use crate::shard::{ADVANCE_BUDGET, Caps, Restored, Shard, Ticket, TokenSeries};
 use crate::store::record::Record;
 use crate::store::recovery::RecoveredLock;
 
@@ -102,6 +102,8 @@ pub(super) struct CoreSetup {
     pub router: Router,
     pub epoch: Instant,
     pub tokens: TokenSeries,
+    /// This core's share of the server's limits.
+    pub caps: Caps,
     pub mesh: Mesh,
     /// What the core recovered, if the server keeps a log.
     pub store: Option<Durable>,
@@ -151,7 +153,7 @@ impl Core {
     pub(super) fn new(s: CoreSetup) -> Core {
         let clock = Clock::new(s.epoch);
         let cores = s.router.cores();
-        let mut shard = Shard::new(s.router.hasher().clone(), s.tokens);
+        let mut shard = Shard::new(s.router.hasher().clone(), s.tokens).with_caps(s.caps);
         let mut sessions = Sessions::new(s.id, cores, s.store.as_ref().map_or(0, |d| d.max_session));
         // A cluster member's changes go to the cluster's log: it journals from the start (and
         // serves only once it leads, from the state the cluster hands it).
@@ -330,7 +332,8 @@ impl Core {
         let work = Work::begin(self);
         let cores = self.cores();
         let tokens = TokenSeries::for_shard(start.next_token.saturating_sub(1), self.id, cores);
-        let mut shard = Shard::new(self.router.hasher().clone(), tokens);
+        let caps = self.shard.borrow().caps();
+        let mut shard = Shard::new(self.router.hasher().clone(), tokens).with_caps(caps);
         shard.start_journal();
         for lock in start.locks.iter().filter(|l| self.router.owner(&l.resource) == self.id) {
             let watch = (lock.session != 0 && lock.session != CONNECTION_SESSION)
@@ -372,7 +375,8 @@ impl Core {
             return;
         }
         self.mode_changed.notify_waiters();
-        let mut shard = Shard::new(self.router.hasher().clone(), TokenSeries::after(0));
+        let caps = self.shard.borrow().caps();
+        let mut shard = Shard::new(self.router.hasher().clone(), TokenSeries::after(0)).with_caps(caps);
         shard.start_journal();
         *self.shard.borrow_mut() = shard;
         *self.sessions.borrow_mut() = Sessions::new(self.id, self.cores(), 0);

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 use crate::cluster::Handle;
 use crate::route::Router;
-use crate::shard::TokenSeries;
+use crate::shard::{Caps, TokenSeries};
 use crate::store::recovery::RecoveredLock;
 use crate::store::wal::{Fsync, Wal};
 
@@ -59,6 +59,8 @@ pub struct Setup {
     /// Where the cores' changes go: nowhere (memory only), each core's own log, or the
     /// cluster's replicated log.
     pub keep: Keep,
+    /// The most locks and waiters the server holds; each core holds its share.
+    pub caps: Caps,
 }
 
 /// Where a server keeps its locks.
@@ -121,6 +123,7 @@ impl Cores {
                 router: setup.router.clone(),
                 epoch,
                 tokens: TokenSeries::for_shard(setup.token_seed, id, n),
+                caps: Caps::share(setup.caps, n),
                 mesh: Mesh::new(senders.clone()),
                 store: None,
                 cluster: cluster.clone(),

@@ -1,6 +1,8 @@
-//! Panics: a task of a core that panics (a bug) must not leave the core half-alive, so the
-//! runtime's own tasks end the process when they do; [`CatchUnwind`] turns a panic inside a
-//! future into a value the caller decides about.
+//! Panics: a task of a core that panics (a bug) must not leave the core half-alive (a core
+//! without its timer ends no lease; one without a connection's writer never answers it), so
+//! every task of a core is spawned with [`spawn_vital`], which ends the process when it
+//! panics: a supervisor restarts the server, and the log keeps what it held. [`CatchUnwind`]
+//! turns a panic inside a future into a value the caller decides about.
 
 use std::any::Any;
 use std::future::Future;
@@ -55,13 +57,18 @@ pub fn die(core: usize, what: &str, panic: &(dyn Any + Send)) -> ! {
     std::process::exit(EXIT_BUG)
 }
 
-/// Spawns one of a core's own tasks on its runtime: if it panics, the process ends.
-pub fn spawn_vital(core: usize, what: &'static str, task: impl Future<Output = ()> + 'static) {
+/// Spawns one of a core's tasks on its runtime: if it panics, the process ends. The handle
+/// says when it is done.
+pub fn spawn_vital(
+    core: usize,
+    what: &'static str,
+    task: impl Future<Output = ()> + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio_uring::spawn(async move {
         if let Err(panic) = CatchUnwind::new(task).await {
             die(core, what, &*panic);
         }
-    });
+    })
 }
 
 #[cfg(test)]
@@ -70,6 +77,8 @@ mod tests {
 
     #[test]
     fn a_panic_in_a_connection_is_caught_and_the_loop_goes_on() {
+        // `CatchUnwind` itself: the panic becomes a value, and the runtime goes on (what the
+        // caller then does with it, `spawn_vital` decides: it ends the process).
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let caught = rt.block_on(CatchUnwind::new(async {
             tokio::task::yield_now().await;

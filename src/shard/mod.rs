@@ -21,20 +21,24 @@
 //!   extra round trip, no herd). A waiter whose deadline is at or before the moment the lock
 //!   came free has timed out. Outcomes for waiters, and "lease lost" notices for watchers,
 //!   come out as [`Event`]s addressed by the [`Ticket`] the caller gave.
+//! - **Limits.** A shard holds at most its share of the server's locks and waiters
+//!   ([`Caps`]): past them an acquire of a new name, or one that would wait, is
+//!   [`Acquired::Refused`] (a held name whose lease is over may always be taken again).
 //! - **Expiry is exact and lazy-safe.** Every operation first settles the lock it touches to
 //!   `now` (ending a lease that is due even if its timer has not fired yet); the wheel's timers
 //!   only make sure that locks nobody touches are settled too. A timer remembers the lock's
 //!   token, so a stale timer can never end a newer holder's lease.
 
+mod index;
 mod table;
 
 use crate::route::ResourceHasher;
 use crate::store::record::{CONNECTION_SESSION, Record};
 use crate::timer::{TimerId, TimerWheel};
-use table::{Lock, LockTable, Waiter};
+use table::{Lock, LockTable, Slot, Waiter};
 
 use hashbrown::HashMap;
-use hashbrown::hash_table::Entry;
+pub use table::INDEX_BUCKET_LOCKS;
 
 /// Most acquires that may wait for one lock at once; more are answered [`Acquired::QueueFull`].
 /// Bounds the memory one hot name can pin and the work of one hand-off sweep.
@@ -56,6 +60,34 @@ pub struct Ticket(pub u64);
 struct TimerKey {
     hash: u64,
     id: u64,
+}
+
+/// The most one shard may hold: its share of the server's `--max-locks` and `--max-waiters`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Held locks (leases that are over but not yet swept included).
+    pub locks: usize,
+    /// Acquires waiting for a lock, all locks together.
+    pub waiters: usize,
+}
+
+impl Caps {
+    /// No limit (tests, benchmarks).
+    pub const NONE: Caps = Caps { locks: usize::MAX, waiters: usize::MAX };
+
+    /// Shard `i`'s share of `total` over `shards` shards: each gets the total divided evenly
+    /// (rounded up, at least 1), as names spread evenly over shards.
+    pub fn share(total: Caps, shards: usize) -> Caps {
+        let part = |n: usize| n.div_ceil(shards.max(1)).max(1);
+        Caps { locks: part(total.locks), waiters: part(total.waiters) }
+    }
+}
+
+/// Which of a shard's [`Caps`] refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cap {
+    Locks,
+    Waiters,
 }
 
 /// Options of an acquire.
@@ -97,6 +129,8 @@ pub enum Acquired<'a> {
     Queued,
     /// Busy, and [`MAX_WAITERS_PER_LOCK`] acquires already wait for it.
     QueueFull,
+    /// The shard holds its share of the server's locks (a new name) or waiters (a wait).
+    Refused(Cap),
 }
 
 /// Result of [`Shard::release`] and [`Shard::extend`].
@@ -149,6 +183,18 @@ pub struct Stats {
     pub wait_timeouts: u64,
     /// Locks held now (including leases that are over but not yet swept).
     pub held: u64,
+    /// Acquires waiting now.
+    pub waiters: u64,
+    /// Acquires of a new name refused: the shard held its share of `--max-locks`.
+    pub refused_locks: u64,
+    /// Acquires that would have waited, refused: the shard held its share of `--max-waiters`.
+    pub refused_waiters: u64,
+    /// Locks list calls looked at to make their pages.
+    pub list_visited: u64,
+    /// The most locks the shard may hold (its share of `--max-locks`).
+    pub max_locks: u64,
+    /// The most acquires that may wait on the shard (its share of `--max-waiters`).
+    pub max_waiters: u64,
 }
 
 /// Something that happened to a request other than the one being answered.
@@ -213,6 +259,9 @@ struct Timers {
     events: Vec<Event>,
     fired: Vec<(u64, TimerKey)>,
     stats: Stats,
+    caps: Caps,
+    /// Acquires waiting, all locks together.
+    waiting: usize,
     /// Every state change, encoded as log records (see [`crate::store::record`]), until the
     /// log takes them; `None`: the shard lives in memory only.
     journal: Option<Vec<u8>>,
@@ -233,31 +282,56 @@ impl Shard {
                 events: Vec::new(),
                 fired: Vec::new(),
                 stats: Stats::default(),
+                caps: Caps::NONE,
+                waiting: 0,
                 journal: None,
                 sessions: HashMap::new(),
             },
         }
     }
 
+    /// The shard, holding at most `caps`.
+    pub fn with_caps(mut self, caps: Caps) -> Shard {
+        self.timers.caps = caps;
+        self
+    }
+
+    /// What the shard may hold at most.
+    pub fn caps(&self) -> Caps {
+        self.timers.caps
+    }
+
+    /// Index buckets of about `target` locks, to test the name index with few locks.
+    #[cfg(test)]
+    fn with_bucket_target(mut self, target: usize) -> Shard {
+        self.table.set_bucket_target(target);
+        self
+    }
+
     /// Takes the lock if it is free (or its lease is over), else reports the holder or queues.
     pub fn acquire(&mut self, resource: &str, owner: &str, opts: AcquireOpts, now: u64) -> Acquired<'_> {
         let hash = self.table.hash(resource);
+        let full = self.table.len() >= self.timers.caps.locks;
         let t = &mut self.timers;
-        match self.table.entry(hash, resource) {
-            Entry::Occupied(mut held) => {
+        let lock = match self.table.entry(hash, resource) {
+            Slot::Held(mut held) => {
                 if t.settle(hash, held.get_mut(), now) {
                     let lock = held.into_mut();
                     return t.busy(hash, lock, owner, opts, now);
                 }
-                let (_, vacant) = held.remove();
-                let lock = vacant.insert(Lock::new(resource, owner, 0)).into_mut();
-                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch, opts.session, now) }
+                // Its lease is over and nobody waits (or it would be held again): the caller
+                // takes its place, which adds no lock.
+                let lock = held.into_mut();
+                *lock = Lock::new(resource, owner, 0);
+                lock
             }
-            Entry::Vacant(free) => {
-                let lock = free.insert(Lock::new(resource, owner, 0)).into_mut();
-                Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch, opts.session, now) }
+            Slot::Free(_) if full => {
+                t.stats.refused_locks += 1;
+                return Acquired::Refused(Cap::Locks);
             }
-        }
+            Slot::Free(free) => free.insert(Lock::new(resource, owner, 0)),
+        };
+        Acquired::Granted { token: t.grant(hash, lock, opts.ttl, opts.watch, opts.session, now) }
     }
 
     /// Releases the lock if `owner` (and `token`, if given) holds it; the first waiter, if
@@ -313,30 +387,27 @@ impl Shard {
             return false;
         };
         let waiter = extra.waiters.remove(at).expect("position is in range");
+        t.waiting -= 1;
         t.wheel.cancel(waiter.timer, &TimerKey { hash, id: waiter.id });
         lock.trim_extra();
         true
     }
 
     /// Up to `limit` held locks whose names start with `prefix` and sort after `after`, in
-    /// name order. Costs a scan of the shard.
-    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize, now: u64) -> Vec<Listed> {
-        let t = &self.timers;
-        let mut found: Vec<&Lock> = self
-            .table
-            .iter()
-            .filter(|l| l.name().starts_with(prefix) && after.is_none_or(|a| l.name() > a))
-            .filter(|l| t.current_lease_end(self.table.hash(l.name()), l).is_none_or(|end| end > now))
-            .collect();
-        if found.len() > limit {
-            found.select_nth_unstable_by(limit, |a, b| a.name().cmp(b.name()));
-            found.truncate(limit);
-        }
-        found.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+    /// name order. Costs about the page, not the shard (see `table::INDEX_BUCKET_LOCKS`).
+    pub fn list(&mut self, prefix: &str, after: Option<&str>, limit: usize, now: u64) -> Vec<Listed> {
+        let (table, t) = (&self.table, &mut self.timers);
+        let wanted = |l: &Lock| {
+            l.name().starts_with(prefix)
+                && after.is_none_or(|a| l.name() > a)
+                && t.current_lease_end(table.hash(l.name()), l).is_none_or(|end| end > now)
+        };
+        let (found, visited) = table.ordered(prefix, after, limit, wanted);
+        t.stats.list_visited += visited as u64;
         found
             .into_iter()
             .map(|l| {
-                let info = t.info(self.table.hash(l.name()), l, now);
+                let info = t.info(table.hash(l.name()), l, now);
                 Listed {
                     resource: l.name().to_owned(),
                     owner: info.owner.to_owned(),
@@ -392,8 +463,8 @@ impl Shard {
     pub fn restore(&mut self, lock: Restored<'_>) {
         let hash = self.table.hash(lock.resource);
         let t = &mut self.timers;
-        if let Entry::Vacant(free) = self.table.entry(hash, lock.resource) {
-            let held = free.insert(Lock::new(lock.resource, lock.owner, lock.token)).into_mut();
+        if let Slot::Free(free) = self.table.entry(hash, lock.resource) {
+            let held = free.insert(Lock::new(lock.resource, lock.owner, lock.token));
             if lock.watch.is_some() || lock.session != 0 {
                 let extra = held.extra_mut();
                 extra.watcher = lock.watch;
@@ -497,7 +568,21 @@ impl Shard {
 
     /// What this shard has done since it started.
     pub fn stats(&self) -> Stats {
-        Stats { held: self.table.len() as u64, ..self.timers.stats }
+        let caps = self.timers.caps;
+        Stats {
+            held: self.table.len() as u64,
+            waiters: self.timers.waiting as u64,
+            max_locks: u64::try_from(caps.locks).unwrap_or(u64::MAX),
+            max_waiters: u64::try_from(caps.waiters).unwrap_or(u64::MAX),
+            ..self.timers.stats
+        }
+    }
+
+    /// Checks what the shard keeps beside its locks: the name index, and the count of waiters.
+    #[cfg(test)]
+    fn check(&self) {
+        self.table.check_order();
+        assert_eq!(self.timers.waiting, self.table.iter().map(Lock::waiter_count).sum::<usize>());
     }
 
     /// Heap bytes held by the table, its locks and the timer wheel.
@@ -614,7 +699,12 @@ impl Timers {
             self.stats.conflicts += 1;
             return Acquired::QueueFull;
         }
+        if self.waiting >= self.caps.waiters {
+            self.stats.refused_waiters += 1;
+            return Acquired::Refused(Cap::Waiters);
+        }
         self.stats.waits += 1;
+        self.waiting += 1;
         self.waiter += 1;
         let id = WAITER_ID_BIT | self.waiter;
         let deadline = deadline_after(now, opts.wait);
@@ -712,6 +802,7 @@ impl Timers {
             lock.trim_extra();
             return false;
         };
+        self.waiting -= 1;
         self.wheel.cancel(next.timer, &TimerKey { hash, id: next.id });
         lock.set_owner(&next.owner);
         let token = self.grant(hash, lock, next.ttl, next.watch, next.session, now);
@@ -724,12 +815,14 @@ impl Timers {
         let Some(extra) = lock.extra.as_mut() else {
             return;
         };
-        let (wheel, events, stats) = (&mut self.wheel, &mut self.events, &mut self.stats);
+        let (wheel, events, stats, waiting) =
+            (&mut self.wheel, &mut self.events, &mut self.stats, &mut self.waiting);
         extra.waiters.retain(|w| {
             if w.deadline > by {
                 return true;
             }
             stats.wait_timeouts += 1;
+            *waiting -= 1;
             wheel.cancel(w.timer, &TimerKey { hash, id: w.id });
             events.push(Event { ticket: w.ticket, kind: EventKind::TimedOut });
             false

@@ -302,6 +302,172 @@ fn list_by_prefix_sorted_and_paginated() {
     );
 }
 
+#[test]
+fn caps_refuse_new_names_and_waits_past_the_shards_share() {
+    let mut s = shard().with_caps(Caps { locks: 2, waiters: 1 });
+    assert_eq!(s.acquire("a", "o", ttl(10), 0), Acquired::Granted { token: SEED + 1 });
+    assert_eq!(s.acquire("b", "o", OWNERLESS, 0), Acquired::Granted { token: SEED + 2 });
+    assert_eq!(s.acquire("c", "o", OWNERLESS, 0), Acquired::Refused(Cap::Locks));
+    assert_eq!(
+        s.acquire("a", "p", OWNERLESS, 0),
+        Acquired::Busy { owner: "o", token: SEED + 1 },
+        "held names still answer"
+    );
+    assert_eq!(s.acquire("b", "p", wait(7, 100), 0), Acquired::Queued);
+    assert_eq!(s.acquire("a", "q", wait(8, 100), 0), Acquired::Refused(Cap::Waiters));
+    assert_eq!(s.stats().waiters, 1);
+    assert_eq!(
+        s.acquire("a", "p", OWNERLESS, 11),
+        Acquired::Granted { token: SEED + 3 },
+        "a lease that is over may be taken again at the cap"
+    );
+    assert_eq!(s.release("b", "o", None, 12), Changed::Ok { token: SEED + 2 });
+    assert_eq!(events(&mut s), vec![granted(7, SEED + 4)]);
+    assert_eq!(s.stats().waiters, 0);
+    assert_eq!(s.acquire("a", "q", wait(9, 100), 12), Acquired::Queued, "room again");
+    assert!(s.cancel_wait("a", Ticket(9), 12));
+    assert_eq!(s.release("b", "p", None, 13), Changed::Ok { token: SEED + 4 });
+    assert_eq!(s.acquire("c", "o", OWNERLESS, 13), Acquired::Granted { token: SEED + 5 }, "room again");
+    let st = s.stats();
+    assert_eq!((st.refused_locks, st.refused_waiters, st.waiters, st.held), (1, 1, 0, 2));
+    assert_eq!(Caps::share(Caps { locks: 10, waiters: 1 }, 4), Caps { locks: 3, waiters: 1 });
+    s.check();
+}
+
+#[test]
+fn a_list_page_looks_at_about_its_own_size_not_the_shard() {
+    let mut s = shard();
+    let n = 100_000;
+    let mut names: Vec<String> = (0..n).map(|i| format!("job/{:06}", (i * 7919) % n)).collect();
+    for name in &names {
+        s.acquire(name, "o", OWNERLESS, 0);
+    }
+    s.check();
+    assert!(s.table.indexed());
+    names.sort();
+    let limit: usize = 1000;
+    // The first and last bucket in part, and the buckets between: each of at most twice the
+    // target, at least a quarter of it.
+    let most = (2 + (4 * limit).div_ceil(INDEX_BUCKET_LOCKS)) * (2 * INDEX_BUCKET_LOCKS);
+    let (mut after, mut seen, mut visited) = (None::<String>, 0, s.stats().list_visited);
+    loop {
+        let page = s.list("job/", after.as_deref(), limit, 0);
+        let looked = s.stats().list_visited - visited;
+        visited += looked;
+        assert!(looked as usize <= most, "a page of {limit} looked at {looked} of {n} locks");
+        let expected: Vec<&str> = names[seen..(seen + limit).min(n)].iter().map(String::as_str).collect();
+        assert_eq!(page.iter().map(|l| l.resource.as_str()).collect::<Vec<_>>(), expected);
+        seen += page.len();
+        match page.last() {
+            Some(last) => after = Some(last.resource.clone()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, n);
+    assert!(visited < 6 * n as u64, "paging through {n} locks looked at {visited}");
+    // A prefix that matches nothing looks at one bucket at most.
+    let before = s.stats().list_visited;
+    assert_eq!(s.list("nothing/", None, limit, 0), vec![]);
+    assert!(s.stats().list_visited - before <= 2 * INDEX_BUCKET_LOCKS as u64);
+    // Releasing them all gives the index up.
+    for name in &names {
+        s.release(name, "o", None, 1);
+    }
+    s.check();
+    assert!(s.is_empty() && !s.table.indexed());
+}
+
+// ---------------------------------------------------------------------------------------
+// The name index against a model, with buckets small enough to split and merge often.
+
+#[derive(Clone, Debug)]
+enum IndexOp {
+    Acquire { name: usize, ttl: Option<u64> },
+    Release { name: usize },
+    Advance(u64),
+    List { prefix: usize, after: Option<usize>, limit: usize },
+}
+
+/// Forty names, some sharing prefixes, so that pages with a prefix cross buckets.
+fn index_name(i: usize) -> String {
+    let group = ["a/", "a/b/", "b/", "c"][i % 4];
+    format!("{group}{:02}", i / 4)
+}
+
+fn index_op() -> impl Strategy<Value = IndexOp> {
+    prop_oneof![
+        5 => (0..40usize, prop_oneof![Just(None), (1u64..30).prop_map(Some)])
+            .prop_map(|(name, ttl)| IndexOp::Acquire { name, ttl }),
+        3 => (0..40usize).prop_map(|name| IndexOp::Release { name }),
+        1 => (0u64..20).prop_map(IndexOp::Advance),
+        2 => (0..5usize, prop::option::of(0..40usize), 0..12usize)
+            .prop_map(|(prefix, after, limit)| IndexOp::List { prefix, after, limit }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Every page is the model's (held names, by prefix, after a name, in order), and the
+    /// index keeps every lock in its bucket, each bucket within its bounds.
+    #[test]
+    fn list_pages_match_the_model_as_the_index_splits_and_merges(
+        target in 1usize..5,
+        ops in prop::collection::vec(index_op(), 1..300),
+    ) {
+        let mut s = shard().with_bucket_target(target);
+        // Name -> lease end.
+        let mut model: BTreeMap<String, Option<u64>> = BTreeMap::new();
+        let mut now = 0;
+        for op in ops {
+            match op {
+                IndexOp::Acquire { name, ttl: lease } => {
+                    let name = index_name(name);
+                    let got = matches!(s.acquire(&name, "o", ttl_or_none(lease), now), Acquired::Granted { .. });
+                    let live = model.get(&name).is_some_and(|end| end.is_none_or(|e| e > now));
+                    prop_assert_eq!(got, !live);
+                    if got {
+                        model.insert(name, lease.map(|t| deadline_after(now, t)));
+                    }
+                }
+                IndexOp::Release { name } => {
+                    let name = index_name(name);
+                    let done = matches!(s.release(&name, "o", None, now), Changed::Ok { .. });
+                    let live = model.get(&name).is_some_and(|end| end.is_none_or(|e| e > now));
+                    prop_assert_eq!(done, live);
+                    model.remove(&name);
+                }
+                IndexOp::Advance(dt) => {
+                    now += dt;
+                    while s.advance(now, ADVANCE_BUDGET) {}
+                }
+                IndexOp::List { prefix, after, limit } => {
+                    let prefix = ["", "a/", "a/b/", "b/", "x"][prefix];
+                    let after = after.map(index_name);
+                    let expected: Vec<String> = model
+                        .iter()
+                        .filter(|(n, end)| {
+                            n.starts_with(prefix)
+                                && after.as_ref().is_none_or(|a| *n > a)
+                                && end.is_none_or(|e| e > now)
+                        })
+                        .map(|(n, _)| n.clone())
+                        .take(limit)
+                        .collect();
+                    let got: Vec<String> =
+                        s.list(prefix, after.as_deref(), limit, now).into_iter().map(|l| l.resource).collect();
+                    prop_assert_eq!(got, expected);
+                }
+            }
+            s.check();
+        }
+    }
+}
+
+fn ttl_or_none(lease: Option<u64>) -> AcquireOpts {
+    AcquireOpts { ttl: lease, ..OWNERLESS }
+}
+
 // ---------------------------------------------------------------------------------------
 // Model-based property test.
 
@@ -338,6 +504,7 @@ enum Out {
     Busy(String, u64),
     Queued,
     QueueFull,
+    Refused(Cap),
     Info(Option<(String, u64, Option<u64>, usize)>),
     Cancelled(bool),
     Listed(Vec<Listed>),
@@ -706,6 +873,7 @@ impl Harness {
                     Acquired::Busy { owner, token } => Out::Busy(owner.into(), token),
                     Acquired::Queued => Out::Queued,
                     Acquired::QueueFull => Out::QueueFull,
+                    Acquired::Refused(cap) => Out::Refused(cap),
                 };
                 // Events first: a lazy settle may have handed the lock on before this answer.
                 self.compare_events(false)?;
@@ -798,6 +966,7 @@ impl Harness {
             }
         }
         prop_assert!(self.shard.len() <= RESOURCES.len());
+        self.shard.check();
         Ok(())
     }
 

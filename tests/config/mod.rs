@@ -264,3 +264,28 @@ fn the_packaged_config_file_starts_a_server() {
     assert_eq!(status_with_secret(server.addr, "changeme"), 200);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn max_locks_and_max_waiters_come_from_flags_and_the_environment() {
+    let dir = scratch_dir("caps");
+    let mut cmd = ringlock(&dir);
+    cmd.args(["-b", "127.0.0.1", "-p", "0", "--threads", "2", "--in-memory", "--max-locks", "5"])
+        .env("RINGLOCK_MAX_WAITERS", "7")
+        .env("LOCKSERVER_SECRET", "caps");
+    let server = start(cmd);
+    // Each core holds its share, rounded up.
+    for (name, value) in [("ringlock_max_locks", 3), ("ringlock_max_waiters", 4)] {
+        for core in ["0", "1"] {
+            assert_eq!(
+                crate::support::metric_at(server.addr, &format!("{name}{{core=\"{core}\"}}")),
+                value,
+                "{name}"
+            );
+        }
+    }
+    let mut cmd = ringlock(&dir);
+    cmd.args(["--max-locks", "0"]);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-locks"), "a cap of none is refused");
+}

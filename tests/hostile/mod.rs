@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ringlock::config::{Config, Limits};
 use ringlock_client::frame::{self, PREFACE, WireReply, WireRequest};
 
-use crate::support::{SECRET, TestServer, plain, post, post_bytes};
+use crate::support::{SECRET, TestServer, metric, plain, post, post_bytes};
 
 /// A server with short timeouts and small caps, so that limits are quick to reach.
 fn tight(threads: usize, limits: Limits) -> TestServer {
@@ -387,4 +387,257 @@ fn wrong_secrets_close_the_connection_after_five_and_are_counted() {
 
     let metrics = server.connect().call("GET /metrics HTTP/1.1\r\n\r\n").body;
     assert!(metrics.lines().any(|l| l == "ringlock_auth_failures_total 11"), "{metrics}");
+}
+
+/// Polls `check` until it holds (the server works on its own time); fails after 10 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn client(server: &TestServer, owner: &str) -> ringlock_client::blocking::Client {
+    let config = ringlock_client::Config {
+        addr: server.host_port(),
+        owner: owner.into(),
+        secret: SECRET.into(),
+        ..ringlock_client::Config::default()
+    };
+    ringlock_client::blocking::Client::connect(&config).unwrap()
+}
+
+fn waiters(c: &ringlock_client::blocking::Client, resource: &str) -> u32 {
+    c.inspect(resource).unwrap().map_or(0, |info| info.waiters)
+}
+
+#[test]
+fn session_locks_go_at_once_when_the_server_ends_a_wire_connection() {
+    use ringlock_client::AcquireOptions;
+    let server = tight(2, short_timeouts());
+    let holder = client(&server, "holder");
+    // A frame too short to be one (a protocol error), and a frame that never finishes (the
+    // header timeout).
+    let endings: [(&[u8], &str); 2] = [
+        (&[1, 0, 0, 0], "ProtocolError frame shorter than its kind and id"),
+        (&[40, 0, 0, 0, frame::kind::PING], "ProtocolError request timeout"),
+    ];
+    for (i, (ending, error)) in endings.into_iter().enumerate() {
+        let (kept, busy) = (format!("kept-{i}"), format!("busy-{i}"));
+        holder.acquire(&busy, AcquireOptions::default()).unwrap();
+        // `a` holds a session lock, and waits a day for a lock the holder has.
+        let mut a = wire_connect(&server);
+        let mut f = Vec::new();
+        let session = WireRequest::Acquire { resource: &kept, owner: "a", ttl: None, wait: 0, session: true };
+        frame::encode_request(&mut f, 2, &session);
+        let day =
+            WireRequest::Acquire { resource: &busy, owner: "a", ttl: None, wait: 86_400_000, session: false };
+        frame::encode_request(&mut f, 3, &day);
+        a.write_all(&f).unwrap();
+        assert_eq!(read_reply(&mut a).0, 2);
+        eventually("a waits", || waiters(&holder, &busy) == 1);
+        // `b` waits for the session lock.
+        let b = client(&server, "b");
+        let opts = AcquireOptions { wait: Some(Duration::from_secs(10)), ..AcquireOptions::default() };
+        let kept_b = kept.clone();
+        let waiting = thread::spawn(move || b.acquire(&kept_b, opts).map(|lock| lock.token));
+        eventually("b waits", || waiters(&holder, &kept) == 1);
+
+        a.write_all(ending).unwrap();
+        assert_eq!(read_reply(&mut a), (0, error.into()));
+        let mut rest = Vec::new();
+        a.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"", "closed");
+        // Before `b`'s ten seconds, not after `a`'s day.
+        assert!(waiting.join().unwrap().is_ok(), "{error}: the session lock went with its connection");
+        assert_eq!(waiters(&holder, &busy), 0, "{error}: its wait was withdrawn");
+    }
+    healthy(&server);
+}
+
+#[test]
+fn an_http_connection_the_server_ends_withdraws_its_waits_at_once() {
+    let server = tight(1, short_timeouts());
+    let holder = client(&server, "holder");
+    holder.acquire("held", ringlock_client::AcquireOptions::default()).unwrap();
+    let wait = post("/acquire", SECRET, r#"{"resource":"held","owner":"w","wait":86400}"#);
+    // A request line that cannot be framed, and a head that never finishes.
+    for (tail, status) in [("GARBAGE\r\n\r\n", 400), ("GET /health HTTP/1.1\r\nX-Slow: ", 408)] {
+        let reply = exchange(&server, format!("{wait}{tail}").as_bytes());
+        let at = reply.get(1..).and_then(|r| r.find("HTTP/1.1 ")).map_or(reply.len(), |i| i + 1);
+        let (first, second) = reply.split_at(at);
+        assert_eq!(status_of(first), 409, "the wait is answered first, as one that ran out: {reply}");
+        assert!(first.ends_with("\r\n\r\nERR Resource is already locked"), "{reply}");
+        assert_eq!(status_of(second), status, "{reply}");
+        assert!(second.contains("connection: close\r\n"), "{reply}");
+        assert_eq!(waiters(&holder, "held"), 0, "withdrawn");
+    }
+    healthy(&server);
+}
+
+#[test]
+fn pipelined_list_calls_that_are_not_read_are_not_parsed() {
+    let limits = Limits { max_unsent_bytes: 64 * 1024, ..Limits::default() };
+    let server = tight(1, limits);
+    let (held, long) = (1000, "n".repeat(1000));
+    let mut c = server.connect();
+    let body = |i: usize| format!(r#"{{"resource":"{long}/{i:04}","owner":"o"}}"#);
+    c.send((0..held).map(|i| post("/acquire", SECRET, &body(i))).collect::<String>());
+    for _ in 0..held {
+        assert_eq!(c.read().status, 200);
+    }
+    // A page of 300 of these locks is about 310 KiB, and 60-odd requests fit in one read of 4
+    // KiB: parsing all of them at once would owe the client 20 MiB from its first read.
+    let calls = 256;
+    let list = format!("GET /locks?limit=300 HTTP/1.1\r\nX-LOCKSERVER-SECRET: {SECRET}\r\n\r\n");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    // A small receive buffer (no autotuning), so that the kernel takes little of the answers.
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut to_server = s.try_clone().unwrap();
+    let writer = thread::spawn(move || to_server.write_all(list.repeat(calls).as_bytes()).is_ok());
+    // Each list call looks at every one of the 1,000 locks (too few to index), so this counts
+    // the calls served. Whenever it is read, it can be no more than what the kernel's buffers
+    // (at most 4 MiB sending, here), the unsent limit and one answer hold: some 15.
+    let served = || metric(&server, "ringlock_list_visited_total") / held as u64;
+    thread::sleep(Duration::from_millis(500));
+    let so_far = served();
+    assert!(so_far < 30, "{so_far} of {calls} list calls served to a client that reads nothing");
+    // Now read: every answer comes, in order, though nothing more is sent.
+    let mut reader = std::io::BufReader::new(s);
+    for i in 0..calls {
+        let mut head = String::new();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            use std::io::BufRead;
+            reader.read_line(&mut line).unwrap_or_else(|e| panic!("answer {i}: {e}"));
+            if let Some(v) = line.strip_prefix("content-length: ") {
+                length = v.trim().parse().unwrap();
+            }
+            head.push_str(&line);
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "answer {i}: {head}");
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(page["locks"].as_array().unwrap().len(), 300);
+        assert_eq!(page["next"].as_str(), Some(format!("{long}/0299").as_str()));
+    }
+    assert!(writer.join().unwrap());
+    assert_eq!(served(), calls as u64);
+    healthy(&server);
+}
+
+#[test]
+fn a_grant_that_never_went_out_is_released_when_its_connection_goes() {
+    let server = tight(2, Limits { max_unsent_bytes: 64 << 20, ..Limits::default() });
+    let holder = client(&server, "holder");
+    holder.acquire("held", ringlock_client::AcquireOptions::default()).unwrap();
+    let reset = |s: TcpStream| {
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    };
+    let free_again = |resource: &str| {
+        let mut c = server.connect();
+        let body = format!(r#"{{"resource":"{resource}","owner":"next","wait":10}}"#);
+        c.post("/acquire", SECRET, &body).status == 200
+    };
+
+    // Queued behind an answer that waits: a grant not yet written when the client resets.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    let raw = format!(
+        "{}{}",
+        post("/acquire", SECRET, r#"{"resource":"held","owner":"q","wait":86400}"#),
+        post("/acquire", SECRET, r#"{"resource":"queued","owner":"q"}"#)
+    );
+    s.write_all(raw.as_bytes()).unwrap();
+    eventually("both parsed", || {
+        waiters(&holder, "held") == 1 && holder.inspect("queued").unwrap().is_some()
+    });
+    reset(s);
+    assert!(free_again("queued"), "the grant nobody was told of was released");
+    assert_eq!(waiters(&holder, "held"), 0);
+
+    // Written, behind 24 MiB of answers the client never takes: not sent when it resets. (One
+    // core, so that each list is answered at once: a list waits for the other cores' shares in
+    // its mailbox, which the writer, stuck on a client that reads nothing, does not take.)
+    let server = tight(1, Limits { max_unsent_bytes: 64 << 20, ..Limits::default() });
+    let free_again = |resource: &str| {
+        let mut c = server.connect();
+        let body = format!(r#"{{"resource":"{resource}","owner":"next","wait":10}}"#);
+        c.post("/acquire", SECRET, &body).status == 200
+    };
+    let long = "n".repeat(1000);
+    let mut c = server.connect();
+    let acquires: String = (0..1000)
+        .map(|i| post("/acquire", SECRET, &format!(r#"{{"resource":"{long}/{i:04}","owner":"o"}}"#)))
+        .collect();
+    c.send(acquires);
+    for _ in 0..1000 {
+        assert_eq!(c.read().status, 200);
+    }
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    // A small receive buffer (no autotuning), so that the kernel takes little of the answers.
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    let grants = metric(&server, "ringlock_grants_total");
+    let list = format!("GET /locks?limit=1000 HTTP/1.1\r\nX-LOCKSERVER-SECRET: {SECRET}\r\n\r\n");
+    let raw =
+        format!("{}{}", list.repeat(24), post("/acquire", SECRET, r#"{"resource":"behind","owner":"q"}"#));
+    s.write_all(raw.as_bytes()).unwrap();
+    eventually("granted", || metric(&server, "ringlock_grants_total") == grants + 1);
+    reset(s);
+    assert!(free_again("behind"), "the grant that never left was released");
+    healthy(&server);
+}
+
+#[test]
+fn caps_on_locks_and_waiters_answer_503_and_unavailable() {
+    use ringlock_client::{AcquireOptions, Error};
+    let server = tight(1, Limits { max_locks: 2, max_waiters: 1, ..Limits::default() });
+    let mut c = server.connect();
+    assert_eq!(c.acquire("a", "o").status, 200);
+    assert_eq!(c.acquire("b", "o").status, 200);
+    let too_many_locks = "ERR Too many locks: the server holds its limit (--max-locks); try again later";
+    assert_eq!(c.acquire("c", "o").text(), plain("503 Service Unavailable", too_many_locks));
+    assert_eq!(c.acquire("a", "p").status, 409, "a held name answers as ever");
+    let w = client(&server, "w");
+    assert!(matches!(w.acquire("c", AcquireOptions::default()), Err(Error::Unavailable)));
+
+    let mut waiter = server.connect();
+    waiter.send(post("/acquire", SECRET, r#"{"resource":"a","owner":"w","wait":10}"#));
+    eventually("one waits", || metric(&server, "ringlock_waiters{core=\"0\"}") == 1);
+    let too_many_waiters =
+        "ERR Too many waiters: the server queues its limit (--max-waiters); try again later";
+    let r = c.post("/acquire", SECRET, r#"{"resource":"b","owner":"w","wait":10}"#);
+    assert_eq!(r.text(), plain("503 Service Unavailable", too_many_waiters));
+    let opts = AcquireOptions { wait: Some(Duration::from_secs(1)), ..AcquireOptions::default() };
+    assert!(matches!(w.acquire("b", opts), Err(Error::Unavailable)));
+
+    assert_eq!(c.release("a", "o").status, 200);
+    assert_eq!(waiter.read().status, 200, "the waiter has it");
+    for (name, value) in [
+        ("ringlock_refused_locks_total", 2),
+        ("ringlock_refused_waiters_total", 2),
+        ("ringlock_waiters{core=\"0\"}", 0),
+        ("ringlock_held_locks{core=\"0\"}", 2),
+        ("ringlock_max_locks{core=\"0\"}", 2),
+        ("ringlock_max_waiters{core=\"0\"}", 1),
+    ] {
+        assert_eq!(metric(&server, name), value, "{name}");
+    }
+    // Each core holds its share.
+    let shared = tight(2, Limits { max_locks: 3, max_waiters: 5, ..Limits::default() });
+    for core in ["0", "1"] {
+        assert_eq!(metric(&shared, &format!("ringlock_max_locks{{core=\"{core}\"}}")), 2);
+        assert_eq!(metric(&shared, &format!("ringlock_max_waiters{{core=\"{core}\"}}")), 3);
+    }
 }

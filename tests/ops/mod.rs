@@ -186,3 +186,63 @@ fn an_empty_secret_is_refused_at_start() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Set in the environment of the child half of the panic test.
+const PANIC_CHILD: &str = "RINGLOCK_TEST_PANIC_CHILD";
+
+/// The child half of `a_panic_in_any_task_of_a_core_ends_the_process`: with
+/// [`PANIC_CHILD`] set, it serves (in this test binary, whose library has the test hook)
+/// until a connection's task panics and the process ends; without it, it does nothing.
+#[test]
+fn panic_child_serves_until_it_panics() {
+    if std::env::var_os(PANIC_CHILD).is_none() {
+        return;
+    }
+    let server = TestServer::with_config(ringlock::config::Config::local(2, SECRET));
+    println!("child serving on {}", server.addr);
+    thread::sleep(Duration::from_secs(30));
+    // The process should have ended long before.
+    std::process::exit(3);
+}
+
+#[test]
+fn a_panic_in_any_task_of_a_core_ends_the_process() {
+    use ringlock::fuzzing::{PANIC_HOOK_VAR, PANIC_READER, PANIC_WRITER};
+    for (bytes, task, message) in [
+        (PANIC_READER, "a connection", "a connection's reader panics, as the test suite asked"),
+        (PANIC_WRITER, "a connection's writer", "a connection's writer panics, as the test suite asked"),
+    ] {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "ops::panic_child_serves_until_it_panics",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(PANIC_CHILD, "1")
+        .env(PANIC_HOOK_VAR, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let addr = loop {
+            let mut line = String::new();
+            assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "the child said nothing");
+            // libtest has written the test's name, without a line break, before it.
+            if let Some((_, addr)) = line.trim().split_once("child serving on ") {
+                break addr.parse::<std::net::SocketAddr>().unwrap();
+            }
+        };
+        let mut c = Http::connect(addr);
+        assert_eq!(c.call("GET /health HTTP/1.1\r\n\r\n").status, 200);
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut s, bytes).unwrap();
+        let status = crate::support::exit_within(&mut child, Duration::from_secs(10));
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+        assert_eq!(status.code(), Some(70), "{task}: EX_SOFTWARE, for a supervisor to restart it\n{log}");
+        let said = format!("{task} panicked ({message}); exiting so that a supervisor restarts the server");
+        assert!(log.contains(&said), "{task}: the log says so:\n{log}");
+    }
+}

@@ -408,6 +408,21 @@ pub fn clean_env(cmd: &mut std::process::Command) {
     std::mem::forget(data);
 }
 
+/// The value of the `/metrics` line of the server at `addr` that starts with `name` and a
+/// space (`name` may carry labels, as `ringlock_waiters{core="0"}`).
+pub fn metric_at(addr: SocketAddr, name: &str) -> u64 {
+    let body = Http::connect(addr).call("GET /metrics HTTP/1.1\r\n\r\n").body;
+    let prefix = format!("{name} ");
+    let line =
+        body.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {name} in\n{body}"));
+    line[prefix.len()..].parse().unwrap()
+}
+
+/// [`metric_at`] of a test server.
+pub fn metric(server: &TestServer, name: &str) -> u64 {
+    metric_at(server.addr, name)
+}
+
 /// A scratch directory for one test, empty.
 pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ringlock-{name}-{}", std::process::id()));

@@ -592,3 +592,52 @@ fn the_lock_command_kills_a_command_that_ignores_sigterm_once_the_lock_is_lost()
          ringlock lock: the command did not exit within 0.2 s of SIGTERM; sending SIGKILL\n"
     );
 }
+
+#[test]
+fn plain_grants_on_their_way_when_the_server_ends_a_connection_are_released() {
+    // Thirty plain acquires and a frame that cannot be one, in one write: those whose core is
+    // this one are granted and answered at once (the client holds them); the others are on
+    // their way to their core when the connection ends, so nobody can be told of their grant,
+    // and it is released.
+    let server = TestServer::start(2);
+    let names: Vec<String> = (0..30).map(|i| format!("on-its-way-{i}")).collect();
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut f = PREFACE.to_vec();
+    frame::encode_request(&mut f, 1, &frame::WireRequest::Hello { secret: SECRET.as_bytes() });
+    for (i, name) in names.iter().enumerate() {
+        let req =
+            frame::WireRequest::Acquire { resource: name, owner: "a", ttl: None, wait: 0, session: false };
+        frame::encode_request(&mut f, 10 + i as u32, &req);
+    }
+    f.extend_from_slice(&[1, 0, 0, 0]);
+    s.write_all(&f).unwrap();
+    let mut replies = Vec::new();
+    s.read_to_end(&mut replies).unwrap();
+    let mut granted = std::collections::HashSet::new();
+    let mut rest = &replies[..];
+    let mut last = None;
+    while let Ok(Some(n)) = frame::check(rest) {
+        let (id, reply) = frame::parse_reply(&rest[..n]).unwrap();
+        if let frame::WireReply::Granted { .. } = reply {
+            granted.insert(id - 10);
+        }
+        last = Some(format!("{reply:?}"));
+        rest = &rest[n..];
+    }
+    assert_eq!(last.as_deref(), Some("ProtocolError { reason: \"frame shorter than its kind and id\" }"));
+    assert!(granted.len() < names.len(), "some names belong to the other core");
+    let b = client(&server, "b");
+    let wait = opts(None, Some(5_000), false);
+    for (i, name) in names.iter().enumerate() {
+        if granted.contains(&(i as u32)) {
+            assert_eq!(
+                b.inspect(name).unwrap().map(|l| l.owner),
+                Some("a".into()),
+                "{name}: delivered, held"
+            );
+        } else {
+            assert!(b.acquire(name, wait).is_ok(), "{name}: never answered, released");
+        }
+    }
+}

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::api::{Reply, merge_lists};
 use crate::cluster::MembershipError;
 use crate::metrics::{self, CoreStats};
-use crate::shard::Listed;
+use crate::shard::{Cap, Listed};
 
 use super::head::HeadError;
 use super::response::{Body, Response, Status};
@@ -23,6 +23,10 @@ pub const NO_LEADER: &str = "ERR No leader: the cluster is electing one; try aga
 pub const UNAVAILABLE: &str = "ERR Storage unavailable: the server cannot write its log now; try again later";
 pub const UNAUTHORIZED: &str = "Missing or invalid secret";
 pub const NOT_CLUSTERED: &str = "ERR Not a cluster member: this server runs alone";
+pub const TOO_MANY_LOCKS: &str =
+    "ERR Too many locks: the server holds its limit (--max-locks); try again later";
+pub const TOO_MANY_WAITERS: &str =
+    "ERR Too many waiters: the server queues its limit (--max-waiters); try again later";
 
 /// `GET /health`.
 pub fn health() -> Response {
@@ -46,6 +50,11 @@ pub fn refused(refusal: Refusal) -> Response {
 /// A request whose body is over the limit; the connection closes after it.
 pub fn too_large() -> Response {
     Response::text(Status::PayloadTooLarge, "ERR Request body too large").closing()
+}
+
+/// A request begun and not finished within the header timeout; the connection closes after it.
+pub fn timed_out() -> Response {
+    Response::text(Status::RequestTimeout, "ERR Request timeout").closing()
 }
 
 /// A head that cannot be served; the connection closes after it.
@@ -117,6 +126,10 @@ pub fn lock_reply(endpoint: Endpoint, reply: &Reply) -> Response {
         (_, Reply::QueueFull) => Response::text(Conflict, QUEUE_FULL),
         (_, Reply::Unavailable) => Response::text(Status::ServiceUnavailable, UNAVAILABLE),
         (_, Reply::NoLeader) => Response::text(Status::ServiceUnavailable, NO_LEADER),
+        // The server is full, not this lock busy: 503, so that a client does not take it for
+        // "held" and poll (the reference SDK retries a 409 every 200 ms, for ever).
+        (_, Reply::Refused(Cap::Locks)) => Response::text(Status::ServiceUnavailable, TOO_MANY_LOCKS),
+        (_, Reply::Refused(Cap::Waiters)) => Response::text(Status::ServiceUnavailable, TOO_MANY_WAITERS),
         (_, Reply::NotFound) => Response::text(Conflict, NOT_LOCKED),
         (_, Reply::TokenMismatch) => Response::text(Conflict, TOKEN_MISMATCH),
         (Endpoint::Inspect, Reply::Info(Some(lock))) => Response::json(Ok, &LockView::from(&**lock)),

@@ -4,6 +4,19 @@
 //! answer that must wait (a lock wait, another core) holds back only the ones behind it.
 //! Records each request's service time in the core's histogram. A connection refused for
 //! its secret [`MAX_AUTH_FAILURES`] times is closed after that answer.
+//!
+//! Bounds: it parses no further while [`Limits::max_in_flight`] requests are unanswered, while
+//! [`Limits::max_unsent_bytes`] of answers are unsent, or while a request for every core is
+//! unanswered ([`MAX_GATHERS_IN_FLIGHT`]); the rest waits in the read buffer.
+//!
+//! When the connection ends, what it still owes is settled: waits are withdrawn, acquires still
+//! on their way abandoned, and grants that were never written out (queued behind an earlier
+//! answer) released; the ones written but never sent are the connection's business (see
+//! [`crate::proto::unsent`]). When the server ends it (a request it cannot frame, a refusal that
+//! closes, a timeout), its waits are withdrawn at once rather than waited for.
+//!
+//! [`Limits::max_in_flight`]: crate::config::Limits
+//! [`Limits::max_unsent_bytes`]: crate::config::Limits
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -12,6 +25,7 @@ use slab::Slab;
 
 use crate::api::{LockService, Reply, Request};
 use crate::auth::MAX_AUTH_FAILURES;
+use crate::config::Limits;
 use crate::proto::context::Context;
 
 use super::body::BodyRequest;
@@ -19,6 +33,14 @@ use super::endpoint::{self, gathered_reply, lock_reply};
 use super::head::{self, Method};
 use super::response::{CONTINUE, Response};
 use super::route::{self, Endpoint, Refusal, Routed};
+
+/// Requests for every core (a list page, `/metrics`) that one connection may have parsed and
+/// not yet answered. Each gathers up to a page of every core's locks until its answer is
+/// written (a page of 1,000 is some 150 KiB), so more pipelined behind it wait in the read
+/// buffer, unparsed: 16 clients that pipelined a thousand list calls each and read nothing
+/// grew the server by 600 MiB. Answers leave in order anyway, so a pipelining client loses
+/// only the overlap of one list's cross-core round trip with the next's.
+pub const MAX_GATHERS_IN_FLIGHT: usize = 1;
 
 /// One HTTP connection's requests in flight, in order.
 #[derive(Default)]
@@ -30,6 +52,11 @@ pub struct Session {
     continued: bool,
     /// Requests refused for a missing or wrong secret.
     refused_secrets: u32,
+    /// Requests for every core among `slots`.
+    gathers: usize,
+    /// The server ends the connection (a request it cannot frame, a refusal that closes, a
+    /// timeout): its waits are withdrawn, not waited for.
+    ending: bool,
 }
 
 struct Slot {
@@ -38,13 +65,15 @@ struct Slot {
     /// When the request arrived (for its service time).
     since: Instant,
     state: SlotState,
+    /// An acquire's resource and owner: to withdraw it, abandon it or release its grant if
+    /// the connection ends first.
+    names: Option<(Box<str>, Box<str>)>,
 }
 
 enum SlotState {
-    /// Its reply has not come yet. A waiting acquire keeps its resource and owner, to withdraw
-    /// it if the client goes away.
+    /// Its reply has not come yet; `waits`: a waiting acquire.
     Pending {
-        wait: Option<(Box<str>, Box<str>)>,
+        waits: bool,
     },
     /// A request for every core (a list, stats), gathering their shares.
     Gathering {
@@ -71,6 +100,13 @@ impl Session {
         self.order.len()
     }
 
+    /// Whether another request may be parsed, with `unsent` answer bytes not yet sent.
+    pub fn has_room(&self, unsent: usize, limits: &Limits) -> bool {
+        self.order.len() < limits.max_in_flight
+            && unsent < limits.max_unsent_bytes
+            && self.gathers < MAX_GATHERS_IN_FLIGHT
+    }
+
     /// Serves every complete request at the start of `buf`; returns the bytes used. Sets
     /// `close` when the connection is to close once its answers are out (the client asked,
     /// or the stream can no longer be framed).
@@ -85,14 +121,14 @@ impl Session {
         let since = Instant::now();
         let mut answered = 0;
         let mut used = 0;
-        while !*close && self.order.len() < cx.limits.max_in_flight {
+        while !*close && self.has_room(out.len(), cx.limits) {
             let rest = &buf[used..];
             let head = match head::parse(rest, cx.limits.max_head_bytes) {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(e) => {
                     self.answer(cx, endpoint::bad_head(e), CLOSING, since, out, close);
-                    *close = true;
+                    (*close, self.ending) = (true, true);
                     break;
                 }
             };
@@ -101,7 +137,7 @@ impl Session {
             let authorized = || head.secret.clone().is_some_and(|at| cx.secret.matches(&rest[at]));
             if head.content_length > cx.limits.max_body_bytes {
                 self.answer(cx, endpoint::too_large(), CLOSING, since, out, close);
-                *close = true;
+                (*close, self.ending) = (true, true);
                 break;
             }
             let end = head.len + head.content_length;
@@ -115,7 +151,7 @@ impl Session {
                         // Refused before the body was sent: answer, and close rather than
                         // guess whether the client will send the body anyway.
                         self.answer(cx, endpoint::refused(refusal), CLOSING, since, out, close);
-                        *close = true;
+                        (*close, self.ending) = (true, true);
                     } else if self.order.is_empty() {
                         out.extend_from_slice(CONTINUE);
                     }
@@ -133,7 +169,7 @@ impl Session {
                     let framing = if last { CLOSING } else { framing };
                     self.answer(cx, endpoint::refused(Refusal::Unauthorized), framing, since, out, close);
                     if last {
-                        *close = true;
+                        (*close, self.ending) = (true, true);
                     }
                 }
                 Routed::Refused(refusal) => {
@@ -142,13 +178,17 @@ impl Session {
                 Routed::Lock(endpoint, req) => {
                     self.submit(svc, cx, endpoint, req, framing, since, out, close)
                 }
-                Routed::Cluster(op) => {
-                    let state = match svc.cluster(self.slots.vacant_key(), op) {
-                        Some(reply) => SlotState::Ready(lock_reply(Endpoint::Cluster, &reply)),
-                        None => SlotState::Pending { wait: None },
-                    };
-                    self.queue(cx, Endpoint::Cluster, state, framing, since, out, close)
-                }
+                Routed::Cluster(op) => match svc.cluster(self.slots.vacant_key(), op) {
+                    Some(reply) => {
+                        self.answer(cx, lock_reply(Endpoint::Cluster, &reply), framing, since, out, close)
+                    }
+                    None => {
+                        let state = SlotState::Pending { waits: false };
+                        let slot = Slot { endpoint: Endpoint::Cluster, framing, since, state, names: None };
+                        let key = self.slots.insert(slot);
+                        self.order.push_back(key);
+                    }
+                },
             }
             if !head.keep_alive {
                 *close = true;
@@ -211,6 +251,29 @@ impl Session {
         self.drain(cx, out, close);
     }
 
+    /// The reader has stopped for good: the server ends the connection, or the client asked
+    /// to close after its answers. If the server ends it, withdraw the waits (answered 409,
+    /// as a wait that ran out) and let the answers go out; else they are still owed.
+    pub fn on_end(
+        &mut self,
+        svc: &mut impl LockService,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+        close: &mut bool,
+    ) {
+        if self.ending {
+            self.withdraw_waits(svc, || lock_reply(Endpoint::Acquire, &Reply::TimedOut));
+            self.drain(cx, out, close);
+        }
+    }
+
+    /// A request began to arrive and did not finish in time: answer 408 in its turn, and close.
+    pub fn on_timeout(&mut self, cx: &Context<'_>, out: &mut Vec<u8>, close: &mut bool) {
+        self.ending = true;
+        self.answer(cx, endpoint::timed_out(), CLOSING, Instant::now(), out, close);
+        *close = true;
+    }
+
     /// The server is shutting down: withdraw the waits (answered 503), and let the other
     /// answers go out.
     pub fn on_shutdown(
@@ -224,14 +287,30 @@ impl Session {
         self.drain(cx, out, close);
     }
 
-    /// The connection is gone: withdraw whatever still waits.
+    /// The connection is gone: withdraw whatever still waits, abandon the acquires still on
+    /// their way (a grant that comes is released), and release the grants that never went out.
     pub fn teardown(&mut self, svc: &mut impl LockService) {
-        self.withdraw_waits(svc, || lock_reply(Endpoint::Acquire, &Reply::TimedOut));
+        for (key, slot) in std::mem::take(&mut self.slots) {
+            let Some((resource, owner)) = &slot.names else { continue };
+            match slot.state {
+                SlotState::Pending { waits: true } => svc.withdraw(key, resource, owner),
+                SlotState::Pending { waits: false } => svc.abandon(key, resource, owner),
+                SlotState::Ready(Response { token: Some(token), .. })
+                    if slot.endpoint == Endpoint::Acquire =>
+                {
+                    svc.release_for_gone(resource, owner, token)
+                }
+                _ => {}
+            }
+        }
+        self.order.clear();
+        self.gathers = 0;
     }
 
     fn withdraw_waits(&mut self, svc: &mut impl LockService, answer: impl Fn() -> Response) {
         for (key, slot) in self.slots.iter_mut() {
-            if let SlotState::Pending { wait: Some((resource, owner)) } = &slot.state {
+            if let (SlotState::Pending { waits: true }, Some((resource, owner))) = (&slot.state, &slot.names)
+            {
                 svc.withdraw(key, resource, owner);
                 slot.state = SlotState::Ready(answer());
             }
@@ -251,7 +330,8 @@ impl Session {
         close: &mut bool,
     ) {
         let key = self.slots.vacant_key();
-        let state = if req.resource().is_none() {
+        let gathers = req.resource().is_none();
+        let state = if gathers {
             let limit = if let Request::List { limit, .. } = &req { *limit } else { 0 };
             match svc.submit_all(key, &req) {
                 (mine, 0) => SlotState::Ready(gathered_reply(endpoint, mine.into_iter().collect(), limit)),
@@ -260,30 +340,22 @@ impl Session {
         } else {
             match svc.submit(key, &req) {
                 Some(reply) => SlotState::Ready(lock_reply(endpoint, &reply)),
-                None => SlotState::Pending { wait: waiting(&req) },
+                None => SlotState::Pending { waits: waits(&req) },
             }
         };
-        self.queue(cx, endpoint, state, framing, since, out, close)
-    }
-
-    /// Sends an answer that is ready and first in line; keeps any other for its turn.
-    #[allow(clippy::too_many_arguments)]
-    fn queue(
-        &mut self,
-        cx: &Context<'_>,
-        endpoint: Endpoint,
-        state: SlotState,
-        framing: Framing,
-        since: Instant,
-        out: &mut Vec<u8>,
-        close: &mut bool,
-    ) {
+        let acquired = match &req {
+            Request::Acquire { resource, owner, .. } => Some((resource.as_ref(), owner.as_ref())),
+            _ => None,
+        };
         match state {
             SlotState::Ready(response) if self.order.is_empty() => {
-                self.encode(cx, &response, framing, out, close)
+                self.encode(cx, endpoint, &response, framing, acquired, out, close)
             }
             state => {
-                let key = self.slots.insert(Slot { endpoint, framing, since, state });
+                self.gathers += usize::from(gathers);
+                let names = acquired.map(|(r, o)| (r.into(), o.into()));
+                let at = self.slots.insert(Slot { endpoint, framing, since, state, names });
+                debug_assert_eq!(at, key);
                 self.order.push_back(key);
             }
         }
@@ -300,10 +372,10 @@ impl Session {
         close: &mut bool,
     ) {
         if self.order.is_empty() {
-            self.encode(cx, &response, framing, out, close);
+            self.encode(cx, Endpoint::Acquire, &response, framing, None, out, close);
         } else {
-            let slot =
-                Slot { endpoint: Endpoint::Acquire, framing, since, state: SlotState::Ready(response) };
+            let state = SlotState::Ready(response);
+            let slot = Slot { endpoint: Endpoint::Acquire, framing, since, state, names: None };
             let key = self.slots.insert(slot);
             self.order.push_back(key);
         }
@@ -317,33 +389,39 @@ impl Session {
             }
             self.order.pop_front();
             let slot = self.slots.remove(key);
-            if let SlotState::Ready(response) = slot.state {
-                self.encode(cx, &response, slot.framing, out, close);
+            self.gathers -= usize::from(matches!(slot.endpoint, Endpoint::List | Endpoint::Metrics));
+            if let SlotState::Ready(response) = &slot.state {
+                let names = slot.names.as_ref().map(|(r, o)| (&**r, &**o));
+                self.encode(cx, slot.endpoint, response, slot.framing, names, out, close);
             }
         }
     }
 
+    /// Writes an answer; a grant is noted with the connection (see [`Context::granted`]).
+    #[allow(clippy::too_many_arguments)]
     fn encode(
         &self,
         cx: &Context<'_>,
+        endpoint: Endpoint,
         response: &Response,
         framing: Framing,
+        acquired: Option<(&str, &str)>,
         out: &mut Vec<u8>,
         close: &mut bool,
     ) {
         response.encode(out, framing.keep_alive, framing.head_only, &cx.date);
+        if let (Endpoint::Acquire, Some(token), Some((resource, owner))) =
+            (endpoint, response.token, acquired)
+        {
+            cx.granted(out.len(), resource, owner, token);
+        }
         if !response.keeps_alive(framing.keep_alive) {
             *close = true;
         }
     }
 }
 
-/// What withdrawing a waiting acquire takes, if `req` is one.
-fn waiting(req: &BodyRequest<'_>) -> Option<(Box<str>, Box<str>)> {
-    match req {
-        Request::Acquire { resource, owner, wait, .. } if *wait > 0 => {
-            Some((resource.as_ref().into(), owner.as_ref().into()))
-        }
-        _ => None,
-    }
+/// Whether `req` is an acquire that may wait.
+fn waits(req: &BodyRequest<'_>) -> bool {
+    matches!(req, Request::Acquire { wait, .. } if *wait > 0)
 }

@@ -97,7 +97,10 @@ impl Session {
             }
         }
         let mut served = 0;
-        while !*close && self.pending.len() < cx.limits.max_in_flight {
+        while !*close
+            && self.pending.len() < cx.limits.max_in_flight
+            && out.len() < cx.limits.max_unsent_bytes
+        {
             let rest = &buf[used..];
             let n = match frame::check(rest) {
                 Ok(Some(n)) => n,
@@ -152,7 +155,7 @@ impl Session {
                 let timeout_ms = timeout_ms.clamp(1, MAX_SESSION_TIMEOUT_MS);
                 let slot = self.pending.vacant_key();
                 match svc.attach(slot, session, timeout_ms) {
-                    Some(reply) => self.answer(id, Op::Hello, None, false, &reply, out),
+                    Some(reply) => self.answer(cx, id, Op::Hello, None, false, &reply, out),
                     None => {
                         let pending =
                             Pending { id, op: Op::Hello, names: None, wait: false, session: false, since };
@@ -206,11 +209,12 @@ impl Session {
         match svc.submit(slot, &req) {
             Some(reply) => {
                 let names = owned_names(&req);
-                self.answer(id, op, names.as_ref().map(|(r, o)| (&**r, &**o)), session, &reply, out);
+                self.answer(cx, id, op, names.as_ref().map(|(r, o)| (&**r, &**o)), session, &reply, out);
             }
             None => {
-                let keep =
-                    (op == Op::Acquire && (wait || session)) || (op == Op::Release && !self.held.is_empty());
+                // An acquire keeps its names whatever it is: if the connection ends before its
+                // answer comes, a grant is released.
+                let keep = op == Op::Acquire || (op == Op::Release && !self.held.is_empty());
                 let names = if keep { owned_names(&req) } else { None };
                 self.pending.insert(Pending { id, op, names, wait, session, since });
             }
@@ -240,12 +244,15 @@ impl Session {
         let Some(p) = self.pending.try_remove(slot) else { return };
         cx.service_times.record(p.since.elapsed(), 1);
         let names = p.names.as_ref().map(|(r, o)| (&**r, &**o));
-        self.answer(p.id, p.op, names, p.session, &reply, out);
+        self.answer(cx, p.id, p.op, names, p.session, &reply, out);
     }
 
-    /// Writes the reply to request `id`, and keeps the session's locks up to date.
+    /// Writes the reply to request `id`, and keeps the session's locks up to date (and notes a
+    /// plain grant with the connection: see [`Context::granted`]).
+    #[allow(clippy::too_many_arguments)]
     fn answer(
         &mut self,
+        cx: &Context<'_>,
         id: u32,
         op: Op,
         names: Option<(&str, &str)>,
@@ -264,6 +271,11 @@ impl Session {
             _ => {}
         }
         frame::encode_reply(out, id, &wire_reply(op, reply));
+        if let (Op::Acquire, Reply::Granted { token }, Some((resource, owner)), false) =
+            (op, reply, names, session)
+        {
+            cx.granted(out.len(), resource, owner, *token);
+        }
     }
 
     /// The client closed its side: withdraw what waits (nobody will read its answer), so the
@@ -287,14 +299,14 @@ impl Session {
         }
     }
 
-    /// Withdraws every request in flight. A waiting acquire is cancelled, and a session
+    /// Withdraws every request in flight. A waiting acquire is cancelled, and any other
     /// acquire still on its way is noted, so that a grant that comes anyway is released.
     fn withdraw(&mut self, svc: &mut impl LockService) {
         for (slot, p) in std::mem::take(&mut self.pending) {
             let (Op::Acquire, Some((resource, owner))) = (p.op, &p.names) else { continue };
             if p.wait {
                 svc.withdraw(slot, resource, owner);
-            } else if p.session {
+            } else {
                 svc.abandon(slot, resource, owner);
             }
         }
@@ -319,7 +331,7 @@ fn wire_reply(op: Op, reply: &Reply) -> WireReply<'_> {
         (_, Reply::Busy) => WireReply::Busy,
         (_, Reply::TimedOut) => WireReply::TimedOut,
         (_, Reply::QueueFull) => WireReply::QueueFull,
-        (_, Reply::Unavailable | Reply::NoLeader) => WireReply::Unavailable,
+        (_, Reply::Unavailable | Reply::NoLeader | Reply::Refused(_)) => WireReply::Unavailable,
         (_, Reply::NotFound | Reply::Info(None)) => WireReply::NotFound,
         (_, Reply::NotHolder) => WireReply::NotHolder,
         (_, Reply::TokenMismatch) => WireReply::TokenMismatch,

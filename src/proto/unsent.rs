@@ -1,0 +1,92 @@
+//! Grants a connection has written into its answers but not yet handed to its socket. If the
+//! connection ends first (the client went away, a write failed, the server ended it while an
+//! answer waited for the log), the client never learns it holds the lock, and nobody would
+//! release it: so what is still unsent when the connection goes is released on its behalf.
+//! An answer the kernel took counts as delivered (whether the client read it, the server
+//! cannot know; releasing a grant the client may have seen would give the lock to two).
+//!
+//! Positions count the connection's answer bytes from its first: a grant's answer ends at
+//! some position, and is delivered once the kernel has taken that many bytes. Session locks
+//! are not recorded here: the session releases all of them when the connection ends.
+
+use std::collections::VecDeque;
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct UnsentGrants {
+    /// Bytes that have left the connection's answer buffer for its writer.
+    taken: u64,
+    /// Bytes the kernel has taken.
+    sent: u64,
+    /// Oldest first.
+    grants: VecDeque<Grant>,
+}
+
+#[derive(Debug)]
+struct Grant {
+    /// The position just after its answer.
+    end: u64,
+    token: u64,
+    /// The resource name, then the owner.
+    names: Box<str>,
+    resource_len: usize,
+}
+
+impl UnsentGrants {
+    /// A grant of `resource` to `owner` under `token`, whose answer ends `end` bytes into the
+    /// answer buffer as it is now.
+    pub fn record(&mut self, end: usize, resource: &str, owner: &str, token: u64) {
+        let mut names = String::with_capacity(resource.len() + owner.len());
+        names.push_str(resource);
+        names.push_str(owner);
+        let grant = Grant {
+            end: self.taken + end as u64,
+            token,
+            names: names.into_boxed_str(),
+            resource_len: resource.len(),
+        };
+        self.grants.push_back(grant);
+    }
+
+    /// The writer took the first `n` bytes of the answer buffer.
+    pub fn taken(&mut self, n: usize) {
+        self.taken += n as u64;
+    }
+
+    /// The kernel took `n` more bytes.
+    pub fn sent(&mut self, n: usize) {
+        self.sent += n as u64;
+        while self.grants.front().is_some_and(|g| g.end <= self.sent) {
+            self.grants.pop_front();
+        }
+    }
+
+    /// The grants whose answers never reached the kernel, as `(resource, owner, token)`.
+    pub fn drain(&mut self) -> impl Iterator<Item = (String, String, u64)> + '_ {
+        self.grants.drain(..).map(|g| {
+            let (resource, owner) = g.names.split_at(g.resource_len);
+            (resource.to_owned(), owner.to_owned(), g.token)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grant_is_delivered_once_the_kernel_took_its_last_byte() {
+        let mut u = UnsentGrants::default();
+        u.record(10, "a", "o", 1);
+        u.record(25, "b", "p", 2);
+        u.taken(25);
+        u.record(5, "c", "q", 3);
+        u.sent(9);
+        u.sent(1);
+        let left: Vec<_> = u.drain().collect();
+        assert_eq!(left, [("b".into(), "p".into(), 2), ("c".into(), "q".into(), 3)]);
+        u.record(4, "d", "", 4);
+        u.sent(19);
+        assert_eq!(u.drain().count(), 0, "30 bytes taken, 30 sent: delivered");
+    }
+}
