@@ -29,5 +29,9 @@ mod durability;
 /// The binary protocol: golden vectors, the Rust client, sessions, the `lock` command.
 mod wire;
 
+/// The operator's tools: forced releases (`LOST` pushed, logged, counted), `ringlock locks`
+/// and `ringlock release`, the wait and hold histograms.
+mod admin;
+
 /// The reference server's real SDKs (Python, Node, Rust), unmodified, against ringlock.
 mod sdk;

@@ -45,7 +45,8 @@ pub fn safety_margin(ttl: Duration) -> Duration {
 /// Why a lock can no longer be counted on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LostReason {
-    /// The server pushed `LOST`: the session lock's lease ran out there.
+    /// The server pushed `LOST`: the session lock's lease ran out there, or an operator
+    /// force-released it.
     Expired,
     /// No renewal was confirmed in time: on this process's clock the lease is within its
     /// [`safety_margin`] of its end (the server may be stopped, cut off, or just slow).

@@ -1,6 +1,7 @@
 //! The client subcommands of the `ringlock` binary: `ringlock lock NAME -- COMMAND...` runs a
 //! command while holding a lock (like `flock(1)`, `etcdctl lock`, `consul lock`), and
-//! `ringlock status NAME` shows who holds one.
+//! `ringlock status NAME` shows who holds one; for operators ([`admin`], over HTTP),
+//! `ringlock locks` lists the held locks and `ringlock release NAME --force` frees one.
 //!
 //! `lock` takes a session lock (released by the server if this process dies), renews its
 //! lease every third of its length while the command runs, passes the command's exit status
@@ -23,6 +24,11 @@ use std::time::Duration;
 use ringlock_client::blocking::Client as BlockingClient;
 use ringlock_client::{AcquireOptions, Client, Config, DEFAULT_ADDR, Error, Guard};
 use tokio::sync::oneshot;
+
+pub mod admin;
+mod http;
+
+pub use admin::{LocksArgs, ReleaseArgs, locks, release};
 
 /// Exit status when the lock cannot be had in time (`EX_TEMPFAIL`).
 pub const EXIT_BUSY: u8 = 75;

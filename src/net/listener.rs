@@ -10,6 +10,7 @@ use std::rc::Rc;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::log::Level;
+use crate::proto::context;
 use crate::runtime::Core;
 
 use super::{Settings, conn};
@@ -123,7 +124,8 @@ pub async fn accept_loop(core: Rc<Core>, settings: Rc<Settings>, listener: tokio
                 tokio_uring::spawn(conn::refuse(stream));
             }
             Ok((stream, peer)) => {
-                tokio_uring::spawn(conn::serve(core.clone(), settings.clone(), stream, peer));
+                let serve = conn::serve(core.clone(), settings.clone(), stream, peer);
+                tokio_uring::spawn(context::serving(peer, serve));
             }
             // Out of descriptors or memory, or a connection reset before we took it: keep
             // serving the connections we have and try again.

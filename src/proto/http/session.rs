@@ -3,16 +3,19 @@
 //! complete request in the buffer is served, and answers that are ready leave together; an
 //! answer that must wait (a lock wait, another core) holds back only the ones behind it.
 //! Records each request's service time in the core's histogram. A connection refused for
-//! its secret [`MAX_AUTH_FAILURES`] times is closed after that answer.
+//! its secret [`MAX_AUTH_FAILURES`] times is closed after that answer. A forced release is
+//! logged at warn with its outcome and the client's address (never the lock's name).
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use slab::Slab;
 
 use crate::api::{LockService, Reply, Request};
 use crate::auth::MAX_AUTH_FAILURES;
-use crate::proto::context::Context;
+use crate::log::Level;
+use crate::proto::context::{self, Context};
 
 use super::body::BodyRequest;
 use super::endpoint::{self, gathered_reply, lock_reply};
@@ -42,9 +45,10 @@ struct Slot {
 
 enum SlotState {
     /// Its reply has not come yet. A waiting acquire keeps its resource and owner, to withdraw
-    /// it if the client goes away.
+    /// it if the client goes away; a forced release, the client's address, to log its outcome.
     Pending {
         wait: Option<(Box<str>, Box<str>)>,
+        forced_by: Option<SocketAddr>,
     },
     /// A request for every core (a list, stats), gathering their shares.
     Gathering {
@@ -174,7 +178,12 @@ impl Session {
     ) {
         let Some(s) = self.slots.get_mut(slot) else { return };
         match &mut s.state {
-            SlotState::Pending { .. } => s.state = SlotState::Ready(lock_reply(s.endpoint, &reply)),
+            SlotState::Pending { forced_by, .. } => {
+                if s.endpoint == Endpoint::ForceRelease {
+                    log_forced(*forced_by, &reply);
+                }
+                s.state = SlotState::Ready(lock_reply(s.endpoint, &reply));
+            }
             SlotState::Gathering { left, parts, limit } => {
                 parts.push(reply);
                 *left -= 1;
@@ -217,14 +226,27 @@ impl Session {
         self.drain(cx, out, close);
     }
 
-    /// The connection is gone: withdraw whatever still waits.
+    /// The connection is gone: withdraw whatever still waits. A forced release whose outcome
+    /// has not come back is done or not all the same: it is logged as asked for.
     pub fn teardown(&mut self, svc: &mut impl LockService) {
         self.withdraw_waits(svc, || lock_reply(Endpoint::Acquire, &Reply::TimedOut));
+        for (_, slot) in self.slots.iter() {
+            if let (Endpoint::ForceRelease, SlotState::Pending { forced_by, .. }) =
+                (slot.endpoint, &slot.state)
+            {
+                let by = shown(*forced_by);
+                crate::log!(
+                    Level::Warn,
+                    [peer = &by],
+                    "forced release asked by {by}: its client left before its outcome came back"
+                );
+            }
+        }
     }
 
     fn withdraw_waits(&mut self, svc: &mut impl LockService, answer: impl Fn() -> Response) {
         for (key, slot) in self.slots.iter_mut() {
-            if let SlotState::Pending { wait: Some((resource, owner)) } = &slot.state {
+            if let SlotState::Pending { wait: Some((resource, owner)), .. } = &slot.state {
                 svc.withdraw(key, resource, owner);
                 slot.state = SlotState::Ready(answer());
             }
@@ -251,9 +273,15 @@ impl Session {
                 (mine, left) => SlotState::Gathering { left, parts: mine.into_iter().collect(), limit },
             }
         } else {
+            let forced_by = (endpoint == Endpoint::ForceRelease).then(context::peer).flatten();
             match svc.submit(key, &req) {
-                Some(reply) => SlotState::Ready(lock_reply(endpoint, &reply)),
-                None => SlotState::Pending { wait: waiting(&req) },
+                Some(reply) => {
+                    if endpoint == Endpoint::ForceRelease {
+                        log_forced(forced_by, &reply);
+                    }
+                    SlotState::Ready(lock_reply(endpoint, &reply))
+                }
+                None => SlotState::Pending { wait: waiting(&req), forced_by },
             }
         };
         match state {
@@ -315,6 +343,33 @@ impl Session {
             *close = true;
         }
     }
+}
+
+/// Logs the outcome of a forced release asked by the client at `by`: the lock's name stays
+/// out, as in every log line; the token says which lease was ended.
+fn log_forced(by: Option<SocketAddr>, reply: &Reply) {
+    let by = shown(by);
+    match reply {
+        Reply::Done { token } => crate::log!(
+            Level::Warn,
+            [peer = &by, token = *token],
+            "forced release asked by {by}: freed a lock (its lease of token {token})"
+        ),
+        other => {
+            let outcome = match other {
+                Reply::NotFound => "nobody held the lock",
+                Reply::TokenMismatch => "the lock is held under another token",
+                Reply::Unavailable => "refused: the log cannot be written",
+                _ => "nothing was freed",
+            };
+            crate::log!(Level::Warn, [peer = &by], "forced release asked by {by}: {outcome}");
+        }
+    }
+}
+
+/// A client's address for a log line.
+fn shown(by: Option<SocketAddr>) -> String {
+    by.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string())
 }
 
 /// What withdrawing a waiting acquire takes, if `req` is one.
