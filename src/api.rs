@@ -36,6 +36,12 @@ pub enum Request<S = Box<str>> {
         owner: S,
         token: Option<u64>,
     },
+    /// Free the lock whoever holds it (an operator's tool), if it is held under `token` when
+    /// one is given; a session holder is told it is lost.
+    ForceRelease {
+        resource: S,
+        token: Option<u64>,
+    },
     /// Renew the lease: it ends `ttl` ms from now (`None`: never).
     Extend {
         resource: S,
@@ -79,7 +85,7 @@ pub enum Reply {
     Info(Option<Box<Listed>>),
     /// Part of a list answer: one shard's share.
     Listed(Vec<Listed>),
-    /// A session lock's lease ran out.
+    /// A session lock's lease ran out, or an operator freed it (a forced release).
     Lost { token: u64 },
     /// One core's share of a stats answer.
     Stats(Box<CoreStats>),
@@ -192,6 +198,7 @@ pub fn check<S: AsRef<str>>(req: &Request<S>, limits: &Limits) -> Result<(), Str
     let (resource, owner, ttl, wait) = match req {
         Request::Acquire { resource, owner, ttl, wait, .. } => (Some(resource), Some(owner), *ttl, *wait),
         Request::Release { resource, owner, .. } => (Some(resource), Some(owner), None, 0),
+        Request::ForceRelease { resource, .. } => (Some(resource), None, None, 0),
         Request::Extend { resource, owner, ttl, .. } => (Some(resource), Some(owner), *ttl, 0),
         Request::Inspect { resource } => (Some(resource), None, None, 0),
         Request::List { prefix, after, .. } => {
@@ -226,6 +233,7 @@ impl<S: AsRef<str>> Request<S> {
         match self {
             Request::Acquire { resource, .. }
             | Request::Release { resource, .. }
+            | Request::ForceRelease { resource, .. }
             | Request::Extend { resource, .. }
             | Request::Inspect { resource } => Some(resource.as_ref()),
             Request::List { .. } | Request::Stats => None,
@@ -234,7 +242,13 @@ impl<S: AsRef<str>> Request<S> {
 
     /// Whether serving it may change a lock (and so must be logged before it is answered).
     pub fn changes_state(&self) -> bool {
-        matches!(self, Request::Acquire { .. } | Request::Release { .. } | Request::Extend { .. })
+        matches!(
+            self,
+            Request::Acquire { .. }
+                | Request::Release { .. }
+                | Request::ForceRelease { .. }
+                | Request::Extend { .. }
+        )
     }
 
     /// An owned copy, to send to another core.
@@ -250,6 +264,9 @@ impl<S: AsRef<str>> Request<S> {
             },
             Request::Release { resource, owner, token } => {
                 Request::Release { resource: own(resource), owner: own(owner), token: *token }
+            }
+            Request::ForceRelease { resource, token } => {
+                Request::ForceRelease { resource: own(resource), token: *token }
             }
             Request::Extend { resource, owner, token, ttl } => {
                 Request::Extend { resource: own(resource), owner: own(owner), token: *token, ttl: *ttl }
@@ -293,6 +310,9 @@ pub fn apply<S: AsRef<str>>(
         }
         Request::Release { resource, owner, token } => {
             changed(shard.release(resource.as_ref(), owner.as_ref(), *token, now))
+        }
+        Request::ForceRelease { resource, token } => {
+            changed(shard.force_release(resource.as_ref(), *token, now))
         }
         Request::Extend { resource, owner, token, ttl } => {
             changed(shard.extend(resource.as_ref(), owner.as_ref(), *token, *ttl, now))
@@ -412,6 +432,26 @@ mod tests {
         let events: Vec<Reply> = s.drain_events().map(|e| e.kind.into()).collect();
         assert_eq!(events, vec![Reply::Granted { token: 2 }]);
         assert_eq!(apply(&mut s, &rel, Ticket(4), Ticket(0), 1), Some(Reply::NotHolder));
+    }
+
+    #[test]
+    fn a_forced_release_frees_a_session_lock_and_its_connection_hears_it_is_lost() {
+        let mut s = Shard::new(ResourceHasher::new(), crate::shard::TokenSeries::after(0));
+        let session =
+            Request::Acquire { resource: "r", owner: "o", ttl: None, wait: 0, session: CONNECTION_SESSION };
+        assert_eq!(apply(&mut s, &session, Ticket(1), Ticket(7), 0), Some(Reply::Granted { token: 1 }));
+        let force = |token| Request::ForceRelease { resource: "r", token };
+        assert_eq!(apply(&mut s, &force(Some(2)), Ticket(2), Ticket(0), 1), Some(Reply::TokenMismatch));
+        assert_eq!(apply(&mut s, &force(None), Ticket(2), Ticket(0), 1), Some(Reply::Done { token: 1 }));
+        let events: Vec<(Ticket, Reply)> = s.drain_events().map(|e| (e.ticket, e.kind.into())).collect();
+        assert_eq!(events, vec![(Ticket(7), Reply::Lost { token: 1 })], "to the session's watcher");
+        assert_eq!(apply(&mut s, &force(None), Ticket(2), Ticket(0), 1), Some(Reply::NotFound));
+        assert!(force(None).changes_state(), "logged before it is answered");
+        assert_eq!(force(None).resource(), Some("r"));
+        assert_eq!(
+            check(&Request::ForceRelease { resource: "", token: None }, &Limits::default()),
+            Err("resource must not be empty".into())
+        );
     }
 
     #[test]

@@ -24,7 +24,8 @@
 //!
 //! Beside the path: `metrics` (counts for `/metrics`), [`log`](mod@log) (text or JSON lines),
 //! and [`systemd`] (readiness, watchdog, socket activation). For clients: [`cli`], the `lock`
-//! and `status` subcommands, built on the `ringlock-client` crate.
+//! and `status` subcommands, built on the `ringlock-client` crate, and the operator's `locks`
+//! and `release` (over HTTP).
 
 // Public: what the binary, the benchmarks and the integration tests use. The rest is the
 // server's inside.

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use ringlock::cli::{self, LockArgs, StatusArgs};
+use ringlock::cli::{self, ClusterArgs, LockArgs, LocksArgs, ReleaseArgs, StatusArgs};
 use ringlock::config::{self, Config, Fsync, ServerArgs, Storage};
 use ringlock::log::{self, Level};
 use ringlock::server::Server;
@@ -29,6 +29,13 @@ enum Cmd {
     Lock(LockArgs),
     /// Show who holds a lock.
     Status(StatusArgs),
+    /// List the held locks (holder, token, lease left, waiters): `ringlock locks [--prefix P]`.
+    Locks(LocksArgs),
+    /// Release a lock; with --force, whoever holds it: `ringlock release NAME --force`.
+    Release(ReleaseArgs),
+    /// A cluster's members and leader, and membership changes: `ringlock cluster status`,
+    /// `ringlock cluster add ID HOST:PORT`, `ringlock cluster remove ID`.
+    Cluster(ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +60,9 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Cmd::Lock(args)) => cli::lock(args),
         Some(Cmd::Status(args)) => cli::status(args),
+        Some(Cmd::Locks(args)) => cli::locks(args),
+        Some(Cmd::Release(args)) => cli::release(args),
+        Some(Cmd::Cluster(args)) => cli::cluster::run(args),
         None => serve(&cli.server),
     }
 }

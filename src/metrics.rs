@@ -1,12 +1,13 @@
 //! Metrics: owns the service-time histogram each core keeps, the snapshot a core gives of
-//! itself, and the Prometheus text exposition of all cores' snapshots (`GET /metrics`).
-//! Counts and times only: never a resource or owner name, never the secret.
+//! itself, and the Prometheus text exposition of all cores' snapshots (`GET /metrics`), with
+//! the lock times each core's shard counts ([`Durations`]). Counts and times only: never a
+//! resource or owner name, never the secret.
 
 use std::cell::Cell;
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::shard::Stats;
+use crate::shard::{DURATION_BUCKETS_MS, Durations, Stats};
 
 /// Upper bounds of the service-time buckets, in microseconds (the last bucket is +Inf).
 /// Lock work itself takes a microsecond or two; waits and other cores' answers fill the rest.
@@ -74,6 +75,8 @@ pub struct LogStats {
 
 /// A metric's name, help text, and how to read it from a snapshot.
 type Metric<T> = (&'static str, &'static str, fn(&T) -> u64);
+/// A lock-time histogram's name, help text, and how to read it from a shard's stats.
+type LockTimes = (&'static str, &'static str, fn(&Stats) -> &Durations);
 
 /// The Prometheus text of every core's snapshot: totals summed, gauges per core.
 pub fn render(cores: &[CoreStats]) -> String {
@@ -82,10 +85,11 @@ pub fn render(cores: &[CoreStats]) -> String {
     let _ =
         writeln!(out, "# HELP ringlock_build_info The running version.\n# TYPE ringlock_build_info gauge");
     let _ = writeln!(out, "ringlock_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
-    let counters: [Metric<Stats>; 10] = [
+    let counters: [Metric<Stats>; 11] = [
         ("grants", "Locks granted, hand-offs to waiters included.", |s| s.grants),
         ("conflicts", "Acquires answered that the lock is held.", |s| s.conflicts),
         ("releases", "Locks released by their holder.", |s| s.releases),
+        ("forced_releases", "Locks freed by a forced release, whoever held them.", |s| s.forced_releases),
         ("extends", "Leases renewed.", |s| s.extends),
         ("expiries", "Leases that ran out.", |s| s.expiries),
         ("waits", "Acquires that queued to wait for a lock.", |s| s.waits),
@@ -123,6 +127,22 @@ pub fn render(cores: &[CoreStats]) -> String {
         "Time from a request's arrival to its answer being ready.",
         cores.iter().map(|c| &c.latency),
     );
+    let lock_times: [LockTimes; 2] = [
+        (
+            "ringlock_wait_duration_seconds",
+            "Time a granted acquire waited, from queueing to its grant.",
+            |s| &s.wait_times,
+        ),
+        (
+            "ringlock_hold_duration_seconds",
+            "Time a lock was held, from its grant to its release (forced too) or expiry.",
+            |s| &s.hold_times,
+        ),
+    ];
+    for (name, help, get) in lock_times {
+        let parts = cores.iter().map(|c| get(&c.shard)).map(|d| (&d.counts[..], d.sum_ms));
+        buckets(&mut out, name, help, (&DURATION_BUCKETS_MS, 1e3), parts);
+    }
     let logs: Vec<&LogStats> = cores.iter().filter_map(|c| c.log.as_ref()).collect();
     if !logs.is_empty() {
         let log_counters: [Metric<LogStats>; 4] = [
@@ -156,23 +176,35 @@ pub fn render(cores: &[CoreStats]) -> String {
     out
 }
 
-/// Writes a histogram summed over `parts`.
+/// Writes a histogram of service times summed over `parts`.
 fn histogram<'a>(
     out: &mut String,
     name: &str,
     help: &str,
     parts: impl Iterator<Item = &'a HistogramSnapshot> + Clone,
 ) {
+    buckets(out, name, help, (&BUCKETS_US, 1e6), parts.map(|h| (&h.counts[..], h.sum_us)));
+}
+
+/// Writes a histogram summed over `parts` (each its bucket counts and sum), whose buckets are
+/// bounded by `bounds` (then +Inf) in units of which `per_second` make a second.
+fn buckets<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    (bounds, per_second): (&[u64], f64),
+    parts: impl Iterator<Item = (&'a [u64], u64)> + Clone,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut cumulative = 0;
     for (i, bound) in
-        BUCKETS_US.iter().map(|&b| format!("{}", b as f64 / 1e6)).chain(["+Inf".to_owned()]).enumerate()
+        bounds.iter().map(|&b| format!("{}", b as f64 / per_second)).chain(["+Inf".to_owned()]).enumerate()
     {
-        cumulative += parts.clone().map(|h| h.counts[i]).sum::<u64>();
+        cumulative += parts.clone().map(|(counts, _)| counts[i]).sum::<u64>();
         let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
     }
-    let sum_us: u64 = parts.map(|h| h.sum_us).sum();
-    let _ = writeln!(out, "{name}_sum {}", sum_us as f64 / 1e6);
+    let sum: u64 = parts.map(|(_, sum)| sum).sum();
+    let _ = writeln!(out, "{name}_sum {}", sum as f64 / per_second);
     let _ = writeln!(out, "{name}_count {cumulative}");
 }
 
@@ -205,9 +237,12 @@ mod tests {
             log: None,
             auth_failures: 0,
         };
+        let mut hold_times = Durations::default();
+        hold_times.record(3);
+        hold_times.record(86_400_001);
         let b = CoreStats {
             core: 1,
-            shard: Stats { grants: 2, held: 1, ..Stats::default() },
+            shard: Stats { grants: 2, held: 1, forced_releases: 1, hold_times, ..Stats::default() },
             ..CoreStats::default()
         };
         let text = render(&[CoreStats { auth_failures: 3, ..a }, CoreStats { auth_failures: 1, ..b }]);
@@ -225,6 +260,18 @@ mod tests {
             "ringlock_request_duration_seconds_sum 0.00012",
             "ringlock_request_duration_seconds_count 3",
             "# TYPE ringlock_request_duration_seconds histogram",
+            "ringlock_forced_releases_total 1",
+            "# TYPE ringlock_hold_duration_seconds histogram",
+            "ringlock_hold_duration_seconds_bucket{le=\"0.001\"} 0",
+            "ringlock_hold_duration_seconds_bucket{le=\"0.005\"} 1",
+            "ringlock_hold_duration_seconds_bucket{le=\"86400\"} 1",
+            "ringlock_hold_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "ringlock_hold_duration_seconds_sum 86400.004",
+            "ringlock_hold_duration_seconds_count 2",
+            "# TYPE ringlock_wait_duration_seconds histogram",
+            "ringlock_wait_duration_seconds_bucket{le=\"+Inf\"} 0",
+            "ringlock_wait_duration_seconds_sum 0",
+            "ringlock_wait_duration_seconds_count 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

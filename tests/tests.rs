@@ -35,6 +35,9 @@ mod sessions;
 /// The Rust client's reconnects and `ringlock lock` across server restarts and outages.
 mod resume;
 
+/// The operator's tools: forced releases (`LOST` pushed, logged, counted), `ringlock locks`
+/// and `ringlock release`, the wait and hold histograms.
+mod admin;
 /// Clusters of three processes: any member serves, locks outlive their leader, a minority
 /// grants nothing, a member that was down catches up.
 mod cluster;

@@ -1,6 +1,8 @@
 //! The client subcommands of the `ringlock` binary: `ringlock lock NAME -- COMMAND...` runs a
 //! command while holding a lock (like `flock(1)`, `etcdctl lock`, `consul lock`), and
-//! `ringlock status NAME` shows who holds one.
+//! `ringlock status NAME` shows who holds one; for operators ([`admin`], over HTTP),
+//! `ringlock locks` lists the held locks and `ringlock release NAME --force` frees one, and
+//! `ringlock cluster status|add|remove` shows a cluster and changes its members ([`cluster`]).
 //!
 //! `lock` takes a session lock (released by the server if this process dies, once its
 //! session times out or its lease ends), renews its lease every third of its length while the
@@ -28,6 +30,13 @@ use std::time::Duration;
 use ringlock_client::blocking::Client as BlockingClient;
 use ringlock_client::{AcquireOptions, Client, Config, DEFAULT_ADDR, DEFAULT_SESSION_TIMEOUT, Error, Guard};
 use tokio::sync::oneshot;
+
+pub mod admin;
+pub mod cluster;
+mod http;
+
+pub use admin::{LocksArgs, ReleaseArgs, locks, release};
+pub use cluster::ClusterArgs;
 
 /// Exit status when the lock cannot be had in time (`EX_TEMPFAIL`).
 pub const EXIT_BUSY: u8 = 75;

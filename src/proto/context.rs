@@ -1,7 +1,9 @@
-//! What a protocol session reads of its server besides lock work, and where it notes the
-//! grants it has written.
+//! What a protocol session reads of its server besides lock work, where it notes the grants
+//! it has written, and which client it serves ([`peer`]).
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::net::SocketAddr;
 
 use crate::auth::Secret;
 use crate::config::Limits;
@@ -35,4 +37,24 @@ impl Context<'_> {
     pub fn granted(&self, end: usize, resource: &str, owner: &str, token: u64) {
         self.unsent.borrow_mut().record(end, resource, owner, token);
     }
+}
+
+tokio::task_local! {
+    /// The address of the client whose connection the current task serves.
+    static PEER: SocketAddr;
+}
+
+/// Runs `conn`, a connection's task, knowing it serves the client at `peer` (see [`peer`]).
+/// The listener wraps each connection's task in it, so that the connection loop need not carry
+/// the address to the sessions.
+pub async fn serving<F: Future>(peer: SocketAddr, conn: F) -> F::Output {
+    PEER.scope(peer, conn).await
+}
+
+/// The address of the client whose connection the current task serves, for logging what is
+/// done at its request (a forced release). `None` outside a connection's task: in its reader
+/// it is known (sessions read requests there); an answer that comes later may be taken in by
+/// another task, so a session keeps what it needs of it with the request.
+pub fn peer() -> Option<SocketAddr> {
+    PEER.try_with(|p| *p).ok()
 }

@@ -28,9 +28,20 @@
 //!   `now` (ending a lease that is due even if its timer has not fired yet); the wheel's timers
 //!   only make sure that locks nobody touches are settled too. A timer remembers the lock's
 //!   token, so a stale timer can never end a newer holder's lease.
+//! - **Forced release.** An operator may free a lock whoever holds it
+//!   ([`Shard::force_release`]): it is journaled as a release, a watcher is told the lease is
+//!   lost, as when it runs out, and the first waiter gets the lock.
+//! - **Times.** The shard counts how long each granted wait waited (queued to granted) and each
+//!   hold lasted (granted to released, forced or run out), in [`Durations`]. A lock keeps the
+//!   tick of its grant in 32 bits (the lock entry has no more room), so a hold is timed modulo
+//!   2^32 ms: one longer than 49.7 days is counted too short by a multiple of 49.7 days. A lock
+//!   restored from the log has no grant tick: its hold is not counted.
 
+mod durations;
 mod index;
 mod table;
+
+pub use durations::{DURATION_BUCKETS_MS, Durations};
 
 use crate::route::ResourceHasher;
 use crate::store::record::{CONNECTION_SESSION, Record};
@@ -99,8 +110,9 @@ pub struct AcquireOpts {
     pub wait: u64,
     /// Where events about this acquire go (its grant after waiting, its lease running out).
     pub ticket: Ticket,
-    /// Report the end of this grant's lease (when it runs out rather than is released) to
-    /// this ticket as [`EventKind::Lost`]: a session connection's.
+    /// Report the end of this grant's lease (when it runs out, or a forced release ends it,
+    /// rather than its holder releasing it) to this ticket as [`EventKind::Lost`]: a session
+    /// connection's.
     pub watch: Option<Ticket>,
     /// The session that will hold the lock (0: none), as the journal records it.
     pub session: u64,
@@ -181,6 +193,8 @@ pub struct Stats {
     pub waits: u64,
     /// Waits that ran out.
     pub wait_timeouts: u64,
+    /// Locks freed by a forced release (whoever held them).
+    pub forced_releases: u64,
     /// Locks held now (including leases that are over but not yet swept).
     pub held: u64,
     /// Acquires waiting now.
@@ -195,6 +209,10 @@ pub struct Stats {
     pub max_locks: u64,
     /// The most acquires that may wait on the shard (its share of `--max-waiters`).
     pub max_waiters: u64,
+    /// How long granted waits waited, from queueing to grant.
+    pub wait_times: Durations,
+    /// How long holds lasted, from grant to release (forced too) or the lease's end.
+    pub hold_times: Durations,
 }
 
 /// Something that happened to a request other than the one being answered.
@@ -211,7 +229,7 @@ pub enum EventKind {
     Granted { token: u64 },
     /// A waiter's deadline passed first.
     TimedOut,
-    /// The watched lease `token` ran out.
+    /// The watched lease `token` ran out, or was ended by a forced release.
     Lost { token: u64 },
 }
 
@@ -337,7 +355,7 @@ impl Shard {
     /// Releases the lock if `owner` (and `token`, if given) holds it; the first waiter, if
     /// any, gets it in the same call.
     pub fn release(&mut self, resource: &str, owner: &str, token: Option<u64>, now: u64) -> Changed {
-        self.change(resource, owner, token, now, |t, hash, lock| {
+        self.change(resource, Some(owner), token, now, |t, hash, lock| {
             t.stats.releases += 1;
             t.record(&Record::Release { token: lock.token });
             t.end_lease(hash, lock);
@@ -355,12 +373,27 @@ impl Shard {
         ttl: Option<u64>,
         now: u64,
     ) -> Changed {
-        self.change(resource, owner, token, now, |t, hash, lock| {
+        self.change(resource, Some(owner), token, now, |t, hash, lock| {
             t.stats.extends += 1;
             t.end_lease(hash, lock);
             let deadline = t.start_lease(hash, lock, ttl, now);
             t.record(&Record::Extend { token: lock.token, deadline });
             true
+        })
+    }
+
+    /// Frees the lock whoever holds it (an operator's forced release), if it is held under
+    /// `token` when one is given. Journaled as a release; the lease's watcher, if any, is told
+    /// it is lost; the first waiter, if any, gets the lock in the same call.
+    pub fn force_release(&mut self, resource: &str, token: Option<u64>, now: u64) -> Changed {
+        self.change(resource, None, token, now, |t, hash, lock| {
+            t.stats.forced_releases += 1;
+            t.record(&Record::Release { token: lock.token });
+            if let Some(watcher) = lock.extra.as_mut().and_then(|e| e.watcher.take()) {
+                t.events.push(Event { ticket: watcher, kind: EventKind::Lost { token: lock.token } });
+            }
+            t.end_lease(hash, lock);
+            t.vacate(hash, lock, now, now, false)
         })
     }
 
@@ -536,12 +569,15 @@ impl Shard {
     /// Every held lock as the log's `Grant` record of its current lease (for a snapshot).
     pub fn grants(&self) -> impl Iterator<Item = Record<'_>> {
         let t = &self.timers;
-        self.table.iter().map(move |lock| Record::Grant {
-            token: lock.token,
-            deadline: t.current_lease_end(self.table.hash(lock.name()), lock),
-            session: lock.extra.as_ref().map_or(0, |e| e.session),
-            resource: lock.name(),
-            owner: lock.owner(),
+        self.table.iter().map(move |lock| {
+            let (resource, owner) = lock.names();
+            Record::Grant {
+                token: lock.token,
+                deadline: t.current_lease_end(self.table.hash(resource), lock),
+                session: lock.extra.as_ref().map_or(0, |e| e.session),
+                resource,
+                owner,
+            }
         })
     }
 
@@ -590,12 +626,13 @@ impl Shard {
         self.table.heap_bytes() + self.timers.wheel.heap_bytes()
     }
 
-    /// The common frame of release and extend: settle, check the holder, apply `op`, and
-    /// remove the lock if `op` (and any zero lease that follows) left it free.
+    /// The common frame of release, extend and forced release: settle, check the holder (if
+    /// `owner` names one), apply `op`, and remove the lock if `op` (and any zero lease that
+    /// follows) left it free.
     fn change(
         &mut self,
         resource: &str,
-        owner: &str,
+        owner: Option<&str>,
         token: Option<u64>,
         now: u64,
         op: impl FnOnce(&mut Timers, u64, &mut Lock) -> bool,
@@ -610,7 +647,7 @@ impl Shard {
             found.remove();
             return Changed::NotFound;
         }
-        if lock.owner() != owner {
+        if owner.is_some_and(|o| !lock.held_by(o)) {
             return Changed::NotHolder;
         }
         if token.is_some_and(|tk| tk != lock.token) {
@@ -669,6 +706,7 @@ impl Timers {
         now: u64,
     ) -> u64 {
         lock.token = self.next_token();
+        lock.granted = table::grant_tick(now);
         self.stats.grants += 1;
         if watcher.is_some() || session != 0 {
             let extra = lock.extra_mut();
@@ -676,9 +714,15 @@ impl Timers {
             extra.session = session;
         }
         let deadline = self.start_lease(hash, lock, ttl, now);
-        let (resource, owner) = (lock.name(), lock.owner());
-        self.record(&Record::Grant { token: lock.token, deadline, session, resource, owner });
-        self.index_session(session, resource);
+        // Only a journal and a resumable session read the names (a shard in memory only would
+        // decode them for nothing).
+        if self.journal.is_some() {
+            let (resource, owner) = lock.names();
+            self.record(&Record::Grant { token: lock.token, deadline, session, resource, owner });
+        }
+        if session != 0 && session != CONNECTION_SESSION {
+            self.index_session(session, lock.name());
+        }
         lock.token
     }
 
@@ -718,6 +762,7 @@ impl Timers {
             timer,
             watch: opts.watch,
             session: opts.session,
+            queued: now,
         });
         Acquired::Queued
     }
@@ -774,10 +819,14 @@ impl Timers {
         true
     }
 
-    /// The holder is gone (released at `free_at`, or its lease ended then): tell its watcher
-    /// if the lease ran out, time out the waiters who gave up by `free_at`, and hand the lock
-    /// to the first one left, at `now`. Returns whether the lock is held again.
+    /// The holder is gone (released at `free_at`, or its lease ended then): count how long it
+    /// held the lock, tell its watcher if the lease ran out, time out the waiters who gave up
+    /// by `free_at`, and hand the lock to the first one left, at `now`. Returns whether the
+    /// lock is held again.
     fn vacate(&mut self, hash: u64, lock: &mut Lock, free_at: u64, now: u64, expired: bool) -> bool {
+        if let Some(ms) = table::held_for(lock.granted, free_at) {
+            self.stats.hold_times.record(ms);
+        }
         if expired {
             self.stats.expiries += 1;
             self.record(&Record::Expire { token: lock.token });
@@ -804,6 +853,7 @@ impl Timers {
         };
         self.waiting -= 1;
         self.wheel.cancel(next.timer, &TimerKey { hash, id: next.id });
+        self.stats.wait_times.record(now.saturating_sub(next.queued));
         lock.set_owner(&next.owner);
         let token = self.grant(hash, lock, next.ttl, next.watch, next.session, now);
         self.events.push(Event { ticket: next.ticket, kind: EventKind::Granted { token } });

@@ -4,9 +4,11 @@
 //! Storage only; what a lock may do is `shard`'s business.
 //!
 //! A held lock costs one 40-byte table entry (see the size test below) plus one allocation with
-//! the resource and owner names, and in a large table about 14 bytes of the index. Waiters and
-//! session watchers, which most locks never have, live behind an `Option<Box<_>>` so they cost
-//! a held lock 8 bytes when absent.
+//! the resource and owner names, led by the resource name's length (one byte for names under 64
+//! bytes, two under 4096: see [`put_len`]), which keeps the entry's room for the tick of the
+//! grant; and in a large table about 14 bytes of the index. Waiters and session watchers, which
+//! most locks never have, live behind an `Option<Box<_>>` so they cost a held lock 8 bytes when
+//! absent.
 
 use std::collections::VecDeque;
 
@@ -31,19 +33,35 @@ const MIN_SHRINK_CAPACITY: usize = 1024;
 /// the order of their names; a list page of a larger one looks at no more than
 /// `(2 + 4 * limit / 896) * 1792` locks, some 12,500 for a page of 1,000.
 pub const INDEX_BUCKET_LOCKS: usize = 896;
+/// [`Lock::granted`] of a lock whose grant this run did not see (one restored from the log).
+pub(super) const GRANTED_UNKNOWN: u32 = u32::MAX;
 
 /// One held lock.
 pub(super) struct Lock {
     /// Fencing token of the current grant; unique within the shard.
     pub token: u64,
-    /// The resource name followed by the holder's name, in one allocation.
+    /// The resource name's length (see [`put_len`]), the resource name, then the holder's
+    /// name, in one allocation.
     names: Box<str>,
     /// Timer of the lease's end, or [`TimerId::NONE`] for a lease without expiry.
     pub timer: TimerId,
-    /// Bytes of `names` that are the resource name.
-    name_len: u32,
+    /// The tick of the current grant, its low 32 bits ([`grant_tick`]); [`GRANTED_UNKNOWN`]
+    /// until the shard grants it. Holds are timed with it, modulo 2^32 ms (49.7 days).
+    pub granted: u32,
     /// Waiters and watcher, if any.
     pub extra: Option<Box<Extra>>,
+}
+
+/// `now` as a lock keeps its grant tick: the low 32 bits, never [`GRANTED_UNKNOWN`] (a tick
+/// that would read as it is kept 1 ms early, once every 49.7 days).
+pub(super) fn grant_tick(now: u64) -> u32 {
+    (now as u32).min(GRANTED_UNKNOWN - 1)
+}
+
+/// Ms from grant tick `granted` to tick `now`, modulo 2^32 (see [`Lock::granted`]); `None` if
+/// the grant is unknown.
+pub(super) fn held_for(granted: u32, now: u64) -> Option<u64> {
+    (granted != GRANTED_UNKNOWN).then(|| u64::from((now as u32).wrapping_sub(granted)))
 }
 
 /// The rarely present parts of a lock.
@@ -72,6 +90,8 @@ pub(super) struct Waiter {
     pub watch: Option<Ticket>,
     /// The session that will hold the lock (see [`Extra::session`]).
     pub session: u64,
+    /// The tick it queued at (for the time it waited).
+    pub queued: u64,
 }
 
 impl Lock {
@@ -80,17 +100,48 @@ impl Lock {
             token,
             names: concat(resource, owner),
             timer: TimerId::NONE,
-            name_len: u32::try_from(resource.len()).expect("resource name over 4 GiB"),
+            granted: GRANTED_UNKNOWN,
             extra: None,
         }
     }
 
+    /// Where the resource name starts and ends in `names`.
+    fn name_at(&self) -> (usize, usize) {
+        let (len, start) = get_len(self.names.as_bytes());
+        (start, start + len)
+    }
+
     pub fn name(&self) -> &str {
-        &self.names[..self.name_len as usize]
+        let (start, end) = self.name_at();
+        &self.names[start..end]
     }
 
     pub fn owner(&self) -> &str {
-        &self.names[self.name_len as usize..]
+        &self.names[self.name_at().1..]
+    }
+
+    /// The resource name and the holder's, read at once.
+    pub fn names(&self) -> (&str, &str) {
+        let (start, end) = self.name_at();
+        (&self.names[start..end], &self.names[end..])
+    }
+
+    /// Whether this is the lock named `resource`: every lookup asks, so it compares bytes (a
+    /// `str` slice would check both ends for character boundaries first), and for a name under
+    /// 64 bytes compares the one-byte length it expects rather than decode the stored one, so
+    /// that the comparison of the names need not wait for it.
+    pub fn is(&self, resource: &str) -> bool {
+        let (bytes, n) = (self.names.as_bytes(), resource.len());
+        if n < 1 << LEN_DIGIT_BITS {
+            return bytes.len() > n && bytes[0] == n as u8 && &bytes[1..=n] == resource.as_bytes();
+        }
+        let (start, end) = self.name_at();
+        end - start == n && &bytes[start..end] == resource.as_bytes()
+    }
+
+    /// Whether `owner` holds it, comparing bytes (see [`Lock::is`]).
+    pub fn held_by(&self, owner: &str) -> bool {
+        &self.names.as_bytes()[self.name_at().1..] == owner.as_bytes()
     }
 
     /// Hands the lock to a new holder (a waiter's turn has come).
@@ -243,11 +294,63 @@ impl Order {
     }
 }
 
-fn concat(a: &str, b: &str) -> Box<str> {
-    let mut s = String::with_capacity(a.len() + b.len());
-    s.push_str(a);
-    s.push_str(b);
+/// `resource`'s length ([`put_len`]), `resource`, then `owner`.
+fn concat(resource: &str, owner: &str) -> Box<str> {
+    // Exactly the bytes needed: a spare byte would cost a reallocation in `into_boxed_str`.
+    let mut s = String::with_capacity(len_bytes(resource.len()) + resource.len() + owner.len());
+    put_len(&mut s, resource.len());
+    s.push_str(resource);
+    s.push_str(owner);
     s.into_boxed_str()
+}
+
+/// Bits of a length each byte of [`put_len`] carries.
+const LEN_DIGIT_BITS: u32 = 6;
+/// Set in every byte of [`put_len`] but the last.
+const LEN_MORE: u8 = 0x40;
+
+/// Bytes [`put_len`] writes for `len`.
+fn len_bytes(mut len: usize) -> usize {
+    let mut bytes = 1;
+    while len >> LEN_DIGIT_BITS != 0 {
+        len >>= LEN_DIGIT_BITS;
+        bytes += 1;
+    }
+    bytes
+}
+
+/// Appends `len` in 6-bit digits, low digit first, each an ASCII byte (so that the names stay
+/// one `str`, with no `unsafe`) with [`LEN_MORE`] set on all but the last: one byte under 64,
+/// two under 4096.
+fn put_len(out: &mut String, mut len: usize) {
+    loop {
+        let digit = (len & ((1 << LEN_DIGIT_BITS) - 1)) as u8;
+        len >>= LEN_DIGIT_BITS;
+        if len == 0 {
+            out.push(char::from(digit));
+            return;
+        }
+        out.push(char::from(digit | LEN_MORE));
+    }
+}
+
+/// Reads what [`put_len`] wrote at the start of `bytes`: the length, and the bytes it took.
+fn get_len(bytes: &[u8]) -> (usize, usize) {
+    let first = bytes[0];
+    if first & LEN_MORE == 0 {
+        // Names under 64 bytes, nearly every name: one byte, one branch.
+        return (usize::from(first), 1);
+    }
+    let mut len = usize::from(first & !LEN_MORE);
+    let mut at = 1;
+    loop {
+        let byte = bytes[at];
+        len |= usize::from(byte & !LEN_MORE) << (LEN_DIGIT_BITS * at as u32);
+        at += 1;
+        if byte & LEN_MORE == 0 {
+            return (len, at);
+        }
+    }
 }
 
 /// Held locks by resource name.
@@ -289,7 +392,7 @@ impl LockTable {
     pub fn find(&mut self, hash: u64, resource: &str) -> Option<Found<'_>> {
         self.tidy();
         let (hasher, order) = (&self.hasher, &mut self.order);
-        let entry = self.map.find_entry(hash, |l| l.name() == resource).ok()?;
+        let entry = self.map.find_entry(hash, |l| l.is(resource)).ok()?;
         Some(Found { entry, hasher, order, hash })
     }
 
@@ -314,7 +417,7 @@ impl LockTable {
     pub fn entry(&mut self, hash: u64, resource: &str) -> Slot<'_> {
         self.tidy();
         let (hasher, order) = (&self.hasher, &mut self.order);
-        match self.map.entry(hash, |l| l.name() == resource, |l| hasher.hash(l.name())) {
+        match self.map.entry(hash, |l| l.is(resource), |l| hasher.hash(l.name())) {
             Entry::Occupied(entry) => Slot::Held(Found { entry, hasher, order, hash }),
             Entry::Vacant(entry) => Slot::Free(Vacant { entry, order, hash }),
         }
@@ -419,6 +522,45 @@ mod tests {
         assert_eq!((l.name(), l.owner()), ("bücket/kéy", ""));
         let l = Lock::new("", "o", 1);
         assert_eq!((l.name(), l.owner()), ("", "o"));
+        let l = Lock::new("ab", "cd", 1);
+        assert_eq!(l.names(), ("ab", "cd"));
+        assert!(l.is("ab") && !l.is("a") && !l.is("abc") && !l.is("abcd") && !l.is(""));
+        assert!(l.held_by("cd") && !l.held_by("c") && !l.held_by("bcd"));
+        let long = "x".repeat(100);
+        let l = Lock::new(&long, "o", 1);
+        // 100 is written "d\x01": its low six bits, 36, with 0x40 set, then 1.
+        assert!(l.is(&long) && !l.is(&long[..99]) && !l.is(&long[..36]) && !l.is("d") && l.held_by("o"));
+        for len in [0, 1, 63, 64, 65, 1000, 4095, 4096, 5000, 300_000] {
+            let name = "é".repeat(len / 2) + &"n".repeat(len % 2);
+            let l = Lock::new(&name, "wörker", 1);
+            assert_eq!((l.name(), l.owner()), (name.as_str(), "wörker"), "a name of {len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_names_length_takes_one_byte_under_64_and_two_under_4096() {
+        let prefix = |len: usize| {
+            let mut s = String::new();
+            put_len(&mut s, len);
+            assert_eq!(get_len(s.as_bytes()), (len, s.len()));
+            assert_eq!(len_bytes(len), s.len());
+            assert!(s.is_ascii());
+            s.len()
+        };
+        assert_eq!([0, 63, 64, 4095, 4096, 262_143, 262_144].map(prefix), [1, 1, 2, 2, 3, 3, 4]);
+        assert_eq!(Lock::new("bucket/object-0000000", "worker-17", 1).heap_bytes(), 1 + 21 + 9);
+    }
+
+    #[test]
+    fn grant_ticks_keep_32_bits_and_time_holds_modulo_2_to_the_32_ms() {
+        assert_eq!(held_for(grant_tick(1_000), 1_250), Some(250));
+        assert_eq!(held_for(grant_tick(1_000), 1_000), Some(0));
+        let wrap = 1u64 << 32;
+        assert_eq!(held_for(grant_tick(wrap - 10), wrap + 5), Some(15), "across the wrap of the tick");
+        assert_eq!(held_for(grant_tick(5), wrap + 6), Some(1), "a hold of 2^32 ms + 1 reads as 1 ms");
+        assert_eq!(grant_tick(wrap - 1), GRANTED_UNKNOWN - 1, "kept 1 ms early");
+        assert_eq!(held_for(GRANTED_UNKNOWN, 7), None);
+        assert_eq!(Lock::new("r", "o", 1).granted, GRANTED_UNKNOWN);
     }
 
     #[test]

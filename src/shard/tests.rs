@@ -468,6 +468,90 @@ fn ttl_or_none(lease: Option<u64>) -> AcquireOpts {
     AcquireOpts { ttl: lease, ..OWNERLESS }
 }
 
+/// The records the shard journaled since the last call.
+fn journaled(s: &mut Shard) -> Vec<String> {
+    let mut bytes = Vec::new();
+    s.take_journal(&mut bytes);
+    crate::store::record::Records::new(&bytes).map(|r| format!("{:?}", r.unwrap())).collect()
+}
+
+#[test]
+fn a_forced_release_frees_the_lock_whoever_holds_it_and_is_journaled_as_a_release() {
+    let mut s = shard();
+    s.start_journal();
+    assert_eq!(s.force_release("r", None, 0), Changed::NotFound);
+    s.acquire("r", "alice", ttl(1_000), 0);
+    assert_eq!(s.force_release("r", Some(SEED + 2), 1), Changed::TokenMismatch, "another lease");
+    assert_eq!(s.force_release("r", None, 2), Changed::Ok { token: SEED + 1 });
+    assert!(s.is_empty());
+    assert_eq!(s.next_deadline(), None, "the lease's timer went with it");
+    assert_eq!(s.release("r", "alice", None, 3), Changed::NotFound, "the holder finds it gone");
+    s.acquire("r", "bob", OWNERLESS, 4);
+    assert_eq!(s.force_release("r", Some(SEED + 2), 5), Changed::Ok { token: SEED + 2 });
+    s.acquire("r", "carol", ttl(0), 6);
+    assert_eq!(s.force_release("r", None, 6), Changed::NotFound, "a lease that is over is not held");
+    let stats = s.stats();
+    assert_eq!((stats.forced_releases, stats.releases, stats.expiries), (2, 0, 1));
+    assert_eq!(
+        journaled(&mut s),
+        [
+            "Grant { token: 1001, deadline: Some(1001), session: 0, resource: \"r\", owner: \"alice\" }",
+            "Release { token: 1001 }",
+            "Grant { token: 1002, deadline: None, session: 0, resource: \"r\", owner: \"bob\" }",
+            "Release { token: 1002 }",
+            "Grant { token: 1003, deadline: Some(6), session: 0, resource: \"r\", owner: \"carol\" }",
+            "Expire { token: 1003 }",
+        ]
+    );
+}
+
+#[test]
+fn a_forced_release_tells_the_watcher_its_lease_is_lost_and_hands_the_lock_on() {
+    let mut s = shard();
+    let watched =
+        AcquireOpts { ttl: Some(10_000), wait: 0, ticket: Ticket(9), watch: Some(Ticket(9)), session: 7 };
+    s.acquire("r", "a", watched, 0);
+    assert_eq!(s.acquire("r", "b", wait(2, 1_000), 1), Acquired::Queued);
+    assert_eq!(s.force_release("r", None, 2), Changed::Ok { token: SEED + 1 });
+    assert_eq!(
+        events(&mut s),
+        [Event { ticket: Ticket(9), kind: EventKind::Lost { token: SEED + 1 } }, granted(2, SEED + 2)]
+    );
+    assert_eq!(s.inspect("r", 2).map(|i| (i.owner, i.token)), Some(("b", SEED + 2)));
+    assert_eq!(
+        s.grants().map(|g| format!("{g:?}")).collect::<Vec<_>>(),
+        ["Grant { token: 1002, deadline: None, session: 0, resource: \"r\", owner: \"b\" }"],
+        "the session went with the forced holder"
+    );
+}
+
+#[test]
+fn waits_are_timed_from_queueing_to_grant_and_holds_from_grant_to_their_end() {
+    let mut s = shard();
+    s.acquire("r", "a", OWNERLESS, 100);
+    s.acquire("r", "b", AcquireOpts { ttl: Some(50), ..wait(2, 10_000) }, 150);
+    s.acquire("r", "c", wait(3, 10), 150);
+    s.release("r", "a", None, 400);
+    // b waited 250 ms; c timed out (not counted); a held 300 ms.
+    advance_all(&mut s, 451);
+    // b's lease of 50 ms from 400 ended at 451: held 51 ms.
+    s.acquire("q", "d", OWNERLESS, 1_000);
+    s.force_release("q", None, 1_007);
+    s.acquire("z", "e", ttl(0), 2_000);
+    advance_all(&mut s, 2_000);
+    s.restore(Restored { resource: "old", owner: "f", token: 1, deadline: None, session: 0, watch: None });
+    s.release("old", "f", None, 3_000);
+    let stats = s.stats();
+    let mut waits = Durations::default();
+    waits.record(250);
+    assert_eq!(stats.wait_times, waits);
+    let mut holds = Durations::default();
+    for ms in [300, 51, 7, 0] {
+        holds.record(ms);
+    }
+    assert_eq!(stats.hold_times, holds, "a restored lock's grant is unknown: its hold is not counted");
+}
+
 // ---------------------------------------------------------------------------------------
 // Model-based property test.
 
@@ -478,6 +562,7 @@ struct MWaiter {
     ttl: Option<u64>,
     deadline: u64,
     watch: Option<Ticket>,
+    queued: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -487,6 +572,7 @@ struct MLock {
     end: Option<u64>,
     waiters: Vec<MWaiter>,
     watcher: Option<Ticket>,
+    granted: u64,
 }
 
 /// The obvious model: locks in a `BTreeMap`, everything by linear scan.
@@ -495,6 +581,9 @@ struct Model {
     locks: BTreeMap<String, MLock>,
     token: u64,
     events: Vec<Event>,
+    /// Times of granted waits and of holds, in ms.
+    wait_times: Durations,
+    hold_times: Durations,
 }
 
 /// Results of both, tokens included, for comparison.
@@ -535,6 +624,7 @@ impl Model {
 
     fn vacate(&mut self, r: &str, free_at: u64, now: u64, expired: bool) -> bool {
         let l = self.locks.get_mut(r).unwrap();
+        self.hold_times.record(free_at - l.granted);
         if let Some(w) = l.watcher.take()
             && expired
         {
@@ -548,6 +638,8 @@ impl Model {
         }
         let w = l.waiters.remove(0);
         self.token += 1;
+        self.wait_times.record(now - w.queued);
+        l.granted = now;
         l.owner = w.owner;
         l.token = self.token;
         l.end = w.ttl.map(|t| deadline_after(now, t));
@@ -571,6 +663,7 @@ impl Model {
                 ttl: o.ttl,
                 deadline: deadline_after(now, o.wait),
                 watch: o.watch,
+                queued: now,
             });
             return Out::Queued;
         }
@@ -583,15 +676,16 @@ impl Model {
                 end: o.ttl.map(|t| deadline_after(now, t)),
                 waiters: vec![],
                 watcher: o.watch,
+                granted: now,
             },
         );
         Out::Granted(self.token)
     }
 
-    fn check(&mut self, r: &str, owner: &str, token: Option<u64>, now: u64) -> Result<u64, Changed> {
+    fn check(&mut self, r: &str, owner: Option<&str>, token: Option<u64>, now: u64) -> Result<u64, Changed> {
         self.settle(r, now);
         let l = self.locks.get(r).ok_or(Changed::NotFound)?;
-        if l.owner != owner {
+        if owner.is_some_and(|o| o != l.owner) {
             return Err(Changed::NotHolder);
         }
         if token.is_some_and(|t| t != l.token) {
@@ -601,7 +695,7 @@ impl Model {
     }
 
     fn release(&mut self, r: &str, owner: &str, token: Option<u64>, now: u64) -> Changed {
-        match self.check(r, owner, token, now) {
+        match self.check(r, Some(owner), token, now) {
             Err(e) => e,
             Ok(t) => {
                 self.locks.get_mut(r).unwrap().end = None;
@@ -613,8 +707,26 @@ impl Model {
         }
     }
 
+    /// A release whoever holds it, whose watcher hears the lease is lost.
+    fn force_release(&mut self, r: &str, token: Option<u64>, now: u64) -> Changed {
+        match self.check(r, None, token, now) {
+            Err(e) => e,
+            Ok(t) => {
+                let l = self.locks.get_mut(r).unwrap();
+                l.end = None;
+                if let Some(w) = l.watcher.take() {
+                    self.events.push(Event { ticket: w, kind: EventKind::Lost { token: t } });
+                }
+                if self.vacate(r, now, now, false) {
+                    self.settle(r, now);
+                }
+                Changed::Ok { token: t }
+            }
+        }
+    }
+
     fn extend(&mut self, r: &str, owner: &str, token: Option<u64>, ttl: Option<u64>, now: u64) -> Changed {
-        match self.check(r, owner, token, now) {
+        match self.check(r, Some(owner), token, now) {
             Err(e) => e,
             Ok(t) => {
                 self.locks.get_mut(r).unwrap().end = ttl.map(|ttl| deadline_after(now, ttl));
@@ -680,6 +792,10 @@ enum Op {
         o: usize,
         token: TokenPick,
     },
+    ForceRelease {
+        r: usize,
+        token: TokenPick,
+    },
     Extend {
         r: usize,
         o: usize,
@@ -719,6 +835,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0..3usize, 0..3usize, ttl.clone(), prop_oneof![Just(0u64), 1u64..60], any::<bool>())
             .prop_map(|(r, o, ttl, wait, watch)| Op::Acquire { r, o, ttl, wait, watch }),
         4 => (0..3usize, 0..3usize, token.clone()).prop_map(|(r, o, token)| Op::Release { r, o, token }),
+        1 => (0..3usize, token.clone()).prop_map(|(r, token)| Op::ForceRelease { r, token }),
         2 => (0..3usize, 0..3usize, token, ttl).prop_map(|(r, o, token, ttl)| Op::Extend { r, o, token, ttl }),
         1 => (0..3usize).prop_map(|r| Op::Inspect { r }),
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
@@ -908,6 +1025,21 @@ impl Harness {
                     self.holders[r] = None;
                 }
             }
+            Op::ForceRelease { r, token } => {
+                let (ts, tm) = self.token_of(r, token);
+                let m = self.model.force_release(RESOURCES[r], tm, now);
+                let s = self.shard.force_release(RESOURCES[r], ts, now);
+                if let Changed::Ok { token } = s {
+                    self.released.insert(token);
+                }
+                self.compare_events(false)?;
+                self.same_change(s, m)?;
+                if let Changed::Ok { token } = s
+                    && self.holders[r].is_some_and(|h| h.token == token)
+                {
+                    self.holders[r] = None;
+                }
+            }
             Op::Extend { r, o, token, ttl } => {
                 let (ts, tm) = self.token_of(r, token);
                 let m = self.model.extend(RESOURCES[r], OWNERS[o], tm, ttl, now);
@@ -967,6 +1099,9 @@ impl Harness {
         }
         prop_assert!(self.shard.len() <= RESOURCES.len());
         self.shard.check();
+        let stats = self.shard.stats();
+        prop_assert_eq!(stats.wait_times, self.model.wait_times, "wait times");
+        prop_assert_eq!(stats.hold_times, self.model.hold_times, "hold times");
         Ok(())
     }
 

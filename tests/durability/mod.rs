@@ -230,6 +230,33 @@ fn a_lease_keeps_what_was_left_of_it_across_the_downtime() {
     assert_eq!(c.post("/acquire", SECRET, &acquire_body("short", "next", None)).status, 200);
 }
 
+#[test]
+fn a_forced_release_survives_a_restart() {
+    let data = TempDir::new("forced");
+    let p = server(data.path(), 0, 2, &[]);
+    let mut c = Http::connect(p.addr);
+    let mut tokens = HashMap::new();
+    for name in ["kept", "forced/1", "forced/2", "forced/3"] {
+        let r = c.post("/acquire", SECRET, &acquire_body(name, "holder", None));
+        assert_eq!(r.status, 200);
+        tokens.insert(name, r.token());
+    }
+    for name in ["forced/1", "forced/2", "forced/3"] {
+        let body = format!(r#"{{"resource":"{name}","force":true}}"#);
+        let r = c.post("/release", SECRET, &body);
+        assert_eq!((r.status, r.token()), (200, tokens[name]), "acknowledged once it is durable");
+    }
+    crash(p);
+    let p = server(data.path(), 0, 2, &[]);
+    let state = list_all(p.addr);
+    assert_eq!(state.len(), 1, "{state:?}");
+    assert_eq!(state["kept"], ("holder".to_owned(), tokens["kept"], None));
+    let mut c = Http::connect(p.addr);
+    let r = c.post("/acquire", SECRET, &acquire_body("forced/1", "next", None));
+    assert_eq!(r.status, 200, "free after the restart");
+    assert!(r.token() > tokens["forced/1"]);
+}
+
 /// The segment files of a data directory, biggest first.
 fn segments(data: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::{SECRET, TestServer, sdks};
+use crate::support::{SECRET, TestServer, post, sdks};
 
 /// A server that has granted, refused, released, renewed, expired and waited, and its metrics.
 fn busy_metrics() -> (TestServer, String) {
@@ -18,6 +18,14 @@ fn busy_metrics() -> (TestServer, String) {
     assert_eq!(c.post("/acquire", SECRET, r#"{"resource":"m/2","owner":"a","expire":0}"#).status, 200);
     assert_eq!(c.post("/acquire", SECRET, r#"{"resource":"m/1","owner":"w","wait":0.01}"#).status, 409);
     assert_eq!(c.release("m/1", "a").status, 200);
+    // A wait that is granted (its answer waits for the release pipelined behind it), a hold
+    // that ends, and a forced release: every histogram and counter has something in it.
+    c.send(post("/acquire", SECRET, r#"{"resource":"m/3","owner":"a"}"#));
+    c.send(post("/acquire", SECRET, r#"{"resource":"m/3","owner":"w","wait":5}"#));
+    c.send(post("/release", SECRET, r#"{"resource":"m/3","owner":"a"}"#));
+    let answers: Vec<u16> = (0..3).map(|_| c.read().status).collect();
+    assert_eq!(answers, [200, 200, 200]);
+    assert_eq!(c.post("/release", SECRET, r#"{"resource":"m/3","force":true}"#).status, 200);
     let r = c.call("GET /metrics HTTP/1.1\r\n\r\n");
     assert_eq!(r.status, 200);
     (s, r.body)
@@ -83,6 +91,9 @@ fn the_dashboard_queries_only_exported_metrics() {
         "ringlock_held_locks",
         "ringlock_connections",
         "ringlock_request_duration_seconds_bucket",
+        "ringlock_wait_duration_seconds_bucket",
+        "ringlock_hold_duration_seconds_bucket",
+        "ringlock_forced_releases_total",
     ] {
         assert!(queried.iter().any(|q| q == family), "the dashboard shows {family}");
     }

@@ -132,6 +132,11 @@ impl Http {
         Http { reader: BufReader::new(stream) }
     }
 
+    /// This end's address, as the server sees the client.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.reader.get_ref().local_addr().expect("a connected socket")
+    }
+
     /// A connection, or `None` if the server cannot be reached (it is down).
     pub fn try_connect(addr: SocketAddr) -> Option<Http> {
         let stream = TcpStream::connect(addr).ok()?;

@@ -5,7 +5,9 @@
 //! As in the reference server: `resource` and `owner` are required strings, `expire` is in
 //! seconds, unknown fields are ignored. Beyond it: `expire` and `wait` may be fractional
 //! (millisecond precision, rounded up), and `token` may be a number or a decimal string (so
-//! that JavaScript, whose numbers stop at 2^53, can send any token).
+//! that JavaScript, whose numbers stop at 2^53, can send any token). A release with
+//! `"force": true` and no `owner` frees the lock whoever holds it (an operator's tool); one
+//! without `force` (or with `false` or `null`) is read, and refused, as the reference reads it.
 
 use std::borrow::Cow;
 
@@ -32,16 +34,47 @@ struct AcquireBody<'a> {
     wait: Option<f64>,
 }
 
-/// The body of `POST /release`.
+/// The body of `POST /release`: by its owner, or (`"force": true`) whoever holds it.
 #[derive(Deserialize)]
-struct ReleaseBody<'a> {
+struct AnyReleaseBody<'a> {
     #[serde(borrow)]
     resource: Cow<'a, str>,
-    #[serde(borrow)]
-    owner: Cow<'a, str>,
+    #[serde(borrow, default)]
+    owner: Option<Name<'a>>,
     #[serde(default, deserialize_with = "token")]
     token: Option<u64>,
+    #[serde(default)]
+    force: Option<bool>,
 }
+
+/// A string borrowed from the body unless it has escapes (an `Option<Cow<str>>` field alone
+/// would always be copied).
+#[derive(Deserialize)]
+struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The body of `POST /release` as the reference server reads it, `owner` required, named as
+/// it always was (serde's messages name it): read again only to refuse a body without `force`
+/// in the very words a release always got.
+#[derive(Deserialize)]
+struct ReleaseBody<'a> {
+    #[serde(borrow, rename = "resource")]
+    _resource: Cow<'a, str>,
+    #[serde(borrow, rename = "owner")]
+    _owner: Cow<'a, str>,
+    #[serde(default, deserialize_with = "token", rename = "token")]
+    _token: Option<u64>,
+}
+
+/// Whether a body that could not be read has a `force` field.
+#[derive(Deserialize)]
+struct ForceField {
+    #[serde(default)]
+    force: Option<serde::de::IgnoredAny>,
+}
+
+/// Why a forced release naming an owner is refused.
+pub const FORCE_WITH_OWNER: &str =
+    "`force` frees the lock whoever holds it: send no `owner` with it (or leave `force` out)";
 
 /// The body of `POST /extend`.
 #[derive(Deserialize)]
@@ -64,10 +97,20 @@ pub fn acquire(body: &[u8]) -> Result<BodyRequest<'_>, String> {
     Ok(Request::Acquire { resource: b.resource, owner: b.owner, ttl, wait, session: NO_SESSION })
 }
 
-/// Parses the body of `POST /release`.
+/// Parses the body of `POST /release`: a release by its owner, or a forced one.
 pub fn release(body: &[u8]) -> Result<BodyRequest<'_>, String> {
-    let b: ReleaseBody<'_> = parse(body)?;
-    Ok(Request::Release { resource: b.resource, owner: b.owner, token: b.token })
+    // In the reference's words: how a release without `force`, or without an owner, is refused.
+    let reference = |e: String| parse::<ReleaseBody<'_>>(body).err().unwrap_or(e);
+    let b: AnyReleaseBody<'_> = parse(body).map_err(|e| match parse::<ForceField>(body) {
+        Ok(ForceField { force: Some(_) }) => e,
+        _ => reference(e),
+    })?;
+    match (b.force, b.owner) {
+        (Some(true), None) => Ok(Request::ForceRelease { resource: b.resource, token: b.token }),
+        (Some(true), Some(_)) => Err(FORCE_WITH_OWNER.into()),
+        (_, Some(Name(owner))) => Ok(Request::Release { resource: b.resource, owner, token: b.token }),
+        (_, None) => Err(reference("missing field `owner`".into())),
+    }
 }
 
 /// Parses the body of `POST /extend` (`expire` is required: the new lease length).
@@ -232,6 +275,85 @@ mod tests {
             release(br#"{"resource":"r","owner":"o","token":[]}"#).is_err(),
             "its own fields are checked"
         );
+    }
+
+    /// A release body as the reference server reads it, and as this server did before `force`
+    /// (serde's messages name the type).
+    #[derive(Deserialize)]
+    struct ReleaseBody<'a> {
+        #[serde(borrow)]
+        resource: Cow<'a, str>,
+        #[serde(borrow)]
+        owner: Cow<'a, str>,
+        #[serde(default, deserialize_with = "token")]
+        token: Option<u64>,
+    }
+
+    #[test]
+    fn a_release_without_force_is_read_and_refused_exactly_as_before() {
+        for body in [
+            r#"{"resource":"r","owner":"o"}"#,
+            r#"{"owner":"o","resource":"r","token":"7","wait":[1]}"#,
+            r#"{"resource":"r","owner":"o","force":false}"#,
+            r#"{"resource":"r","owner":"o","force":null}"#,
+            r#"{"resource":"r\u00e9","owner":"o\n"}"#,
+            r#"{"resource":"r"}"#,
+            r#"{"resource":"r","force":false}"#,
+            r#"{"owner":"o"}"#,
+            r#"{}"#,
+            r#"{"resource":"r","owner":null}"#,
+            r#"{"resource":"r","owner":5}"#,
+            r#"{"resource":"r","owner":"o","owner":"p"}"#,
+            r#"{"resource":"r","token":-1}"#,
+            r#"{"resource":"r","token":"x","owner":"o"}"#,
+            r#"{"resource":"r","owner":"o""#,
+            "[]",
+            r#"["r","o",7]"#,
+            r#"["r"]"#,
+            "not json",
+            "",
+        ] {
+            let before = parse::<ReleaseBody<'_>>(body.as_bytes()).map(|b| Request::Release {
+                resource: b.resource,
+                owner: b.owner,
+                token: b.token,
+            });
+            assert_eq!(release(body.as_bytes()), before, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_forced_release_names_no_owner() {
+        assert_eq!(
+            release(br#"{"resource":"r","force":true}"#),
+            Ok(Request::ForceRelease { resource: "r".into(), token: None })
+        );
+        assert_eq!(
+            release(br#"{"force":true,"resource":"r","token":"12"}"#),
+            Ok(Request::ForceRelease { resource: "r".into(), token: Some(12) })
+        );
+        assert_eq!(release(br#"{"resource":"r","owner":"o","force":true}"#), Err(FORCE_WITH_OWNER.into()));
+        assert_eq!(release(br#"{"resource":"r","owner":"","force":true}"#), Err(FORCE_WITH_OWNER.into()));
+        assert_eq!(
+            release(br#"{"resource":"r","force":"yes"}"#),
+            Err("invalid type: string \"yes\", expected a boolean at line 1 column 29".into())
+        );
+        assert_eq!(release(br#"{"force":true}"#), Err("missing field `resource` at line 1 column 14".into()));
+    }
+
+    #[test]
+    fn release_names_without_escapes_are_borrowed() {
+        match release(br#"{"resource":"plain","owner":"caf\u00e9"}"#).unwrap() {
+            Request::Release { resource, owner, .. } => {
+                assert!(matches!(resource, Cow::Borrowed("plain")));
+                assert!(matches!(owner, Cow::Owned(ref o) if o == "café"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match release(br#"{"resource":"r","owner":"worker-1"}"#).unwrap() {
+            Request::Release { owner, .. } => assert!(matches!(owner, Cow::Borrowed("worker-1"))),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

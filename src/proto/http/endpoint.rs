@@ -121,6 +121,8 @@ pub fn lock_reply(endpoint: Endpoint, reply: &Reply) -> Response {
     match (endpoint, reply) {
         (Endpoint::Acquire, Reply::Granted { token }) => granted(*token),
         (Endpoint::Release, Reply::Done { .. }) => Response::text(Ok, OK),
+        // The token of the lease it ended, so the operator knows which one went.
+        (Endpoint::ForceRelease, Reply::Done { token }) => granted(*token),
         (Endpoint::Extend, Reply::Done { token }) => granted(*token),
         (_, Reply::Busy | Reply::TimedOut | Reply::NotHolder) => Response::text(Conflict, LOCKED),
         (_, Reply::QueueFull) => Response::text(Conflict, QUEUE_FULL),
@@ -210,6 +212,22 @@ mod tests {
         assert_eq!(body(Endpoint::Release, Reply::NotFound), (409, "ERR Resource not found"));
         assert_eq!(body(Endpoint::Release, Reply::TokenMismatch), (409, "ERR Token mismatch"));
         assert_eq!(lock_reply(Endpoint::Release, &Reply::Done { token: 1 }).token, None);
+    }
+
+    #[test]
+    fn a_forced_release_says_which_lease_it_ended() {
+        let r = lock_reply(Endpoint::ForceRelease, &Reply::Done { token: 42 });
+        assert_eq!(
+            bytes(&r, true),
+            "HTTP/1.1 200 OK\r\ndate: Sun, 22 Nov 2026 15:05:00 GMT\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: 2\r\nX-Lockserver-Token: 42\r\n\r\nOK"
+        );
+        let text = |reply| match lock_reply(Endpoint::ForceRelease, &reply) {
+            Response { status, body: Body::Text(t), token: None, .. } => (status.code(), t),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text(Reply::NotFound), (409, "ERR Resource not found"));
+        assert_eq!(text(Reply::TokenMismatch), (409, "ERR Token mismatch"));
     }
 
     #[test]

@@ -19,6 +19,8 @@ use super::head::Method;
 pub enum Endpoint {
     Acquire,
     Release,
+    /// `POST /release` with `"force": true`: whoever holds it.
+    ForceRelease,
     Extend,
     Inspect,
     List,
@@ -88,7 +90,10 @@ pub fn route<'b>(
         Resource::Health => return Routed::Health,
         Resource::Metrics => return Routed::Lock(Endpoint::Metrics, Request::Stats),
         Resource::Lock(Endpoint::Acquire) => body::acquire(body).map(|r| (Endpoint::Acquire, r)),
-        Resource::Lock(Endpoint::Release) => body::release(body).map(|r| (Endpoint::Release, r)),
+        Resource::Lock(Endpoint::Release) => body::release(body).map(|r| match r {
+            Request::ForceRelease { .. } => (Endpoint::ForceRelease, r),
+            _ => (Endpoint::Release, r),
+        }),
         Resource::Lock(Endpoint::Extend) => body::extend(body).map(|r| (Endpoint::Extend, r)),
         Resource::Lock(_) => list(query_of(target)).map(|r| (Endpoint::List, r)),
         Resource::Named(name) => inspect(name).map(|r| (Endpoint::Inspect, r)),
@@ -219,6 +224,27 @@ mod tests {
         assert_eq!(
             status(route(Method::Post, "/release", BODY, &Limits::default(), || true)),
             (0, "Release".into())
+        );
+        assert_eq!(
+            status(route(
+                Method::Post,
+                "/release",
+                br#"{"resource":"r","force":true}"#,
+                &Limits::default(),
+                || true
+            )),
+            (0, "ForceRelease".into())
+        );
+        assert_eq!(
+            status(route(
+                Method::Post,
+                "/release",
+                br#"{"resource":"r","force":true}"#,
+                &Limits::default(),
+                || false
+            )),
+            (401, "Missing or invalid secret".into()),
+            "a forced release needs the secret"
         );
         assert_eq!(
             status(route(Method::Get, "/health", b"", &Limits::default(), || false)),

@@ -17,8 +17,11 @@
 //!
 //! [`Limits::max_in_flight`]: crate::config::Limits
 //! [`Limits::max_unsent_bytes`]: crate::config::Limits
+//! its secret [`MAX_AUTH_FAILURES`] times is closed after that answer. A forced release is
+//! logged at warn with its outcome and the client's address (never the lock's name).
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use slab::Slab;
@@ -26,7 +29,8 @@ use slab::Slab;
 use crate::api::{LockService, Reply, Request};
 use crate::auth::MAX_AUTH_FAILURES;
 use crate::config::Limits;
-use crate::proto::context::Context;
+use crate::log::Level;
+use crate::proto::context::{self, Context};
 
 use super::body::BodyRequest;
 use super::endpoint::{self, gathered_reply, lock_reply};
@@ -71,9 +75,11 @@ struct Slot {
 }
 
 enum SlotState {
-    /// Its reply has not come yet; `waits`: a waiting acquire.
+    /// Its reply has not come yet; `waits`: a waiting acquire; `forced_by`: a forced release's
+    /// client, to log its outcome.
     Pending {
         waits: bool,
+        forced_by: Option<SocketAddr>,
     },
     /// A request for every core (a list, stats), gathering their shares.
     Gathering {
@@ -183,7 +189,7 @@ impl Session {
                         self.answer(cx, lock_reply(Endpoint::Cluster, &reply), framing, since, out, close)
                     }
                     None => {
-                        let state = SlotState::Pending { waits: false };
+                        let state = SlotState::Pending { waits: false, forced_by: None };
                         let slot = Slot { endpoint: Endpoint::Cluster, framing, since, state, names: None };
                         let key = self.slots.insert(slot);
                         self.order.push_back(key);
@@ -221,7 +227,12 @@ impl Session {
     ) {
         let Some(s) = self.slots.get_mut(slot) else { return };
         match &mut s.state {
-            SlotState::Pending { .. } => s.state = SlotState::Ready(lock_reply(s.endpoint, &reply)),
+            SlotState::Pending { forced_by, .. } => {
+                if s.endpoint == Endpoint::ForceRelease {
+                    log_forced(*forced_by, &reply);
+                }
+                s.state = SlotState::Ready(lock_reply(s.endpoint, &reply));
+            }
             SlotState::Gathering { left, parts, limit } => {
                 parts.push(reply);
                 *left -= 1;
@@ -289,12 +300,25 @@ impl Session {
 
     /// The connection is gone: withdraw whatever still waits, abandon the acquires still on
     /// their way (a grant that comes is released), and release the grants that never went out.
+    /// A forced release whose outcome has not come back is done or not all the same: it is
+    /// logged as asked for.
     pub fn teardown(&mut self, svc: &mut impl LockService) {
         for (key, slot) in std::mem::take(&mut self.slots) {
+            if let (Endpoint::ForceRelease, SlotState::Pending { forced_by, .. }) =
+                (slot.endpoint, &slot.state)
+            {
+                let by = shown(*forced_by);
+                crate::log!(
+                    Level::Warn,
+                    [peer = &by],
+                    "forced release asked by {by}: its client left before its outcome came back"
+                );
+                continue;
+            }
             let Some((resource, owner)) = &slot.names else { continue };
             match slot.state {
-                SlotState::Pending { waits: true } => svc.withdraw(key, resource, owner),
-                SlotState::Pending { waits: false } => svc.abandon(key, resource, owner),
+                SlotState::Pending { waits: true, .. } => svc.withdraw(key, resource, owner),
+                SlotState::Pending { waits: false, .. } => svc.abandon(key, resource, owner),
                 SlotState::Ready(Response { token: Some(token), .. })
                     if slot.endpoint == Endpoint::Acquire =>
                 {
@@ -309,7 +333,8 @@ impl Session {
 
     fn withdraw_waits(&mut self, svc: &mut impl LockService, answer: impl Fn() -> Response) {
         for (key, slot) in self.slots.iter_mut() {
-            if let (SlotState::Pending { waits: true }, Some((resource, owner))) = (&slot.state, &slot.names)
+            if let (SlotState::Pending { waits: true, .. }, Some((resource, owner))) =
+                (&slot.state, &slot.names)
             {
                 svc.withdraw(key, resource, owner);
                 slot.state = SlotState::Ready(answer());
@@ -338,9 +363,15 @@ impl Session {
                 (mine, left) => SlotState::Gathering { left, parts: mine.into_iter().collect(), limit },
             }
         } else {
+            let forced_by = (endpoint == Endpoint::ForceRelease).then(context::peer).flatten();
             match svc.submit(key, &req) {
-                Some(reply) => SlotState::Ready(lock_reply(endpoint, &reply)),
-                None => SlotState::Pending { waits: waits(&req) },
+                Some(reply) => {
+                    if endpoint == Endpoint::ForceRelease {
+                        log_forced(forced_by, &reply);
+                    }
+                    SlotState::Ready(lock_reply(endpoint, &reply))
+                }
+                None => SlotState::Pending { waits: waits(&req), forced_by },
             }
         };
         let acquired = match &req {
@@ -424,4 +455,31 @@ impl Session {
 /// Whether `req` is an acquire that may wait.
 fn waits(req: &BodyRequest<'_>) -> bool {
     matches!(req, Request::Acquire { wait, .. } if *wait > 0)
+}
+
+/// Logs the outcome of a forced release asked by the client at `by`: the lock's name stays
+/// out, as in every log line; the token says which lease was ended.
+fn log_forced(by: Option<SocketAddr>, reply: &Reply) {
+    let by = shown(by);
+    match reply {
+        Reply::Done { token } => crate::log!(
+            Level::Warn,
+            [peer = &by, token = *token],
+            "forced release asked by {by}: freed a lock (its lease of token {token})"
+        ),
+        other => {
+            let outcome = match other {
+                Reply::NotFound => "nobody held the lock",
+                Reply::TokenMismatch => "the lock is held under another token",
+                Reply::Unavailable => "refused: the log cannot be written",
+                _ => "nothing was freed",
+            };
+            crate::log!(Level::Warn, [peer = &by], "forced release asked by {by}: {outcome}");
+        }
+    }
+}
+
+/// A client's address for a log line.
+fn shown(by: Option<SocketAddr>) -> String {
+    by.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string())
 }

@@ -201,7 +201,7 @@ impl Session {
         }
         let (op, wait, session) = match &req {
             Request::Acquire { wait, session, .. } => (Op::Acquire, *wait > 0, *session != NO_SESSION),
-            Request::Release { .. } => (Op::Release, false, false),
+            Request::Release { .. } | Request::ForceRelease { .. } => (Op::Release, false, false),
             Request::Extend { .. } => (Op::Extend, false, false),
             Request::Inspect { .. } | Request::List { .. } | Request::Stats => (Op::Inspect, false, false),
         };
