@@ -255,6 +255,17 @@ pub struct Membership {
     pub join: bool,
 }
 
+/// One member, `ID=HOST:PORT`: its id and its consensus address.
+pub fn peer_arg(arg: &str) -> Result<(u64, String), String> {
+    arg.split_once('=')
+        .and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())))
+        .filter(|(_, addr)| {
+            addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        })
+        .map(|(id, addr)| (id, addr.to_owned()))
+        .ok_or_else(|| format!("{arg:?} is not ID=HOST:PORT"))
+}
+
 /// Parses `--peers` (`ID=HOST:PORT` each) with `--node-id` into a [`Membership`].
 pub fn membership(node_id: Option<u64>, peers: &[String], join: bool) -> Result<Option<Membership>, String> {
     if peers.is_empty() {
@@ -265,15 +276,8 @@ pub fn membership(node_id: Option<u64>, peers: &[String], join: bool) -> Result<
     }
     let mut map = BTreeMap::new();
     for peer in peers {
-        let (id, addr) = peer
-            .split_once('=')
-            .and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())))
-            .filter(|(_, addr)| {
-                addr.rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-            })
-            .ok_or_else(|| format!("--peers: {peer:?} is not ID=HOST:PORT"))?;
-        if map.insert(id, addr.to_owned()).is_some() {
+        let (id, addr) = peer_arg(peer).map_err(|e| format!("--peers: {e}"))?;
+        if map.insert(id, addr).is_some() {
             return Err(format!("--peers: member {id} is named twice"));
         }
     }

@@ -1,5 +1,5 @@
 //! `ringlock cluster`: the operator's view of a cluster and its membership changes, over HTTP
-//! ([`super::http`]): `status` shows `GET /cluster` of the member asked, `add ID HOST:PORT`
+//! ([`super::http`]): `status` shows `GET /cluster` of the member asked, `add ID=HOST:PORT`
 //! and `remove ID` ask for a membership change (`POST /cluster/members`,
 //! `DELETE /cluster/members/ID`; a follower passes them to the leader). The member is found as
 //! every client finds its server (`LOCKSERVER_ADDR`, `LOCKSERVER_SECRET`, `.env`).
@@ -37,10 +37,9 @@ pub enum ClusterCmd {
     /// Add a member (started with --join and its id, or one that lost its data), by its
     /// consensus address: it catches up with the log, then votes.
     Add {
-        /// The new member's id (its --node-id).
-        id: u64,
-        /// Its consensus address, HOST:PORT (its own entry in --peers).
-        addr: String,
+        /// The new member: its id (its --node-id) and its consensus address, as in --peers.
+        #[arg(value_name = "ID=HOST:PORT", value_parser = crate::config::peer_arg)]
+        member: (u64, String),
     },
     /// Remove a member: the others stop counting it.
     Remove {
@@ -76,7 +75,7 @@ pub fn run(args: ClusterArgs) -> ExitCode {
     }
     let answer = Http::connect(&config).and_then(|mut http| match &args.command {
         ClusterCmd::Status => http.get("/cluster"),
-        ClusterCmd::Add { id, addr } => {
+        ClusterCmd::Add { member: (id, addr) } => {
             let body = serde_json::json!({ "id": id, "addr": addr }).to_string();
             http.post("/cluster/members", body.as_bytes())
         }
@@ -100,7 +99,7 @@ pub fn run(args: ClusterArgs) -> ExitCode {
                 ExitCode::from(EXIT_UNAVAILABLE)
             }
         },
-        (ClusterCmd::Add { id, .. }, 200) => {
+        (ClusterCmd::Add { member: (id, _) }, 200) => {
             println!("member {id} added");
             ExitCode::SUCCESS
         }

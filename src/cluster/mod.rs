@@ -97,6 +97,10 @@ pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 /// What a new leader adds to every running lease, in ms: the longest election timeout, the time
 /// during which the holder could reach no leader to renew through.
 pub const LEAD_GRACE_MS: u64 = ELECTION_TIMEOUT_MAX_MS;
+/// A leader that has heard from no majority for this long, in ms, stops serving until it has
+/// again: nothing it proposes can commit meanwhile, so its clients would only hang. The longest
+/// election timeout: by then its followers are electing another leader anyway.
+pub const QUORUM_LOST_MS: u64 = ELECTION_TIMEOUT_MAX_MS;
 /// A snapshot is taken once this many entries were applied since the last: the log kept in
 /// memory and on disk stays bounded (about this many batches) while a snapshot, a pass over
 /// every lock, stays rare (at 200 batches a second, one every 25 s).

@@ -26,7 +26,7 @@ use super::network::{self, Network};
 use super::{
     Batch, ClusterConfig, ClusterStatus, ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS,
     ENTRIES_KEPT_AFTER_SNAPSHOT, HEARTBEAT_MS, LEAD_GRACE_MS, Member, MemberStatus, MembershipError,
-    NotLeader, Role, TypeConfig, logstore, machine,
+    NotLeader, QUORUM_LOST_MS, Role, TypeConfig, logstore, machine,
 };
 use crate::auth::Secret;
 use crate::log::Level;
@@ -251,6 +251,16 @@ async fn lead(
         let m = metrics.borrow_and_update().clone();
         let term = m.current_term;
         if m.state == ServerState::Leader && m.current_leader == Some(me) {
+            if led == term && m.millis_since_quorum_ack.is_none_or(|ms| ms > QUORUM_LOST_MS) {
+                // Cut off from a majority: nothing can commit, so serving would only hang.
+                // Serve nothing until a new `Lead` of this term commits (the majority is back;
+                // every batch proposed before it is then applied) or another member leads.
+                crate::log!(Level::Warn, [term = term], "this member leads but hears from no majority");
+                shared.accepting.store(0, Ordering::SeqCst);
+                roles.send_replace(Role::Follower { leader: None });
+                follows = Some(None);
+                led = 0;
+            }
             if led != term {
                 shared.accepting.store(0, Ordering::SeqCst);
                 if led != 0 || follows.as_ref().is_some_and(Option::is_some) {

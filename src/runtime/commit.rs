@@ -98,7 +98,11 @@ async fn run_raft(core: Rc<Core>, handle: Handle) {
                     "core {}: a batch was not committed: {not_leader}",
                     core.id()
                 );
-                core.follow(None);
+                // Unless the core has moved on already (it follows a leader it has learned of,
+                // or leads again from a newer start).
+                if core.leading() == Some(term) {
+                    core.follow(None);
+                }
             }
         }
     }

@@ -207,8 +207,10 @@ fn a_minority_grants_nothing() {
     let followers = cluster.followers(leader);
     cluster.kill(followers[0]);
     cluster.kill(followers[1]);
-    // The lone leader cannot commit: it steps down (or never answers) and grants nothing.
+    // The lone leader cannot commit: it grants nothing, and once it has heard from no majority
+    // for an election timeout it says so rather than leave its clients hanging.
     let deadline = Instant::now() + Duration::from_secs(3);
+    let mut refused = 0;
     while Instant::now() < deadline {
         let body = r#"{"resource":"alone","owner":"a","expire":30}"#;
         let mut c = Http::connect(cluster.addr(leader));
@@ -219,9 +221,11 @@ fn a_minority_grants_nothing() {
                 (503, "ERR No leader: the cluster is electing one; try again"),
                 "a minority never grants"
             );
+            refused += 1;
         }
         thread::sleep(Duration::from_millis(100));
     }
+    assert!(refused > 0, "the member answered nothing in 3 s");
     assert_eq!(status(cluster.addr(leader)).unwrap()["node_id"].as_u64(), Some(cluster.seats[leader].id));
 }
 
@@ -268,4 +272,60 @@ fn the_cluster_endpoint_needs_the_secret_and_a_cluster() {
     let single = crate::support::TestServer::start(1);
     let r = single.connect().get("/cluster", SECRET);
     assert_eq!(r.text(), plain("404 Not Found", "ERR Not a cluster member: this server runs alone"));
+}
+
+/// `ringlock cluster ...` against the member at `addr`: its exit status and standard output.
+fn cluster_cli(addr: SocketAddr, args: &[&str]) -> (i32, String) {
+    let out = ringlock_command()
+        .arg("cluster")
+        .args(args)
+        .env("LOCKSERVER_ADDR", addr.to_string())
+        .env("LOCKSERVER_SECRET", SECRET)
+        .output()
+        .expect("run ringlock cluster");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code().is_some(), "{stderr}");
+    (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap() + &stderr)
+}
+
+#[test]
+fn a_member_is_replaced_with_no_downtime_through_the_cli() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    assert_eq!(acquire(cluster.addr(leader), "before", "a", 60).0, 200);
+    // A fourth member joins: it waits to be added, then catches up and votes.
+    let (raft, data) = (free_port(), TempDir::new("member"));
+    let api = free_port();
+    let peers = format!("{},4=127.0.0.1:{raft}", cluster.peers);
+    let mut cmd = member_command(4, api, &peers, data.path());
+    cmd.arg("--join");
+    let _fourth = Process::start(cmd);
+    let fourth = SocketAddr::from(([127, 0, 0, 1], api));
+    // Asked of a follower, done by the leader.
+    let (code, out) = cluster_cli(cluster.addr(follower), &["add", &format!("4=127.0.0.1:{raft}")]);
+    assert_eq!((code, out.as_str()), (0, "member 4 added\n"));
+    let s = status(cluster.addr(leader)).unwrap();
+    let ids: Vec<u64> = s["members"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+    // The new member serves the locks taken before it came.
+    assert_eq!(inspect(fourth, "before")["owner"].as_str(), Some("a"));
+    // Another member goes: the cluster no longer counts it.
+    let gone = cluster.followers(leader)[1];
+    let gone_id = cluster.seats[gone].id;
+    let (code, out) = cluster_cli(fourth, &["remove", &gone_id.to_string()]);
+    assert_eq!((code, out), (0, format!("member {gone_id} removed\n")));
+    cluster.kill(gone);
+    let (code, table) = cluster_cli(cluster.addr(leader), &["status"]);
+    assert_eq!(code, 0, "{table}");
+    let leader_id = cluster.seats[leader].id;
+    assert!(table.starts_with(&format!("member {leader_id} sees: leader {leader_id}, term ")), "{table}");
+    assert_eq!(table.lines().count(), 1 + 1 + 3, "a header and three members:\n{table}");
+    assert!(!table.lines().any(|l| l.starts_with(&format!("{gone_id} "))), "{table}");
+    // Three voters, one of them new: still a majority with any one of them gone.
+    assert_eq!(acquire(fourth, "after", "b", 60).0, 200);
+    // A bad argument is refused before anything is sent.
+    let (code, out) = cluster_cli(fourth, &["add", "four"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("\"four\" is not ID=HOST:PORT"), "{out}");
 }
