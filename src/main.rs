@@ -110,9 +110,19 @@ fn serve(args: &ServerArgs) -> ExitCode {
     } else {
         "secret set"
     };
-    let storage = match &config.storage {
-        Storage::InMemory => "in memory only".to_owned(),
-        Storage::Durable { dir, fsync } => {
+    let storage = match (&config.storage, &config.cluster) {
+        (Storage::Durable { dir, .. }, Some(member)) => format!(
+            "replicated by {} (member {}, consensus on {}), log in {}",
+            match member.join {
+                true => "the cluster this member joins".to_owned(),
+                false => format!("a cluster of {}", member.peers.len()),
+            },
+            member.node_id,
+            member.peers[&member.node_id],
+            dir.display()
+        ),
+        (Storage::InMemory, _) => "in memory only".to_owned(),
+        (Storage::Durable { dir, fsync }, None) => {
             let fsync = if *fsync == Fsync::Always { "always" } else { "never" };
             format!("durable in {}, fsync {fsync}", dir.display())
         }

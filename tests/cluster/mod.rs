@@ -265,6 +265,20 @@ fn the_cluster_endpoint_needs_the_secret_and_a_cluster() {
     assert_eq!(r.status, 401);
     let s = status(cluster.addr(leader)).unwrap();
     assert_eq!(s["members"].as_array().unwrap().len(), 3);
+    // The start-up line says where the locks are.
+    let (seat, line) = (&cluster.seats[leader], &cluster.procs[leader].as_ref().unwrap().line);
+    let consensus = cluster.peers.split(',').nth(leader).unwrap().split_once('=').unwrap().1;
+    assert_eq!(
+        line.trim_end(),
+        format!(
+            "ringlock {} listening on 127.0.0.1:{} with locks replicated by a cluster of 3 (member {}, \
+             consensus on {consensus}), log in {} (1 threads, secret set)",
+            env!("CARGO_PKG_VERSION"),
+            seat.api,
+            seat.id,
+            seat.data.path().display()
+        )
+    );
     let roles: Vec<&str> =
         s["members"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{roles:?}");
