@@ -73,20 +73,38 @@ pub(super) async fn open(core: &Core, settings: &Settings, stream: &TcpStream) -
 }
 
 async fn connect(leader: SocketAddr) -> Option<TcpStream> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(leader)).await {
+    let failed = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(leader)).await {
         Ok(Ok(upstream)) => {
             let _ = upstream.set_nodelay(true);
-            Some(upstream)
+            return Some(upstream);
         }
-        Ok(Err(e)) => {
-            crate::log!(Level::Warn, "cannot reach the leader at {leader} to forward a connection: {e}");
-            None
-        }
-        Err(_) => {
-            crate::log!(Level::Warn, "the leader at {leader} did not take a forwarded connection in time");
-            None
-        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("it did not take the connection in {CONNECT_TIMEOUT:?}"),
+    };
+    // Every client retries while the leader is down: one line a second says it.
+    let now = std::time::Instant::now();
+    let (last, missed) = WARNED.get();
+    if last.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
+        let also =
+            if missed > 0 { format!(" ({missed} more since the last such line)") } else { String::new() };
+        crate::log!(
+            Level::Warn,
+            "cannot reach the leader at {leader} to forward a connection: {failed}{also}"
+        );
+        WARNED.set((Some(now), 0));
+    } else {
+        WARNED.set((last, missed + 1));
     }
+    None
+}
+
+/// At most one line a second about a leader that cannot be reached, per core.
+const WARN_EVERY: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// When this core last said it could not reach the leader, and how many failures it has
+    /// not said since.
+    static WARNED: std::cell::Cell<(Option<std::time::Instant>, u64)> = const { std::cell::Cell::new((None, 0)) };
 }
 
 /// Moves bytes between the client and the leader until the tunnel ends (see the module
