@@ -201,6 +201,11 @@ mod tests {
         (resp.status.code(), body)
     }
 
+    /// How a request of `method` on `target` with `body` is routed, with default limits.
+    fn routed(method: Method, target: &str, body: &[u8], authorized: bool) -> (u16, String) {
+        status(route(method, target, body, &Limits::default(), || authorized))
+    }
+
     const BODY: &[u8] = br#"{"resource":"r","owner":"o"}"#;
 
     #[test]
@@ -212,58 +217,33 @@ mod tests {
         });
         assert!(asked);
         assert_eq!(status(r), (401, "Missing or invalid secret".into()));
-        assert_eq!(status(route(Method::Post, "/acquire", b"{", &Limits::default(), || true)).0, 400);
+        assert_eq!(routed(Method::Post, "/acquire", b"{", true).0, 400);
     }
 
     #[test]
     fn endpoints_methods_and_paths() {
+        assert_eq!(routed(Method::Post, "/acquire", BODY, true), (0, "Acquire".into()));
+        assert_eq!(routed(Method::Post, "/release", BODY, true), (0, "Release".into()));
         assert_eq!(
-            status(route(Method::Post, "/acquire", BODY, &Limits::default(), || true)),
-            (0, "Acquire".into())
-        );
-        assert_eq!(
-            status(route(Method::Post, "/release", BODY, &Limits::default(), || true)),
-            (0, "Release".into())
-        );
-        assert_eq!(
-            status(route(
-                Method::Post,
-                "/release",
-                br#"{"resource":"r","force":true}"#,
-                &Limits::default(),
-                || true
-            )),
+            routed(Method::Post, "/release", br#"{"resource":"r","force":true}"#, true),
             (0, "ForceRelease".into())
         );
         assert_eq!(
-            status(route(
-                Method::Post,
-                "/release",
-                br#"{"resource":"r","force":true}"#,
-                &Limits::default(),
-                || false
-            )),
+            routed(Method::Post, "/release", br#"{"resource":"r","force":true}"#, false),
             (401, "Missing or invalid secret".into()),
             "a forced release needs the secret"
         );
-        assert_eq!(
-            status(route(Method::Get, "/health", b"", &Limits::default(), || false)),
-            (200, "OK".into()),
-            "no secret needed"
-        );
-        assert_eq!(status(route(Method::Head, "/health?probe=1", b"", &Limits::default(), || false)).0, 200);
-        assert_eq!(
-            status(route(Method::Post, "/nope", BODY, &Limits::default(), || true)),
-            (404, "Not Found".into())
-        );
-        assert_eq!(status(route(Method::Post, "", BODY, &Limits::default(), || true)).0, 404);
+        assert_eq!(routed(Method::Get, "/health", b"", false), (200, "OK".into()), "no secret needed");
+        assert_eq!(routed(Method::Head, "/health?probe=1", b"", false).0, 200);
+        assert_eq!(routed(Method::Post, "/nope", BODY, true), (404, "Not Found".into()));
+        assert_eq!(routed(Method::Post, "", BODY, true).0, 404);
         let r = route(Method::Get, "/acquire", b"", &Limits::default(), || true);
         assert!(
             matches!(&r, Routed::Refused(refusal) if endpoint::refused(refusal.clone()).allow == Some("POST"))
         );
         assert_eq!(status(r).0, 405);
-        assert_eq!(status(route(Method::Post, "/health", b"", &Limits::default(), || true)).0, 405);
-        assert_eq!(status(route(Method::Other, "/locks", b"", &Limits::default(), || true)).0, 405);
+        assert_eq!(routed(Method::Post, "/health", b"", true).0, 405);
+        assert_eq!(routed(Method::Other, "/locks", b"", true).0, 405);
     }
 
     #[test]
@@ -275,11 +255,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            status(route(Method::Get, "/locks/%ff", b"", &Limits::default(), || true)),
+            routed(Method::Get, "/locks/%ff", b"", true),
             (400, "ERR Bad request: resource is not UTF-8".into())
         );
-        assert_eq!(status(route(Method::Get, "/locks/a%00", b"", &Limits::default(), || true)).0, 400);
-        assert_eq!(status(route(Method::Get, "/locks/x", b"", &Limits::default(), || false)).0, 401);
+        assert_eq!(routed(Method::Get, "/locks/a%00", b"", true).0, 400);
+        assert_eq!(routed(Method::Get, "/locks/x", b"", false).0, 401);
     }
 
     #[test]
@@ -302,8 +282,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(status(route(Method::Get, "/locks?limit=1001", b"", &Limits::default(), || true)).0, 400);
-        assert_eq!(status(route(Method::Get, "/locks?limit=-1", b"", &Limits::default(), || true)).0, 400);
+        assert_eq!(routed(Method::Get, "/locks?limit=1001", b"", true).0, 400);
+        assert_eq!(routed(Method::Get, "/locks?limit=-1", b"", true).0, 400);
     }
 
     #[test]
@@ -321,7 +301,7 @@ mod tests {
 
     #[test]
     fn cluster_paths() {
-        let r = |m, t, b: &[u8]| status(route(m, t, b, &Limits::default(), || true));
+        let r = |m, t, b: &[u8]| routed(m, t, b, true);
         assert_eq!(r(Method::Get, "/cluster", b""), (0, "Status".into()));
         assert_eq!(
             r(Method::Post, "/cluster/members", br#"{"id":4,"addr":"10.0.0.4:7001"}"#),
@@ -342,7 +322,7 @@ mod tests {
         );
         assert_eq!(r(Method::Post, "/cluster", b"").0, 405);
         assert_eq!(r(Method::Get, "/cluster/members/4", b"").0, 405);
-        let unauthorized = status(route(Method::Get, "/cluster", b"", &Limits::default(), || false));
+        let unauthorized = routed(Method::Get, "/cluster", b"", false);
         assert_eq!(unauthorized.0, 401, "the cluster's addresses are for operators only");
     }
 }
