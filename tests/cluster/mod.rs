@@ -73,7 +73,8 @@ impl Cluster {
         self.procs[i] = Some(self.spawn(i));
     }
 
-    /// Waits until every running member names the same running member as leader; its index.
+    /// Waits until every running member names the same running member as leader and serves
+    /// lock requests through it (a new leader serves once its first entry commits); its index.
     fn leader(&self) -> usize {
         let deadline = Instant::now() + ELECTION_WAIT;
         loop {
@@ -82,6 +83,7 @@ impl Cluster {
             if let Some(Some(id)) = views.first()
                 && views.iter().all(|v| *v == Some(*id))
                 && let Some(i) = self.alive().find(|&i| self.seats[i].id == *id)
+                && self.alive().all(|m| serves(self.addr(m)))
             {
                 return i;
             }
@@ -111,6 +113,13 @@ fn status(addr: SocketAddr) -> Option<Value> {
     let r =
         c.try_call(format!("GET /cluster HTTP/1.1\r\nHost: t\r\nX-LOCKSERVER-SECRET: {SECRET}\r\n\r\n"))?;
     (r.status == 200).then(|| serde_json::from_str(&r.body).expect("GET /cluster is JSON"))
+}
+
+/// Whether the member at `addr` answers a lock request with something other than "no leader".
+fn serves(addr: SocketAddr) -> bool {
+    let Some(mut c) = Http::try_connect(addr) else { return false };
+    let probe = format!("GET /locks/probe HTTP/1.1\r\nHost: t\r\nX-LOCKSERVER-SECRET: {SECRET}\r\n\r\n");
+    c.try_call(probe).is_some_and(|r| r.status != 503)
 }
 
 fn acquire(addr: SocketAddr, resource: &str, owner: &str, expire_s: u64) -> (u16, String, Option<u64>) {
