@@ -14,6 +14,11 @@ use serde_json::Value;
 
 use crate::support::{Http, Process, SECRET, TempDir, plain, post, ringlock_command};
 
+/// Faults under load (killed, stopped, cut off, restarted members), checked by the history.
+mod faults;
+/// Clients spread over the members, and the history they keep.
+mod load;
+
 /// How long a test waits for a cluster to agree on a leader: an election takes 300 to 600 ms,
 /// and a few rounds may split on a loaded machine.
 const ELECTION_WAIT: Duration = Duration::from_secs(15);
