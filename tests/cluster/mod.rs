@@ -40,6 +40,8 @@ struct Cluster {
     /// `--peers`, the same for every member.
     peers: String,
     procs: Vec<Option<Process>>,
+    /// Members stopped by SIGSTOP: running, but answering nothing.
+    paused: Vec<bool>,
 }
 
 impl Cluster {
@@ -48,7 +50,7 @@ impl Cluster {
             (1..=n).map(|id| Seat { id, api: free_port(), data: TempDir::new("member") }).collect();
         let peers =
             seats.iter().map(|s| format!("{}=127.0.0.1:{}", s.id, free_port())).collect::<Vec<_>>().join(",");
-        let mut cluster = Cluster { seats, peers, procs: Vec::new() };
+        let mut cluster = Cluster { seats, peers, procs: Vec::new(), paused: vec![false; n as usize] };
         cluster.procs = (0..n as usize).map(|i| Some(cluster.spawn(i))).collect();
         cluster
     }
@@ -62,14 +64,29 @@ impl Cluster {
         SocketAddr::from(([127, 0, 0, 1], self.seats[i].api))
     }
 
+    /// The members running and not paused.
     fn alive(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.seats.len()).filter(|&i| self.procs[i].is_some())
+        (0..self.seats.len()).filter(|&i| self.procs[i].is_some() && !self.paused[i])
+    }
+
+    /// Stops member `i` (SIGSTOP) as an overloaded host or a long pause would: it keeps its
+    /// sockets and its state, and answers nothing until [`Cluster::resume`].
+    fn pause(&mut self, i: usize) {
+        self.procs[i].as_ref().expect("a running member").signal(libc::SIGSTOP);
+        self.paused[i] = true;
+    }
+
+    /// Lets member `i` run again (SIGCONT), where it stopped.
+    fn resume(&mut self, i: usize) {
+        self.procs[i].as_ref().expect("a running member").signal(libc::SIGCONT);
+        self.paused[i] = false;
     }
 
     /// Kills member `i` as a crash would.
     fn kill(&mut self, i: usize) {
         let p = self.procs[i].take().expect("a running member");
         p.signal(libc::SIGKILL);
+        self.paused[i] = false;
         let _ = p.finish();
     }
 
