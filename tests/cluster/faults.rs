@@ -28,7 +28,7 @@ fn members(cluster: &Cluster) -> Vec<SocketAddr> {
 /// Lets `load` run until it has granted [`GRANTS_AFTER`] times after the fault at `fault`,
 /// stops it and checks it: it granted on either side of the fault, its history holds, and its
 /// kept locks are held as the cluster's leader answers.
-fn check(mut load: Load, fault: Instant, cluster: &Cluster) {
+fn check(load: &mut Load, fault: Instant, cluster: &Cluster) {
     let deadline = Instant::now() + SERVED_AGAIN_WAIT;
     while load.history.granted_after(fault) < GRANTS_AFTER && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
@@ -48,13 +48,13 @@ fn check(mut load: Load, fault: Instant, cluster: &Cluster) {
 fn no_two_holders_and_no_grant_lost_when_the_leader_is_killed_under_load() {
     let mut cluster = Cluster::start(3);
     let leader = cluster.leader();
-    let load = Load::start(members(&cluster), CONTENDERS);
+    let mut load = Load::start(members(&cluster), CONTENDERS);
     thread::sleep(BEFORE_FAULT);
     let fault = Instant::now();
     cluster.kill(leader);
     let next = cluster.leader();
     assert_ne!(next, leader);
-    check(load, fault, &cluster);
+    check(&mut load, fault, &cluster);
 }
 
 /// What a deposed leader answered about a lock that changed hands while it was away.
@@ -144,7 +144,7 @@ fn a_leader_stopped_past_the_election_timeout_grants_nothing_and_answers_nothing
     let (status, _, token) = super::acquire(cluster.addr(old), "moved", "a", 60);
     assert_eq!(status, 200);
     let token = token.unwrap();
-    let load = Load::start(members(&cluster), CONTENDERS);
+    let mut load = Load::start(members(&cluster), CONTENDERS);
     thread::sleep(BEFORE_FAULT);
     let fault = Instant::now();
     cluster.pause(old);
@@ -169,5 +169,75 @@ fn a_leader_stopped_past_the_election_timeout_grants_nothing_and_answers_nothing
         Instant::now() + Duration::from_millis(1500),
     );
     assert!(seen.current > 0, "the woken member never served again: {seen:?}");
-    check(load, fault, &cluster);
+    check(&mut load, fault, &cluster);
+}
+
+#[test]
+fn a_member_restarted_with_its_data_rejoins_and_serves_what_was_committed() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let mut load = Load::start(members(&cluster), CONTENDERS);
+    thread::sleep(BEFORE_FAULT);
+    let fault = Instant::now();
+    cluster.kill(leader);
+    cluster.leader();
+    cluster.restart(leader);
+    // Back with its log, it follows whoever leads now, and serves through it.
+    cluster.leader();
+    check(&mut load, fault, &cluster);
+    load.check_kept(cluster.addr(leader));
+}
+
+#[test]
+fn a_member_that_lost_its_data_counts_for_nothing_until_it_is_added_again() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let (wiped, other) = match cluster.followers(leader)[..] {
+        [a, b] => (a, b),
+        _ => unreachable!("three members"),
+    };
+    let mut load = Load::start(members(&cluster), CONTENDERS);
+    thread::sleep(BEFORE_FAULT);
+    let fault = Instant::now();
+    // A follower comes back with an empty data directory: a new incarnation.
+    cluster.kill(wiped);
+    let dir = cluster.seats[wiped].data.path().to_owned();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    cluster.restart(wiped);
+    // With the leader gone too, the member that kept its log and the one that lost it are two
+    // of three, but the lost one's vote is not the one the cluster knew: nobody leads, and
+    // neither grants anything.
+    cluster.kill(leader);
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut refused = 0;
+    while Instant::now() < until {
+        for i in [wiped, other] {
+            let body = r#"{"resource":"two-of-three","owner":"x","expire":30}"#;
+            let Some(mut c) = crate::support::Http::try_connect(cluster.addr(i)) else { continue };
+            c.set_timeout(Duration::from_secs(3));
+            if let Some(r) = c.try_call(super::post("/acquire", super::SECRET, body)) {
+                assert_eq!(
+                    (r.status, r.body.as_str()),
+                    (503, "ERR No leader: the cluster is electing one; try again"),
+                    "member {} granted with a vote from a member that lost its log",
+                    cluster.seats[i].id
+                );
+                refused += 1;
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused > 0, "the two members answered nothing");
+    // The old leader back with its log: a majority that knows the log again.
+    cluster.restart(leader);
+    let now = cluster.leader_among(&[leader, other]);
+    // The lost member is added back through a membership change, catches up and serves.
+    let wiped_id = cluster.seats[wiped].id;
+    let raft = cluster.peers.split(',').nth(wiped).unwrap().to_owned();
+    let (code, out) = super::cluster_cli(cluster.addr(now), &["add", &raft]);
+    assert_eq!((code, out), (0, format!("member {wiped_id} added\n")));
+    cluster.leader();
+    check(&mut load, fault, &cluster);
+    load.check_kept(cluster.addr(wiped));
 }

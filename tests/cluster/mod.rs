@@ -98,14 +98,20 @@ impl Cluster {
     /// Waits until every running member names the same running member as leader and serves
     /// lock requests through it (a new leader serves once its first entry commits); its index.
     fn leader(&self) -> usize {
+        self.leader_among(&self.alive().collect::<Vec<_>>())
+    }
+
+    /// [`Cluster::leader`] as `members` see it (the others may know no leader: a member that
+    /// lost its data waits to be added again).
+    fn leader_among(&self, members: &[usize]) -> usize {
         let deadline = Instant::now() + ELECTION_WAIT;
         loop {
             let views: Vec<Option<u64>> =
-                self.alive().map(|i| status(self.addr(i)).and_then(|s| s["leader_id"].as_u64())).collect();
+                members.iter().map(|&i| status(self.addr(i)).and_then(|s| s["leader_id"].as_u64())).collect();
             if let Some(Some(id)) = views.first()
                 && views.iter().all(|v| *v == Some(*id))
-                && let Some(i) = self.alive().find(|&i| self.seats[i].id == *id)
-                && self.alive().all(|m| serves(self.addr(m)))
+                && let Some(&i) = members.iter().find(|&&i| self.seats[i].id == *id)
+                && members.iter().all(|&m| serves(self.addr(m)))
             {
                 return i;
             }
