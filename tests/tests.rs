@@ -39,7 +39,8 @@ mod resume;
 /// and `ringlock release`, the wait and hold histograms.
 mod admin;
 /// Clusters of three processes: any member serves, locks outlive their leader, a minority
-/// grants nothing, a member that was down catches up.
+/// grants nothing, a member that was down catches up; faults under load (killed, stopped,
+/// cut off, restarted members) checked by the mutual-exclusion history across members.
 mod cluster;
 
 /// The reference server's real SDKs (Python, Node, Rust), unmodified, against ringlock.

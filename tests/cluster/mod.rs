@@ -14,6 +14,11 @@ use serde_json::Value;
 
 use crate::support::{Http, Process, SECRET, TempDir, plain, post, ringlock_command};
 
+/// Faults under load (killed, stopped, cut off, restarted members), checked by the history.
+mod faults;
+/// Clients spread over the members, and the history they keep.
+mod load;
+
 /// How long a test waits for a cluster to agree on a leader: an election takes 300 to 600 ms,
 /// and a few rounds may split on a loaded machine.
 const ELECTION_WAIT: Duration = Duration::from_secs(15);
@@ -35,6 +40,8 @@ struct Cluster {
     /// `--peers`, the same for every member.
     peers: String,
     procs: Vec<Option<Process>>,
+    /// Members stopped by SIGSTOP: running, but answering nothing.
+    paused: Vec<bool>,
 }
 
 impl Cluster {
@@ -43,7 +50,7 @@ impl Cluster {
             (1..=n).map(|id| Seat { id, api: free_port(), data: TempDir::new("member") }).collect();
         let peers =
             seats.iter().map(|s| format!("{}=127.0.0.1:{}", s.id, free_port())).collect::<Vec<_>>().join(",");
-        let mut cluster = Cluster { seats, peers, procs: Vec::new() };
+        let mut cluster = Cluster { seats, peers, procs: Vec::new(), paused: vec![false; n as usize] };
         cluster.procs = (0..n as usize).map(|i| Some(cluster.spawn(i))).collect();
         cluster
     }
@@ -57,14 +64,29 @@ impl Cluster {
         SocketAddr::from(([127, 0, 0, 1], self.seats[i].api))
     }
 
+    /// The members running and not paused.
     fn alive(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.seats.len()).filter(|&i| self.procs[i].is_some())
+        (0..self.seats.len()).filter(|&i| self.procs[i].is_some() && !self.paused[i])
+    }
+
+    /// Stops member `i` (SIGSTOP) as an overloaded host or a long pause would: it keeps its
+    /// sockets and its state, and answers nothing until [`Cluster::resume`].
+    fn pause(&mut self, i: usize) {
+        self.procs[i].as_ref().expect("a running member").signal(libc::SIGSTOP);
+        self.paused[i] = true;
+    }
+
+    /// Lets member `i` run again (SIGCONT), where it stopped.
+    fn resume(&mut self, i: usize) {
+        self.procs[i].as_ref().expect("a running member").signal(libc::SIGCONT);
+        self.paused[i] = false;
     }
 
     /// Kills member `i` as a crash would.
     fn kill(&mut self, i: usize) {
         let p = self.procs[i].take().expect("a running member");
         p.signal(libc::SIGKILL);
+        self.paused[i] = false;
         let _ = p.finish();
     }
 
@@ -76,14 +98,20 @@ impl Cluster {
     /// Waits until every running member names the same running member as leader and serves
     /// lock requests through it (a new leader serves once its first entry commits); its index.
     fn leader(&self) -> usize {
+        self.leader_among(&self.alive().collect::<Vec<_>>())
+    }
+
+    /// [`Cluster::leader`] as `members` see it (the others may know no leader: a member that
+    /// lost its data waits to be added again).
+    fn leader_among(&self, members: &[usize]) -> usize {
         let deadline = Instant::now() + ELECTION_WAIT;
         loop {
             let views: Vec<Option<u64>> =
-                self.alive().map(|i| status(self.addr(i)).and_then(|s| s["leader_id"].as_u64())).collect();
+                members.iter().map(|&i| status(self.addr(i)).and_then(|s| s["leader_id"].as_u64())).collect();
             if let Some(Some(id)) = views.first()
                 && views.iter().all(|v| *v == Some(*id))
-                && let Some(i) = self.alive().find(|&i| self.seats[i].id == *id)
-                && self.alive().all(|m| serves(self.addr(m)))
+                && let Some(&i) = members.iter().find(|&&i| self.seats[i].id == *id)
+                && members.iter().all(|&m| serves(self.addr(m)))
             {
                 return i;
             }

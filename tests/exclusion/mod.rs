@@ -1,7 +1,8 @@
 //! The mutual-exclusion checker: many clients on many connections (both protocols, both
 //! versions of the wire protocol, both cores) contend for a few resources with short leases,
 //! releases, waits and abrupt disconnects. Every grant a client sees is recorded with its token and a conservative hold
-//! interval; then, per resource, no two holds may overlap and tokens must rise with time.
+//! interval; then, per resource, no two holds may overlap and tokens must rise with time
+//! (the check is [`crate::support::history`]'s, which the cluster's fault suite shares).
 //!
 //! A hold starts when the client has the grant in hand, and ends at the earliest moment the
 //! server could have let the lock go: when the client sent its release or dropped its
@@ -12,10 +13,8 @@
 //! begin in token order (but for a grant that arrived after its lease was over, which its
 //! client does not hold at all).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,18 +22,12 @@ use ringlock_client::blocking::Client;
 use ringlock_client::frame::{self, PREFACE, WireRequest};
 use ringlock_client::{AcquireOptions, Config as ClientConfig, Error, Protocol};
 
+use crate::support::history::{History, Hold};
 use crate::support::{Http, SECRET, TestServer};
 
 const RESOURCES: [&str; 3] = ["mx-0", "mx-1", "mx-2"];
 /// How long the clients contend.
 const RUN: Duration = Duration::from_secs(3);
-
-#[derive(Clone, Copy, Debug)]
-struct Hold {
-    token: u64,
-    start: Instant,
-    end: Instant,
-}
 
 /// A small deterministic generator (xorshift), one per worker.
 struct Rng(u64);
@@ -54,8 +47,6 @@ impl Rng {
     }
 }
 
-type Log = Arc<Mutex<HashMap<&'static str, Vec<Hold>>>>;
-
 /// Counts of what the run exercised, so that a quiet run cannot pass unnoticed.
 #[derive(Default)]
 struct Exercised {
@@ -66,7 +57,7 @@ struct Exercised {
     dropped_waiting: u64,
 }
 
-fn wire_worker(addr: String, seed: u64, log: Log, done: Instant) -> Exercised {
+fn wire_worker(addr: String, seed: u64, log: History, done: Instant) -> Exercised {
     let mut rng = Rng(seed);
     let mut seen = Exercised::default();
     let config = ClientConfig {
@@ -108,10 +99,9 @@ fn wire_worker(addr: String, seed: u64, log: Log, done: Instant) -> Exercised {
                 drop(client);
                 client = Client::connect(&config).unwrap();
                 seen.dropped_holding += 1;
-                let mut log = log.lock().unwrap();
                 for (r, mut hold) in left_to_lease.drain(..) {
                     hold.end = hold.end.min(at);
-                    log.entry(r).or_default().push(hold);
+                    log.record(r, hold);
                 }
                 if session { at } else { lease_end.unwrap() }
             }
@@ -133,21 +123,20 @@ fn wire_worker(addr: String, seed: u64, log: Log, done: Instant) -> Exercised {
         if session && end > Instant::now() {
             left_to_lease.push((resource, hold));
         } else {
-            log.lock().unwrap().entry(resource).or_default().push(hold);
+            log.record(resource, hold);
         }
     }
     // The connection goes with the worker, and its session locks with it.
     let at = Instant::now();
     drop(client);
-    let mut log = log.lock().unwrap();
     for (r, mut hold) in left_to_lease {
         hold.end = hold.end.min(at);
-        log.entry(r).or_default().push(hold);
+        log.record(r, hold);
     }
     seen
 }
 
-fn http_worker(addr: std::net::SocketAddr, seed: u64, log: Log, done: Instant) -> Exercised {
+fn http_worker(addr: std::net::SocketAddr, seed: u64, log: History, done: Instant) -> Exercised {
     let mut rng = Rng(seed);
     let mut seen = Exercised::default();
     let owner = format!("http-{seed}");
@@ -181,7 +170,7 @@ fn http_worker(addr: std::net::SocketAddr, seed: u64, log: Log, done: Instant) -
             }
             at.min(lease_end)
         };
-        log.lock().unwrap().entry(resource).or_default().push(Hold { token: r.token(), start, end });
+        log.record(resource, Hold { token: r.token(), start, end });
     }
     seen
 }
@@ -214,7 +203,7 @@ fn leaver(addr: std::net::SocketAddr, seed: u64, done: Instant) -> Exercised {
 #[test]
 fn no_two_holders_ever_overlap_and_tokens_rise() {
     let server = TestServer::start(2);
-    let log: Log = Arc::default();
+    let log = History::default();
     let done = Instant::now() + RUN;
     let mut workers = Vec::new();
     for seed in 1..=10u64 {
@@ -245,28 +234,7 @@ fn no_two_holders_ever_overlap_and_tokens_rise() {
     assert!(total.grants > 100 && total.released > 20 && total.expired > 10, "too quiet a run: {counts}");
     assert!(total.dropped_holding > 0 && total.dropped_waiting > 10, "no disconnects: {counts}");
 
-    let log = log.lock().unwrap();
-    for (resource, holds) in log.iter() {
-        let mut holds = holds.clone();
-        holds.sort_by_key(|h| h.token);
-        for pair in holds.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            assert!(a.token < b.token, "{resource}: token {} granted twice", a.token);
-            assert!(
-                a.end <= b.start,
-                "{resource}: token {} held until {:?} after token {} was granted",
-                a.token,
-                a.end - b.start,
-                b.token
-            );
-            // A grant that arrived after its own lease had run out (counted from the acquire's
-            // sending, as its client must count it) was never held: its answer waited for the
-            // log while the lease ran, and the lock went on. Its order says nothing.
-            if a.end > a.start {
-                assert!(a.start <= b.start, "{resource}: token {} granted after token {}", a.token, b.token);
-            }
-        }
-    }
+    log.check();
     // Everything let go: the last holders released, expired, or were disconnected.
     thread::sleep(Duration::from_millis(300));
     let mut c = server.connect();

@@ -1,5 +1,6 @@
 //! Test support: servers on free ports, and a raw HTTP/1.1 client.
 
+pub mod history;
 pub mod sdks;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -130,6 +131,12 @@ impl Http {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         stream.set_nodelay(true).unwrap();
         Http { reader: BufReader::new(stream) }
+    }
+
+    /// Gives up a read after `limit` (10 s unless set): a member that was stopped or cut off
+    /// answers nothing, and its clients move on.
+    pub fn set_timeout(&mut self, limit: Duration) {
+        self.reader.get_ref().set_read_timeout(Some(limit)).expect("a connected socket");
     }
 
     /// This end's address, as the server sees the client.

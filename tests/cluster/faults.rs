@@ -1,0 +1,243 @@
+//! Faults under load: three member processes serve clients spread over them while a member is
+//! killed, stopped, cut off or restarted. Across the members the history must hold (no two
+//! holders at once, tokens rising in grant order), no acknowledged grant may be lost, and a
+//! member that cannot reach a majority, or no longer leads, grants nothing and answers nothing
+//! stale.
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::Cluster;
+use super::load::Load;
+
+/// How long the clients run before the fault.
+const BEFORE_FAULT: Duration = Duration::from_millis(1000);
+/// Grants the clients must see after the fault before they stop: a few rounds on each
+/// resource, each lease (up to 300 ms) and the new leader's grace (600 ms) run out.
+const GRANTS_AFTER: usize = 30;
+/// How long the clients may take to get them: an election or two, on a loaded machine.
+const SERVED_AGAIN_WAIT: Duration = Duration::from_secs(15);
+/// Contending clients.
+const CONTENDERS: u64 = 6;
+
+fn members(cluster: &Cluster) -> Vec<SocketAddr> {
+    (0..cluster.seats.len()).map(|i| cluster.addr(i)).collect()
+}
+
+/// Lets `load` run until it has granted [`GRANTS_AFTER`] times after the fault at `fault`,
+/// stops it and checks it: it granted on either side of the fault, its history holds, and its
+/// kept locks are held as the cluster's leader answers.
+fn check(load: &mut Load, fault: Instant, cluster: &Cluster) {
+    let deadline = Instant::now() + SERVED_AGAIN_WAIT;
+    while load.history.granted_after(fault) < GRANTS_AFTER && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let seen = load.finish();
+    let after = load.history.granted_after(fault);
+    let before = load.history.grants() - after;
+    assert!(
+        before > 10 && after >= GRANTS_AFTER,
+        "too quiet a run: {before} grants before the fault, {after} after; {seen:?}"
+    );
+    load.history.check();
+    load.check_kept(cluster.addr(cluster.leader()));
+}
+
+#[test]
+fn no_two_holders_and_no_grant_lost_when_the_leader_is_killed_under_load() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let mut load = Load::start(members(&cluster), CONTENDERS);
+    thread::sleep(BEFORE_FAULT);
+    let fault = Instant::now();
+    cluster.kill(leader);
+    let next = cluster.leader();
+    assert_ne!(next, leader);
+    check(&mut load, fault, &cluster);
+}
+
+/// What a deposed leader answered about a lock that changed hands while it was away.
+#[derive(Debug, Default)]
+struct Answers {
+    /// Answered as the cluster is now (forwarded to the new leader, or after catching up).
+    current: u64,
+    /// "No leader" (503), or the connection closed unanswered: the client retries elsewhere.
+    refused: u64,
+}
+
+/// Asks the member at `addr`, on fresh connections until `until`, about `moved` (held by
+/// `old`'s owner under `old`'s token before, by `new` now) and to take it and to release it
+/// as its old holder: it must answer as the cluster is now, or not at all, never from what
+/// it knew before.
+fn ask_about_a_moved_lock(
+    addr: SocketAddr,
+    moved: &str,
+    old: (&str, u64),
+    new: (&str, u64),
+    until: Instant,
+) -> Answers {
+    let mut seen = Answers::default();
+    let mut asked = 0u64;
+    while Instant::now() < until {
+        asked += 1;
+        let Some(mut c) = crate::support::Http::try_connect(addr) else {
+            seen.refused += 1;
+            continue;
+        };
+        c.set_timeout(Duration::from_secs(5));
+        let request = match asked % 3 {
+            0 => format!(
+                "GET /locks/{moved} HTTP/1.1\r\nHost: t\r\nX-LOCKSERVER-SECRET: {}\r\n\r\n",
+                super::SECRET
+            ),
+            1 => super::post(
+                "/acquire",
+                super::SECRET,
+                &format!(r#"{{"resource":"{moved}","owner":"late-{asked}","expire":30}}"#),
+            ),
+            _ => super::post(
+                "/release",
+                super::SECRET,
+                &format!(r#"{{"resource":"{moved}","owner":"{}","token":{}}}"#, old.0, old.1),
+            ),
+        };
+        match c.try_call(request) {
+            None => seen.refused += 1,
+            Some(r) if r.status == 503 => {
+                assert_eq!(r.body, "ERR No leader: the cluster is electing one; try again");
+                seen.refused += 1;
+            }
+            Some(r) => {
+                match asked % 3 {
+                    0 => {
+                        assert_eq!(r.status, 200, "{}", r.text());
+                        let lock: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+                        assert_eq!(
+                            (lock["owner"].as_str(), lock["token"].as_u64()),
+                            (Some(new.0), Some(new.1)),
+                            "a stale read of {moved}"
+                        );
+                    }
+                    1 => assert_eq!(
+                        (r.status, r.body.as_str()),
+                        (409, "ERR Resource is already locked"),
+                        "a stale grant"
+                    ),
+                    _ => assert_eq!(
+                        (r.status, r.body.as_str()),
+                        (409, "ERR Resource is already locked"),
+                        "a stale release"
+                    ),
+                }
+                seen.current += 1;
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_leader_stopped_past_the_election_timeout_grants_nothing_and_answers_nothing_stale() {
+    let mut cluster = Cluster::start(3);
+    let old = cluster.leader();
+    let (status, _, token) = super::acquire(cluster.addr(old), "moved", "a", 60);
+    assert_eq!(status, 200);
+    let token = token.unwrap();
+    let mut load = Load::start(members(&cluster), CONTENDERS);
+    thread::sleep(BEFORE_FAULT);
+    let fault = Instant::now();
+    cluster.pause(old);
+    // The others elect a leader among themselves, and the lock changes hands there.
+    let new = cluster.leader();
+    assert_ne!(new, old);
+    let mut c = crate::support::Http::connect(cluster.addr(new));
+    let body = format!(r#"{{"resource":"moved","owner":"a","token":{token}}}"#);
+    assert_eq!(c.post("/release", super::SECRET, &body).status, 200);
+    let (status, _, next) = super::acquire(cluster.addr(new), "moved", "b", 60);
+    assert_eq!(status, 200);
+    let next = next.unwrap();
+    assert!(next > token);
+    // Woken, the old leader still believes it leads, with the lock as it was: asked at once
+    // and on, it answers as the cluster is now or not at all.
+    cluster.resume(old);
+    let seen = ask_about_a_moved_lock(
+        cluster.addr(old),
+        "moved",
+        ("a", token),
+        ("b", next),
+        Instant::now() + Duration::from_millis(1500),
+    );
+    assert!(seen.current > 0, "the woken member never served again: {seen:?}");
+    check(&mut load, fault, &cluster);
+}
+
+#[test]
+fn a_member_restarted_with_its_data_rejoins_and_serves_what_was_committed() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let mut load = Load::start(members(&cluster), CONTENDERS);
+    thread::sleep(BEFORE_FAULT);
+    let fault = Instant::now();
+    cluster.kill(leader);
+    cluster.leader();
+    cluster.restart(leader);
+    // Back with its log, it follows whoever leads now, and serves through it.
+    cluster.leader();
+    check(&mut load, fault, &cluster);
+    load.check_kept(cluster.addr(leader));
+}
+
+#[test]
+fn a_member_that_lost_its_data_counts_for_nothing_until_it_is_added_again() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let (wiped, other) = match cluster.followers(leader)[..] {
+        [a, b] => (a, b),
+        _ => unreachable!("three members"),
+    };
+    let mut load = Load::start(members(&cluster), CONTENDERS);
+    thread::sleep(BEFORE_FAULT);
+    let fault = Instant::now();
+    // A follower comes back with an empty data directory: a new incarnation.
+    cluster.kill(wiped);
+    let dir = cluster.seats[wiped].data.path().to_owned();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    cluster.restart(wiped);
+    // With the leader gone too, the member that kept its log and the one that lost it are two
+    // of three, but the lost one's vote is not the one the cluster knew: nobody leads, and
+    // neither grants anything.
+    cluster.kill(leader);
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut refused = 0;
+    while Instant::now() < until {
+        for i in [wiped, other] {
+            let body = r#"{"resource":"two-of-three","owner":"x","expire":30}"#;
+            let Some(mut c) = crate::support::Http::try_connect(cluster.addr(i)) else { continue };
+            c.set_timeout(Duration::from_secs(3));
+            if let Some(r) = c.try_call(super::post("/acquire", super::SECRET, body)) {
+                assert_eq!(
+                    (r.status, r.body.as_str()),
+                    (503, "ERR No leader: the cluster is electing one; try again"),
+                    "member {} granted with a vote from a member that lost its log",
+                    cluster.seats[i].id
+                );
+                refused += 1;
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused > 0, "the two members answered nothing");
+    // The old leader back with its log: a majority that knows the log again.
+    cluster.restart(leader);
+    let now = cluster.leader_among(&[leader, other]);
+    // The lost member is added back through a membership change, catches up and serves.
+    let wiped_id = cluster.seats[wiped].id;
+    let raft = cluster.peers.split(',').nth(wiped).unwrap().to_owned();
+    let (code, out) = super::cluster_cli(cluster.addr(now), &["add", &raft]);
+    assert_eq!((code, out), (0, format!("member {wiped_id} added\n")));
+    cluster.leader();
+    check(&mut load, fault, &cluster);
+    load.check_kept(cluster.addr(wiped));
+}
