@@ -19,6 +19,7 @@ use clap::builder::TypedValueParser;
 use crate::auth::{DEFAULT_SECRET, Secret};
 use crate::log::{Format, Level};
 pub use crate::store::wal::Fsync;
+pub use crate::tls::TlsFiles;
 
 /// The environment variables that may come from a `<VAR>_FILE` instead.
 pub const FILE_VARS: [&str; 4] =
@@ -83,8 +84,46 @@ pub struct ServerArgs {
     #[arg(long, env = "RINGLOCK_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// TLS: the server's certificate chain (PEM, leaf first), served on the shared port to a
+    /// client whose first byte is a TLS handshake; re-read on SIGHUP. With it, plaintext
+    /// clients are refused unless --tls-allow-plaintext.
+    #[arg(long, env = "RINGLOCK_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the certificate's private key (PEM); re-read on SIGHUP.
+    #[arg(long, env = "RINGLOCK_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// mTLS: require every client to present a certificate that chains to a CA of this PEM
+    /// file (with --tls-cert).
+    #[arg(long, env = "RINGLOCK_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// The CA (PEM) the members of a cluster trust each other's certificates with
+    /// [default: --tls-client-ca, or else the server's own --tls-cert file].
+    #[arg(long, env = "RINGLOCK_TLS_PEER_CA", value_name = "FILE", requires = "tls_cert")]
+    pub tls_peer_ca: Option<PathBuf>,
+
+    /// With --tls-cert, serve plaintext clients too (by default they are refused).
+    #[arg(long, env = "RINGLOCK_TLS_ALLOW_PLAINTEXT", requires = "tls_cert")]
+    pub tls_allow_plaintext: bool,
+
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+impl ServerArgs {
+    /// The TLS files, if a certificate is given (clap has checked that the key comes with it,
+    /// and the other TLS flags only with it).
+    pub fn tls(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+            peer_ca: self.tls_peer_ca.clone(),
+            allow_plaintext: self.tls_allow_plaintext,
+        })
+    }
 }
 
 /// The limits, as flags (see [`Limits`] for what each bounds and why).
@@ -298,6 +337,8 @@ pub struct Config {
     pub storage: Storage,
     /// The cluster this server is a member of (`None`: a single server).
     pub cluster: Option<Membership>,
+    /// TLS on the shared port (`None`: plaintext only).
+    pub tls: Option<TlsFiles>,
     /// Tokens of a new data directory (or of a server in memory) start after this value; 0
     /// outside tests, so that the first token is 1. Never the wall clock: a token must not
     /// depend on what a clock says.
@@ -334,6 +375,7 @@ impl Config {
                 Storage::Durable { dir: args.data_dir.clone(), fsync: args.fsync }
             },
             cluster,
+            tls: args.tls(),
             token_seed: None,
         })
     }
@@ -348,6 +390,7 @@ impl Config {
             limits: Limits::default(),
             storage: Storage::InMemory,
             cluster: None,
+            tls: None,
             token_seed: None,
         }
     }

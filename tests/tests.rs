@@ -42,5 +42,8 @@ mod admin;
 /// grants nothing, a member that was down catches up.
 mod cluster;
 
+/// TLS and mTLS on the shared port, from clients and between cluster members.
+mod tls;
+
 /// The reference server's real SDKs (Python, Node, Rust), unmodified, against ringlock.
 mod sdk;

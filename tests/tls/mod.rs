@@ -1,0 +1,160 @@
+//! TLS and mTLS on the shared port: HTTP and the wire protocol inside TLS (raw rustls and the
+//! Rust client), plaintext refused in its own protocol (and served when allowed), clients
+//! that do not trust the server or bring no certificate refused, a certificate reloaded on
+//! SIGHUP, and a cluster whose members speak TLS.
+
+mod pki;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use ringlock::config::{Config, TlsFiles};
+
+use crate::support::{SECRET, TestServer, plain, post};
+use pki::{Issued, Pki};
+
+/// The TLS settings of a server with `server`'s certificate.
+fn files(server: &Issued, client_ca: Option<std::path::PathBuf>, allow_plaintext: bool) -> TlsFiles {
+    TlsFiles { cert: server.cert.clone(), key: server.key.clone(), client_ca, peer_ca: None, allow_plaintext }
+}
+
+/// A one-core server in memory with these TLS settings.
+fn server(tls: TlsFiles) -> TestServer {
+    let mut config = Config::local(1, SECRET);
+    config.tls = Some(tls);
+    TestServer::with_config(config)
+}
+
+/// The wire protocol's HELLO with the test secret, and its answer (`tests/wire/golden.txt`).
+const HELLO: &[u8] = b"\x00RL\x01\x12\x00\x00\x00\x01\x01\x00\x00\x00\x0b\x00test-secret";
+const HELLO_OK: &[u8] = b"\x06\x00\x00\x00\x81\x01\x00\x00\x00\x01";
+/// A PING and its PONG.
+const PING: &[u8] = b"\x05\x00\x00\x00\x02\x02\x00\x00\x00";
+const PONG: &[u8] = b"\x05\x00\x00\x00\x82\x02\x00\x00\x00";
+
+fn closing(status: &str, body: &str) -> String {
+    plain(status, body).replacen("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1)
+}
+
+const TLS_REQUIRED: &str = "ERR TLS required: this server serves only TLS clients (connect with https://, or \
+                            a client given RINGLOCK_CA)";
+
+#[test]
+fn http_and_wire_inside_tls() {
+    let pki = Pki::new("tls-basic");
+    let cert = pki.issue("server", &["127.0.0.1", "localhost"]);
+    let server = server(files(&cert, None, false));
+    let config = pki::client_config(&pki.ca(), None);
+
+    let mut tls = pki::connect(server.addr, config.clone()).unwrap();
+    let acquire = post("/acquire", SECRET, r#"{"resource":"r1","owner":"alice"}"#);
+    tls.write_all(acquire.as_bytes()).unwrap();
+    let health = b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let answers = String::from_utf8(pki::exchange(&mut tls, health)).unwrap();
+    let granted = "HTTP/1.1 200 OK\r\ndate: <date>\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                   content-length: 2\r\nX-Lockserver-Token: 1\r\n\r\nOK";
+    assert_eq!(answers, format!("{granted}{}", closing("200 OK", "OK")));
+
+    // The wire protocol inside TLS: the golden handshake and ping, byte for byte.
+    let mut tls = pki::connect(server.addr, config).unwrap();
+    tls.write_all(HELLO).unwrap();
+    assert_eq!(pki::read_n(&mut tls, HELLO_OK.len()), HELLO_OK);
+    tls.write_all(PING).unwrap();
+    assert_eq!(pki::read_n(&mut tls, PONG.len()), PONG);
+}
+
+#[test]
+fn plaintext_is_refused_in_its_protocol_unless_allowed() {
+    let pki = Pki::new("tls-plain");
+    let cert = pki.issue("server", &["127.0.0.1"]);
+    let strict = server(files(&cert, None, false));
+    let mut tcp = TcpStream::connect(strict.addr).unwrap();
+    let answer = pki::exchange(&mut tcp, b"GET /health HTTP/1.1\r\n\r\n");
+    assert_eq!(String::from_utf8(answer).unwrap(), closing("400 Bad Request", TLS_REQUIRED));
+
+    let mut tcp = TcpStream::connect(strict.addr).unwrap();
+    let answer = pki::exchange(&mut tcp, HELLO);
+    let mut want = Vec::new();
+    ringlock_client::frame::encode_reply(
+        &mut want,
+        0,
+        &ringlock_client::frame::WireReply::ProtocolError { reason: TLS_REQUIRED },
+    );
+    assert_eq!(answer, want);
+    // Nothing was served: the server is healthy, over TLS.
+    let mut tls = pki::connect(strict.addr, pki::client_config(&pki.ca(), None)).unwrap();
+    let answer = pki::exchange(&mut tls, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(String::from_utf8(answer).unwrap(), closing("200 OK", "OK"));
+
+    // With the opt-in, both are served, in plaintext and in TLS.
+    let lenient = server(files(&cert, None, true));
+    let mut tcp = TcpStream::connect(lenient.addr).unwrap();
+    let answer = pki::exchange(&mut tcp, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(String::from_utf8(answer).unwrap(), closing("200 OK", "OK"));
+    let mut tcp = TcpStream::connect(lenient.addr).unwrap();
+    tcp.write_all(HELLO).unwrap();
+    assert_eq!(pki::read_n(&mut tcp, HELLO_OK.len()), HELLO_OK);
+    let mut tls = pki::connect(lenient.addr, pki::client_config(&pki.ca(), None)).unwrap();
+    let answer = pki::exchange(&mut tls, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(String::from_utf8(answer).unwrap(), closing("200 OK", "OK"));
+}
+
+#[test]
+fn a_client_that_does_not_trust_the_certificate_fails() {
+    let pki = Pki::new("tls-untrusted");
+    let other = Pki::new("tls-other");
+    let cert = pki.issue("server", &["127.0.0.1"]);
+    let server = server(files(&cert, None, false));
+    let e = pki::connect(server.addr, pki::client_config(&other.ca(), None)).unwrap_err();
+    assert!(e.to_string().contains("invalid peer certificate: UnknownIssuer"), "{e}");
+    // The server is unharmed, and serves a client that trusts it.
+    let mut tls = pki::connect(server.addr, pki::client_config(&pki.ca(), None)).unwrap();
+    let answer = pki::exchange(&mut tls, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(String::from_utf8(answer).unwrap(), closing("200 OK", "OK"));
+    // A certificate for another name is refused too.
+    let misnamed = pki.issue("misnamed", &["db.example"]);
+    let server = server_for(&misnamed);
+    let e = pki::connect(server.addr, pki::client_config(&pki.ca(), None)).unwrap_err();
+    assert!(e.to_string().contains("certificate not valid for name \"127.0.0.1\""), "{e}");
+}
+
+fn server_for(cert: &Issued) -> TestServer {
+    server(files(cert, None, false))
+}
+
+#[test]
+fn mtls_refuses_a_client_without_a_certificate() {
+    let pki = Pki::new("mtls");
+    let clients = Pki::new("mtls-clients");
+    let cert = pki.issue("server", &["127.0.0.1"]);
+    let server = server(files(&cert, Some(clients.ca()), false));
+    let health = b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n";
+
+    // Without a certificate: the server ends the handshake (TLS 1.3 tells the client on its
+    // first read), and nothing is answered.
+    let refused = pki::connect(server.addr, pki::client_config(&pki.ca(), None))
+        .and_then(|mut tls| {
+            tls.write_all(health)?;
+            let mut out = Vec::new();
+            tls.read_to_end(&mut out).map(|_| out)
+        })
+        .unwrap_err();
+    assert!(refused.to_string().contains("CertificateRequired"), "{refused}");
+
+    // A certificate of another CA: refused too.
+    let stranger = pki.issue("stranger", &["client"]);
+    let refused = pki::connect(server.addr, pki::client_config(&pki.ca(), Some(&stranger)))
+        .and_then(|mut tls| {
+            tls.write_all(health)?;
+            let mut out = Vec::new();
+            tls.read_to_end(&mut out).map(|_| out)
+        })
+        .unwrap_err();
+    assert!(refused.to_string().contains("UnknownCA"), "{refused}");
+
+    // With one the client CA signed: served.
+    let client = clients.issue("client", &["client"]);
+    let mut tls = pki::connect(server.addr, pki::client_config(&pki.ca(), Some(&client))).unwrap();
+    let answer = pki::exchange(&mut tls, health);
+    assert_eq!(String::from_utf8(answer).unwrap(), closing("200 OK", "OK"));
+}
