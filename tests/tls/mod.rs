@@ -158,3 +158,74 @@ fn mtls_refuses_a_client_without_a_certificate() {
     let answer = pki::exchange(&mut tls, health);
     assert_eq!(String::from_utf8(answer).unwrap(), closing("200 OK", "OK"));
 }
+
+#[test]
+fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones() {
+    let first = Pki::new("tls-reload-first");
+    let second = Pki::new("tls-reload-second");
+    let cert = first.issue("server", &["127.0.0.1"]);
+    // The certificate and key come from the config file's keys (the long flag names).
+    let config = first.dir.path().join("ringlock.toml");
+    let toml = format!("tls-cert = {:?}\ntls-key = {:?}\n", cert.cert, cert.key);
+    std::fs::write(&config, toml).unwrap();
+    let mut cmd = crate::support::ringlock_command();
+    cmd.args(["-b", "127.0.0.1", "-p", "0", "--threads", "1", "--in-memory", "--config"])
+        .arg(&config)
+        .env("LOCKSERVER_SECRET", SECRET);
+    let process = crate::support::Process::start(cmd);
+
+    let mut open = pki::connect(process.addr, pki::client_config(&first.ca(), None)).unwrap();
+    open.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(pki::read_answer(&mut open, &plain("200 OK", "OK")), plain("200 OK", "OK"));
+
+    // The files are replaced by a certificate of another CA, and the server told.
+    let renewed = second.issue("server", &["127.0.0.1"]);
+    std::fs::copy(&renewed.cert, &cert.cert).unwrap();
+    std::fs::copy(&renewed.key, &cert.key).unwrap();
+    process.signal(libc::SIGHUP);
+    // The reload is done when a new connection is served the new certificate (bounded: the
+    // signal is taken within milliseconds).
+    let mut renewed_client = None;
+    for _ in 0..500 {
+        if let Ok(tls) = pki::connect(process.addr, pki::client_config(&second.ca(), None)) {
+            renewed_client = Some(tls);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut renewed_client = renewed_client.expect("the new certificate is served after SIGHUP");
+    let answer = pki::exchange(&mut renewed_client, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(String::from_utf8(answer).unwrap(), closing("200 OK", "OK"));
+    // A client that trusts only the old CA is refused now.
+    let e = pki::connect(process.addr, pki::client_config(&first.ca(), None)).unwrap_err();
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    // The connection opened before the reload goes on with its session.
+    let answer = pki::exchange(&mut open, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(String::from_utf8(answer).unwrap(), closing("200 OK", "OK"));
+
+    // A reload that fails (a key that is no key) says why and keeps the certificate in force.
+    std::fs::write(&cert.key, "not a key\n").unwrap();
+    let mut process = process;
+    let mut log = std::io::BufReader::new(process.child.stderr.take().unwrap());
+    process.signal(libc::SIGHUP);
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut log, &mut line).unwrap() > 0, "{lines:?}");
+        if line.contains("SIGHUP: kept the TLS certificate in force: ") {
+            let why = format!("{}: cannot read a PEM private key: ", cert.key.display());
+            assert!(line.contains(&why), "{line}");
+            break;
+        }
+        lines.push(line);
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("SIGHUP: reloaded the TLS certificate and keys; new connections get them")),
+        "{lines:?}"
+    );
+    let mut tls = pki::connect(process.addr, pki::client_config(&second.ca(), None)).unwrap();
+    let answer = pki::exchange(&mut tls, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(String::from_utf8(answer).unwrap(), closing("200 OK", "OK"));
+}

@@ -119,6 +119,13 @@ pub fn read_n(stream: &mut impl Read, n: usize) -> Vec<u8> {
     out
 }
 
+/// Reads one HTTP answer as long as `like` (whose date is `<date>`), date masked.
+pub fn read_answer(stream: &mut impl Read, like: &str) -> String {
+    // An HTTP date ("Wed, 02 Dec 2026 07:20:00 GMT") is 29 bytes.
+    let bytes = read_n(stream, like.len() - "<date>".len() + 29);
+    String::from_utf8(mask_date(bytes)).unwrap()
+}
+
 /// A stream both ways.
 pub trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
