@@ -229,3 +229,146 @@ fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones() {
     let answer = pki::exchange(&mut tls, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_eq!(String::from_utf8(answer).unwrap(), closing("200 OK", "OK"));
 }
+
+/// A client config of the Rust client for `server`, over TLS with `tls`.
+fn client_config(
+    server: &TestServer,
+    owner: &str,
+    tls: ringlock_client::TlsConfig,
+) -> ringlock_client::Config {
+    ringlock_client::Config {
+        addr: server.host_port(),
+        owner: owner.into(),
+        secret: SECRET.into(),
+        tls: Some(tls),
+        ..ringlock_client::Config::default()
+    }
+}
+
+#[test]
+fn the_rust_client_over_tls_and_mtls() {
+    use ringlock_client::blocking::Client;
+    use ringlock_client::{AcquireOptions, Error, TlsConfig};
+
+    let pki = Pki::new("tls-client");
+    let clients = Pki::new("tls-client-clients");
+    let cert = pki.issue("server", &["127.0.0.1"]);
+    let server = server(files(&cert, Some(clients.ca()), false));
+    let issued = clients.issue("worker", &["worker"]);
+
+    let tls = TlsConfig::new(pki.ca()).with_client_cert(&issued.cert, &issued.key);
+    let alice = Client::connect(&client_config(&server, "alice", tls.clone())).unwrap();
+    let lease = alice.acquire("tls-job", AcquireOptions::default()).unwrap();
+    assert_eq!(lease.token, 1);
+    let bob = Client::connect(&client_config(&server, "bob", tls)).unwrap();
+    assert!(matches!(bob.acquire("tls-job", AcquireOptions::default()), Err(Error::Busy)));
+    assert_eq!(bob.inspect("tls-job").unwrap().map(|i| i.owner), Some("alice".to_owned()));
+    alice.release("tls-job", Some(1)).unwrap();
+    assert_eq!(bob.inspect("tls-job").unwrap(), None);
+
+    // Without a client certificate the server refuses the handshake: nothing connects.
+    let refused = Client::connect(&client_config(&server, "carol", TlsConfig::new(pki.ca())));
+    assert!(refused.is_err(), "connected without a client certificate");
+    // A client that trusts another CA refuses the server.
+    let other = Pki::new("tls-client-other");
+    let tls = TlsConfig::new(other.ca()).with_client_cert(&issued.cert, &issued.key);
+    match Client::connect(&client_config(&server, "dave", tls)) {
+        Err(Error::Io(e)) => assert!(e.to_string().contains("UnknownIssuer"), "{e}"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a server of an untrusted CA was trusted"),
+    }
+}
+
+/// `ringlock SUBCOMMAND` against `server`, its variables cleared.
+fn ringlock_client_command(server: &TestServer, subcommand: &str) -> std::process::Command {
+    let mut cmd = crate::support::ringlock_command();
+    cmd.arg(subcommand).env("LOCKSERVER_ADDR", server.host_port()).env("LOCKSERVER_SECRET", SECRET);
+    cmd
+}
+
+#[test]
+fn the_lock_command_never_runs_its_command_for_an_untrusted_server() {
+    let pki = Pki::new("tls-cli");
+    let other = Pki::new("tls-cli-other");
+    let cert = pki.issue("server", &["127.0.0.1"]);
+    let server = server(files(&cert, None, false));
+    let marker = pki.dir.path().join("ran");
+
+    let out = ringlock_client_command(&server, "lock")
+        .args(["tls-cli-job", "--", "touch"])
+        .arg(&marker)
+        .env("RINGLOCK_CA", other.ca())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("UnknownIssuer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!marker.exists(), "the command ran without the lock");
+    // Nor in plaintext against a server that requires TLS.
+    let out = ringlock_client_command(&server, "lock")
+        .args(["tls-cli-job", "--", "touch"])
+        .arg(&marker)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TLS required"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!marker.exists(), "the command ran without the lock");
+
+    // Trusting the server's CA (the flag this time), it runs, holding the lock.
+    let out = ringlock_client_command(&server, "lock")
+        .arg("--ca")
+        .arg(pki.ca())
+        .args(["tls-cli-job", "--", "sh", "-c", "echo \"$RINGLOCK_RESOURCE $RINGLOCK_TOKEN\"; touch \"$0\""])
+        .arg(&marker)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "tls-cli-job 1\n");
+    assert!(marker.exists());
+}
+
+#[test]
+fn the_admin_commands_over_mtls() {
+    let pki = Pki::new("tls-admin");
+    let clients = Pki::new("tls-admin-clients");
+    let cert = pki.issue("server", &["127.0.0.1"]);
+    let server = server(files(&cert, Some(clients.ca()), false));
+    let operator = clients.issue("operator", &["operator"]);
+    let mut tls = pki::connect(server.addr, pki::client_config(&pki.ca(), Some(&operator))).unwrap();
+    let acquire = post("/acquire", SECRET, r#"{"resource":"held","owner":"alice"}"#);
+    tls.write_all(acquire.as_bytes()).unwrap();
+
+    let with_cert = |cmd: &mut std::process::Command| {
+        cmd.env("RINGLOCK_CA", pki.ca())
+            .env("RINGLOCK_CLIENT_CERT", &operator.cert)
+            .env("RINGLOCK_CLIENT_KEY", &operator.key);
+    };
+    // Once the grant is answered, `ringlock locks` lists it.
+    let granted = "HTTP/1.1 200 OK\r\ndate: <date>\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                   content-length: 2\r\nX-Lockserver-Token: 1\r\n\r\nOK";
+    assert_eq!(pki::read_answer(&mut tls, granted), granted);
+    let mut locks = ringlock_client_command(&server, "locks");
+    with_cert(&mut locks);
+    let out = locks.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.lines().any(|l| l.starts_with("held") && l.contains("alice")), "{listing}");
+
+    let mut release = ringlock_client_command(&server, "release");
+    release.args(["held", "--force"]);
+    with_cert(&mut release);
+    let out = release.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Without the client certificate: refused, and the lock list is not shown.
+    let out = ringlock_client_command(&server, "locks").env("RINGLOCK_CA", pki.ca()).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+}
