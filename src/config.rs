@@ -19,6 +19,7 @@ use clap::builder::TypedValueParser;
 use crate::auth::{DEFAULT_SECRET, Secret};
 use crate::log::{Format, Level};
 pub use crate::store::wal::Fsync;
+pub use crate::tls::TlsFiles;
 
 /// The environment variables that may come from a `<VAR>_FILE` instead.
 pub const FILE_VARS: [&str; 4] =
@@ -83,8 +84,69 @@ pub struct ServerArgs {
     #[arg(long, env = "RINGLOCK_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// TLS: the server's certificate chain (PEM, leaf first), served on the shared port to a
+    /// client whose first byte is a TLS handshake; re-read on SIGHUP. With it, plaintext
+    /// clients are refused unless --tls-allow-plaintext.
+    #[arg(long, env = "RINGLOCK_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the certificate's private key (PEM); re-read on SIGHUP.
+    #[arg(long, env = "RINGLOCK_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// mTLS: require every client to present a certificate that chains to a CA of this PEM
+    /// file (with --tls-cert).
+    #[arg(long, env = "RINGLOCK_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// The CA (PEM) the members of a cluster trust each other's certificates with
+    /// [default: --tls-client-ca, or else the server's own --tls-cert file].
+    #[arg(long, env = "RINGLOCK_TLS_PEER_CA", value_name = "FILE")]
+    pub tls_peer_ca: Option<PathBuf>,
+
+    /// With --tls-cert, serve plaintext clients too (by default they are refused).
+    #[arg(long, env = "RINGLOCK_TLS_ALLOW_PLAINTEXT")]
+    pub tls_allow_plaintext: bool,
+
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+impl ServerArgs {
+    /// The TLS files, if a certificate is given; refused if the key does not come with it, or
+    /// another TLS setting comes without it. (Checked here, not by clap: a config file's values
+    /// are defaults, which clap's `requires` does not see.)
+    pub fn tls(&self) -> Result<Option<TlsFiles>, String> {
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (Some(_), None) => {
+                return Err("--tls-cert needs --tls-key (the certificate's private key)".into());
+            }
+            (None, Some(_)) => {
+                return Err("--tls-key needs --tls-cert (the certificate it is the key of)".into());
+            }
+            (None, None) => {
+                let given = [
+                    (self.tls_client_ca.is_some(), "--tls-client-ca"),
+                    (self.tls_peer_ca.is_some(), "--tls-peer-ca"),
+                    (self.tls_allow_plaintext, "--tls-allow-plaintext"),
+                ];
+                return match given.iter().find(|(given, _)| *given) {
+                    Some((_, flag)) => {
+                        Err(format!("{flag} needs --tls-cert and --tls-key (TLS is off without them)"))
+                    }
+                    None => Ok(None),
+                };
+            }
+        };
+        Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca: self.tls_client_ca.clone(),
+            peer_ca: self.tls_peer_ca.clone(),
+            allow_plaintext: self.tls_allow_plaintext,
+        }))
+    }
 }
 
 /// The limits, as flags (see [`Limits`] for what each bounds and why).
@@ -298,6 +360,8 @@ pub struct Config {
     pub storage: Storage,
     /// The cluster this server is a member of (`None`: a single server).
     pub cluster: Option<Membership>,
+    /// TLS on the shared port (`None`: plaintext only).
+    pub tls: Option<TlsFiles>,
     /// Tokens of a new data directory (or of a server in memory) start after this value; 0
     /// outside tests, so that the first token is 1. Never the wall clock: a token must not
     /// depend on what a clock says.
@@ -334,6 +398,7 @@ impl Config {
                 Storage::Durable { dir: args.data_dir.clone(), fsync: args.fsync }
             },
             cluster,
+            tls: args.tls()?,
             token_seed: None,
         })
     }
@@ -348,6 +413,7 @@ impl Config {
             limits: Limits::default(),
             storage: Storage::InMemory,
             cluster: None,
+            tls: None,
             token_seed: None,
         }
     }
@@ -400,6 +466,82 @@ pub fn env_from_files(get: impl Fn(&str) -> Option<String>) -> Result<Vec<(Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    #[derive(clap::Parser, Debug)]
+    struct Args {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    /// The TLS files from a config file and a command line (no environment).
+    fn tls(file: &str, argv: &[&str]) -> Result<Option<TlsFiles>, String> {
+        let command = Args::command().mut_args(|a| a.env(None));
+        let command = file::with_file(command, std::path::Path::new("/etc/r.toml"), file)?;
+        let matches = command
+            .try_get_matches_from(std::iter::once("ringlock").chain(argv.iter().copied()))
+            .map_err(|e| e.kind().to_string())?;
+        Args::from_arg_matches(&matches).unwrap().server.tls()
+    }
+
+    #[test]
+    fn tls_settings_from_the_file_and_the_command_line() {
+        assert_eq!(tls("", &[]), Ok(None));
+        let want = TlsFiles {
+            cert: "/etc/c.pem".into(),
+            key: "/etc/k.pem".into(),
+            client_ca: None,
+            peer_ca: None,
+            allow_plaintext: false,
+        };
+        assert_eq!(tls("tls-cert = \"/etc/c.pem\"\ntls-key = \"/etc/k.pem\"", &[]), Ok(Some(want.clone())));
+        assert_eq!(tls("", &["--tls-cert", "/etc/c.pem", "--tls-key", "/etc/k.pem"]), Ok(Some(want.clone())));
+        let all = "tls-cert = \"/etc/c.pem\"\ntls-key = \"/etc/k.pem\"\ntls-client-ca = \"/etc/ca.pem\"\n\
+                   tls-peer-ca = \"/etc/peers.pem\"\ntls-allow-plaintext = true";
+        let full = TlsFiles {
+            client_ca: Some("/etc/ca.pem".into()),
+            peer_ca: Some("/etc/peers.pem".into()),
+            allow_plaintext: true,
+            ..want.clone()
+        };
+        assert_eq!(tls(all, &[]), Ok(Some(full)));
+        // The command line beats the file.
+        let over =
+            tls("tls-cert = \"/etc/c.pem\"\ntls-key = \"/etc/k.pem\"", &["--tls-cert", "/run/new.pem"]);
+        assert_eq!(over, Ok(Some(TlsFiles { cert: "/run/new.pem".into(), ..want })));
+    }
+
+    #[test]
+    fn tls_settings_that_do_not_go_together_are_refused() {
+        let no_key = Err("--tls-cert needs --tls-key (the certificate's private key)".to_owned());
+        assert_eq!(tls("tls-cert = \"/etc/c.pem\"", &[]), no_key);
+        assert_eq!(tls("", &["--tls-cert", "/etc/c.pem"]), no_key);
+        assert_eq!(
+            tls("", &["--tls-key", "/etc/k.pem"]),
+            Err("--tls-key needs --tls-cert (the certificate it is the key of)".to_owned())
+        );
+        let without =
+            |flag: &str| Err(format!("{flag} needs --tls-cert and --tls-key (TLS is off without them)"));
+        assert_eq!(tls("", &["--tls-client-ca", "/etc/ca.pem"]), without("--tls-client-ca"));
+        assert_eq!(tls("tls-peer-ca = \"/etc/ca.pem\"", &[]), without("--tls-peer-ca"));
+        assert_eq!(tls("tls-allow-plaintext = true", &[]), without("--tls-allow-plaintext"));
+        assert_eq!(
+            tls("tls_cert = \"/etc/c.pem\"", &[]),
+            Err(
+                "/etc/r.toml: unknown key `tls_cert` (did you mean `tls-cert`?); the keys are the long flag \
+                 names of `ringlock --help`"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            tls("tls-allow-plaintext = \"yes\"", &[]),
+            Err("/etc/r.toml: key `tls-allow-plaintext`: expected true or false, found string".to_owned())
+        );
+        assert_eq!(
+            tls("tls-cert = [\"a\", \"b\"]", &[]),
+            Err("/etc/r.toml: key `tls-cert`: expected a string, number or boolean, found array".to_owned())
+        );
+    }
 
     #[test]
     fn file_variables_become_values() {

@@ -50,3 +50,4 @@ pub mod shard;
 mod store;
 pub mod systemd;
 pub mod timer;
+pub mod tls;

@@ -153,7 +153,14 @@ fn serve(args: &ServerArgs) -> ExitCode {
     // Ready once the listeners serve; the watchdog pings while every core answers.
     let prober = server.prober();
     let service = Service::ready(&format!("serving on {addr}"), move |timeout| prober.alive(timeout));
-    let signal = signals.wait();
+    let signal = signals.wait(|| match server.reload_tls() {
+        Ok(true) => ringlock::log!(
+            Level::Info,
+            "SIGHUP: reloaded the TLS certificate and keys; new connections get them"
+        ),
+        Ok(false) => ringlock::log!(Level::Info, "SIGHUP: no TLS certificate to reload"),
+        Err(e) => ringlock::log!(Level::Error, "SIGHUP: kept the TLS certificate in force: {e}"),
+    });
     service.stopping();
     let timeout = config.limits.shutdown_timeout;
     ringlock::log!(
@@ -168,10 +175,12 @@ fn serve(args: &ServerArgs) -> ExitCode {
 
 /// SIGINT and SIGTERM, caught from before the server starts: one that comes while it starts
 /// (say, right after the start-up line) shuts it down gracefully too, rather than kill it.
+/// And SIGHUP, which reloads the TLS certificate (one that comes during the start is taken
+/// once the server runs, and reads the files the start read).
 struct Signals {
     runtime: tokio::runtime::Runtime,
     /// `None` if the handlers could not be installed: the default action (exit) then applies.
-    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Signals {
@@ -180,21 +189,28 @@ impl Signals {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a signal runtime");
         let handlers = runtime.block_on(async {
-            Some((signal(SignalKind::interrupt()).ok()?, signal(SignalKind::terminate()).ok()?))
+            Some((
+                signal(SignalKind::interrupt()).ok()?,
+                signal(SignalKind::terminate()).ok()?,
+                signal(SignalKind::hangup()).ok()?,
+            ))
         });
         Signals { runtime, handlers }
     }
 
-    /// Blocks until SIGINT or SIGTERM; returns its name.
-    fn wait(self) -> &'static str {
+    /// Blocks until SIGINT or SIGTERM, calling `hangup` at each SIGHUP; returns its name.
+    fn wait(self, mut hangup: impl FnMut()) -> &'static str {
         let Signals { runtime, handlers } = self;
         runtime.block_on(async {
-            let Some((mut int, mut term)) = handlers else {
+            let Some((mut int, mut term, mut hup)) = handlers else {
                 return std::future::pending().await;
             };
-            tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
+            loop {
+                tokio::select! {
+                    _ = int.recv() => return "SIGINT",
+                    _ = term.recv() => return "SIGTERM",
+                    _ = hup.recv() => hangup(),
+                }
             }
         })
     }

@@ -11,15 +11,18 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::watch;
 
 use crate::cluster::{self, ClusterConfig, Handle};
 use crate::config::{Config, Storage};
 use crate::log::Level;
+use crate::net::tls::{TlsConfigs, TlsSettings};
 use crate::net::{self, Settings, listener};
 use crate::route::{ResourceHasher, Router};
 use crate::runtime::{self, CoreLog, Cores, Keep, MAX_THREADS, panic};
 use crate::shard::Caps;
 use crate::store::dir::DataDir;
+use crate::tls::TlsFiles;
 
 /// A running server.
 pub struct Server {
@@ -30,6 +33,8 @@ pub struct Server {
     _data: Option<DataDir>,
     /// The cluster's consensus, if this server is a member of one.
     cluster: Option<Handle>,
+    /// Where a reload sends new TLS configs to the cores, and the files they are read from.
+    tls: Option<(watch::Sender<TlsConfigs>, TlsFiles)>,
 }
 
 /// A probe a core answers: the channel its answer goes back on.
@@ -81,13 +86,38 @@ impl Server {
             Keep::Cluster(handle) => Some(handle.clone()),
             _ => None,
         };
-        let settings = Settings { secret: config.secret.clone(), limits: config.limits.clone() };
+        let tls = match &config.tls {
+            Some(files) => {
+                let configs = tls_configs(files).map_err(io::Error::other)?;
+                Some((watch::channel(configs), files.clone()))
+            }
+            None => None,
+        };
+        let settings = Settings {
+            secret: config.secret.clone(),
+            limits: config.limits.clone(),
+            tls: tls.as_ref().map(|((_, configs), files)| TlsSettings {
+                configs: configs.clone(),
+                allow_plaintext: files.allow_plaintext,
+            }),
+        };
+        let tls = tls.map(|((sender, _), files)| (sender, files));
         let (probes, probed): (Vec<_>, Vec<_>) = (0..n).map(|_| unbounded_channel()).unzip();
         let work = listeners.into_iter().zip(probed).collect();
         let cores = Cores::start(setup, work, move |core, (listeners, probed)| {
             serve_core(core, Rc::new(settings.clone()), listeners, probed)
         })?;
-        Ok(Server { addr, cores, probes: Prober { cores: probes }, _data: data, cluster })
+        Ok(Server { addr, cores, probes: Prober { cores: probes }, _data: data, cluster, tls })
+    }
+
+    /// Reads the TLS certificate and keys again (SIGHUP): connections accepted from now on
+    /// get the new ones, open connections go on with theirs. A file that cannot be read, or
+    /// a key that does not fit the certificate, leaves the old ones in force, and says why.
+    /// `Ok(false)`: this server has no TLS.
+    pub fn reload_tls(&self) -> Result<bool, String> {
+        let Some((sender, files)) = &self.tls else { return Ok(false) };
+        sender.send_replace(tls_configs(files)?);
+        Ok(true)
     }
 
     /// The address the server listens on (with the port chosen, if 0 was asked).
@@ -115,6 +145,11 @@ impl Server {
     pub fn wait(self) {
         self.cores.wait();
     }
+}
+
+/// The TLS configs read from `files`.
+fn tls_configs(files: &TlsFiles) -> Result<TlsConfigs, String> {
+    Ok(TlsConfigs { server: crate::tls::server_config(files)?, peer: crate::tls::peer_client_config(files)? })
 }
 
 /// What the cores start from: with a data directory, its lock and what it held, read back.

@@ -43,5 +43,8 @@ mod admin;
 /// cut off, restarted members) checked by the mutual-exclusion history across members.
 mod cluster;
 
+/// TLS and mTLS on the shared port, from clients and between cluster members.
+mod tls;
+
 /// The reference server's real SDKs (Python, Node, Rust), unmodified, against ringlock.
 mod sdk;

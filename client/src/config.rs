@@ -59,6 +59,8 @@ pub struct Config {
     pub session_timeout: Duration,
     /// The protocol version spoken ([`Protocol::Version2`] unless the server is older).
     pub protocol: Protocol,
+    /// TLS (`None`: plaintext): `RINGLOCK_CA`, `RINGLOCK_CLIENT_CERT`, `RINGLOCK_CLIENT_KEY`.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -69,6 +71,7 @@ impl fmt::Debug for Config {
             .field("call_timeout", &self.call_timeout)
             .field("session_timeout", &self.session_timeout)
             .field("protocol", &self.protocol)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +86,7 @@ impl Default for Config {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             protocol: Protocol::default(),
+            tls: None,
         }
     }
 }
@@ -92,7 +96,7 @@ impl Config {
     /// `<host>-<pid>`, unique to this process) and `LOCKSERVER_SECRET` (default `changeme`),
     /// from the environment, or from `.env` for what the environment does not set; the call
     /// timeout is [`DEFAULT_CALL_TIMEOUT`], the session timeout [`DEFAULT_SESSION_TIMEOUT`],
-    /// the protocol version 2.
+    /// the protocol version 2; TLS if `RINGLOCK_CA` is set (see [`crate::TlsConfig::from_vars`]).
     pub fn from_env() -> Config {
         let _ = dotenvy::dotenv();
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -103,6 +107,7 @@ impl Config {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             protocol: Protocol::default(),
+            tls: crate::tls::TlsConfig::from_env(),
         }
     }
 }

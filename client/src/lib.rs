@@ -74,6 +74,7 @@ mod lease;
 mod link;
 mod session;
 mod standing;
+pub mod tls;
 
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_CALL_TIMEOUT, DEFAULT_SECRET, DEFAULT_SESSION_TIMEOUT, Protocol,
@@ -83,3 +84,4 @@ pub use error::Error;
 pub use guard::{Guard, LostReason, LostSignal, safety_margin};
 pub use lease::{AcquireOptions, Lease, LockInfo, Lost};
 pub use link::{RECONNECT_FIRST_PAUSE, RECONNECT_MAX_PAUSE};
+pub use tls::TlsConfig;

@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use crate::config::{Config, Protocol};
@@ -162,8 +162,8 @@ enum Hello {
 
 /// A connection that the server has taken.
 struct Opened {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: ReadHalf,
+    wr: WriteHalf,
     /// What was read past the answer to the first frame.
     buf: Vec<u8>,
     /// When the first frame was sent.
@@ -458,7 +458,7 @@ async fn handshake(config: &Config, session: u64) -> Result<Opened, Error> {
     stream.set_nodelay(true)?;
     // Best effort: the call timeout and the guards' deadlines do not depend on it.
     let _ = set_liveness(&stream, config.call_timeout);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = transport(stream, config, &config.addr).await?;
     let secret = config.secret.as_bytes();
     let mut hello = Vec::new();
     match config.protocol {
@@ -495,6 +495,26 @@ async fn handshake(config: &Config, session: u64) -> Result<Opened, Error> {
     };
     buf.drain(..first);
     Ok(Opened { rd, wr, buf, sent, hello })
+}
+
+/// A connection's reading side: the socket's, or its TLS session's.
+type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
+/// A connection's writing side.
+type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// The two sides of `stream`, connected to `addr`: over TLS if the config says so (the
+/// server's certificate checked against `addr`'s host), else the socket's own.
+async fn transport(stream: TcpStream, config: &Config, addr: &str) -> Result<(ReadHalf, WriteHalf), Error> {
+    let Some(tls) = &config.tls else {
+        let (rd, wr) = stream.into_split();
+        return Ok((Box::new(rd), Box::new(wr)));
+    };
+    let refused = |why: String| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, why));
+    let rustls = tls.rustls().map_err(refused)?;
+    let name = crate::tls::server_name(addr).map_err(refused)?;
+    let stream = tokio_rustls::TlsConnector::from(rustls).connect(name, stream).await?;
+    let (rd, wr) = tokio::io::split(stream);
+    Ok((Box::new(rd), Box::new(wr)))
 }
 
 /// TCP keepalive, and on Linux `TCP_USER_TIMEOUT`: the kernel drops the connection when what
@@ -588,7 +608,7 @@ async fn serve(
 /// Writes queued requests, as many per write as are queued; pings an idle version 2
 /// connection. Returns when the connection is given up, or when every handle is gone.
 async fn write_loop(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut WriteHalf,
     shared: &Shared,
     generation: u64,
     queue: &mut mpsc::UnboundedReceiver<Call>,
@@ -682,7 +702,7 @@ async fn write_loop(
 /// Every handle of the client is gone: with version 2, releases the session's locks (the
 /// server would keep them for the session's timeout), waits for the answers to what is on the
 /// connection, at most the call timeout, and closes its side.
-async fn close(wr: &mut OwnedWriteHalf, shared: &Shared, generation: u64) {
+async fn close(wr: &mut WriteHalf, shared: &Shared, generation: u64) {
     let mut last = Vec::new();
     let mut buf = Vec::new();
     if shared.protocol == Protocol::Version2 {
@@ -715,7 +735,7 @@ async fn close(wr: &mut OwnedWriteHalf, shared: &Shared, generation: u64) {
 /// Reads replies and pushes and delivers them; when the connection ends (or is given up),
 /// gives it up.
 async fn read_loop(
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     mut buf: Vec<u8>,
     shared: Arc<Shared>,
     generation: u64,

@@ -35,10 +35,41 @@ impl Answer {
     }
 }
 
+/// A connection: plaintext, or TLS when the client config has it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// One connection to a server.
 pub struct Http {
     /// `None` once the server said it closes the connection: the next call reconnects.
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     config: Config,
     /// Bytes read past the last answer.
     buf: Vec<u8>,
@@ -52,7 +83,7 @@ impl Http {
         Ok(http)
     }
 
-    fn open(&self) -> io::Result<TcpStream> {
+    fn open(&self) -> io::Result<Stream> {
         let timeout = self.config.call_timeout;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the address resolves to nothing");
         for addr in self.config.addr.to_socket_addrs()? {
@@ -61,12 +92,27 @@ impl Http {
                     stream.set_read_timeout(Some(timeout))?;
                     stream.set_write_timeout(Some(timeout))?;
                     stream.set_nodelay(true)?;
-                    return Ok(stream);
+                    return self.secure(stream);
                 }
                 Err(e) => last = e,
             }
         }
         Err(last)
+    }
+
+    /// TLS over `stream` if the config has it (the handshake done, so that a server that is
+    /// not trusted fails here), or the stream itself.
+    fn secure(&self, stream: TcpStream) -> io::Result<Stream> {
+        let Some(tls) = &self.config.tls else { return Ok(Stream::Plain(stream)) };
+        let refused = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+        let config = tls.rustls().map_err(refused)?;
+        let name = ringlock_client::tls::server_name(&self.config.addr).map_err(refused)?;
+        let session = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let mut tls = rustls::StreamOwned::new(session, stream);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).map_err(timed_out)?;
+        }
+        Ok(Stream::Tls(Box::new(tls)))
     }
 
     /// `GET target`.
@@ -112,7 +158,7 @@ impl Http {
     }
 
     /// Reads one answer: it, and whether the connection stays open after it.
-    fn read_answer(&mut self, stream: &mut TcpStream) -> io::Result<(Answer, bool)> {
+    fn read_answer(&mut self, stream: &mut Stream) -> io::Result<(Answer, bool)> {
         loop {
             if let Some((head_len, answer, length, keep_alive)) = parse_head(&self.buf)? {
                 if length > MAX_BODY_BYTES {
@@ -132,7 +178,7 @@ impl Http {
         }
     }
 
-    fn fill(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+    fn fill(&mut self, stream: &mut Stream) -> io::Result<()> {
         let mut chunk = [0; READ_BYTES];
         match stream.read(&mut chunk).map_err(timed_out)? {
             0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")),

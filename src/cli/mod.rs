@@ -65,6 +65,15 @@ pub struct ClientArgs {
     /// Owner name to lock as [default: <host>-<pid>].
     #[arg(long, env = "LOCKSERVER_OWNER")]
     pub owner: Option<String>,
+    /// Speak TLS, and trust only a server whose certificate chains to this CA (PEM).
+    #[arg(long, env = "RINGLOCK_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for a server that requires one (mTLS; with --ca).
+    #[arg(long, env = "RINGLOCK_CLIENT_CERT", value_name = "FILE")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "RINGLOCK_CLIENT_KEY", value_name = "FILE")]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
@@ -74,6 +83,17 @@ impl ClientArgs {
         if let Some(owner) = &self.owner {
             config.owner = owner.clone();
         }
+        // The flags (their variables included) as the client crate reads the variables; a
+        // mismatch (a certificate without its key) fails every connection, saying why.
+        config.tls = ringlock_client::TlsConfig::resolve(|name| {
+            let path = match name {
+                "RINGLOCK_CA" => &self.ca,
+                "RINGLOCK_CLIENT_CERT" => &self.client_cert,
+                "RINGLOCK_CLIENT_KEY" => &self.client_key,
+                _ => &None,
+            };
+            path.as_ref().map(|p| p.display().to_string())
+        });
         config
     }
 }

@@ -19,14 +19,12 @@
 //! ends the process ([`panic::spawn_vital`]): a core must not serve on half-alive.
 
 use std::cell::RefCell;
-use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
 use crate::api::LockService;
@@ -38,6 +36,7 @@ use crate::runtime::{ConnId, Core, Delivery, Mailbox};
 use super::Settings;
 use super::forward;
 use super::gate::Gate;
+use super::tls::{self, Transport};
 
 /// Bytes a connection's read buffer starts with: a few pipelined requests. It grows (up to
 /// the head and body limits) only for a connection that sends more at once, and shrinks back.
@@ -166,16 +165,29 @@ pub async fn serve(core: Rc<Core>, settings: Rc<Settings>, stream: TcpStream, pe
         .with_retries(KEEPALIVE_PROBES);
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let protected = settings.secret.is_default() && !peer.ip().to_canonical().is_loopback();
+    // With a certificate: TLS (or plaintext, if allowed) is settled before the connection
+    // counts as open; one refused or failing its handshake never reaches the core.
+    let (transport, first) = match &settings.tls {
+        None => (Transport::Plain, Vec::new()),
+        Some(settings_tls) => {
+            let deadline = Instant::now() + settings.limits.header_timeout;
+            match tls::open(&stream, settings_tls, deadline).await {
+                Some(opened) => opened,
+                None => return,
+            }
+        }
+    };
     let stream = Rc::new(stream);
+    let transport = Rc::new(transport);
     let (id, mailbox) = core.open_conn();
     let conn = Rc::new(Conn::new(id, mailbox, protected));
     // A cluster member that does not lead passes the connection to the leader.
     let first = match core.clustered() {
-        true => forward::open(&core, &settings, &stream).await,
-        false => Some(Vec::new()),
+        true => forward::open(&core, &settings, &stream, &transport, first).await,
+        false => Some(first),
     };
     if let Some(first) = first {
-        run(core.clone(), settings.clone(), conn.clone(), stream, first).await;
+        run(core.clone(), settings.clone(), conn.clone(), stream, transport, first).await;
     }
     // Whatever happened, settle what it still owes: its waits, the acquires on their way, its
     // session locks, and the grants it never sent (those still in the mailbox included: mail
@@ -193,10 +205,17 @@ pub async fn serve(core: Rc<Core>, settings: Rc<Settings>, stream: TcpStream, pe
 }
 
 /// Serves the connection, `first` being what was read of it already.
-async fn run(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<TcpStream>, first: Vec<u8>) {
-    let write = write_loop(core.clone(), settings.clone(), conn.clone(), stream.clone());
+async fn run(
+    core: Rc<Core>,
+    settings: Rc<Settings>,
+    conn: Rc<Conn>,
+    stream: Rc<TcpStream>,
+    transport: Rc<Transport>,
+    first: Vec<u8>,
+) {
+    let write = write_loop(core.clone(), settings.clone(), conn.clone(), stream.clone(), transport.clone());
     let writer = panic::spawn_vital(core.id(), "a connection's writer", write);
-    let stopped = read_loop(&core, &settings, &conn, &stream, first).await;
+    let stopped = read_loop(&core, &settings, &conn, &stream, &transport, first).await;
     {
         let mut st = conn.state.borrow_mut();
         let cx = context(&core, &settings, &conn);
@@ -250,6 +269,7 @@ async fn read_loop(
     settings: &Settings,
     conn: &Conn,
     stream: &TcpStream,
+    transport: &Transport,
     mut buf: Vec<u8>,
 ) -> Stopped {
     buf.reserve(READ_BUF_BYTES.saturating_sub(buf.len()));
@@ -294,11 +314,10 @@ async fn read_loop(
         if buf.len() == buf.capacity() {
             buf.reserve(READ_BUF_BYTES);
         }
-        let at = buf.len();
         let stop = core.stopped();
         let read = async {
-            let (res, slice) = stream.read(buf.slice(at..)).await;
-            Wake::Read(res, slice.into_inner())
+            let (res, buf) = transport.read(stream, buf).await;
+            Wake::Read(res, buf)
         };
         let timeout = async {
             match deadline {
@@ -379,7 +398,13 @@ fn consumed(
     (started, !buf.is_empty() && !st.session.has_room(st.out.len(), &settings.limits))
 }
 
-async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<TcpStream>) {
+async fn write_loop(
+    core: Rc<Core>,
+    settings: Rc<Settings>,
+    conn: Rc<Conn>,
+    stream: Rc<TcpStream>,
+    transport: Rc<Transport>,
+) {
     let mut sending: Vec<u8> = Vec::new();
     loop {
         #[cfg(feature = "fuzzing")]
@@ -413,6 +438,7 @@ async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stre
         };
         match idle {
             Some(true) => {
+                transport.close(&stream).await;
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 conn.reader.notify_one();
                 return;
@@ -427,7 +453,9 @@ async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stre
             }
             None => {}
         }
-        let (res, buf) = write_all(&stream, sending, &conn.unsent).await;
+        // The kernel's every part taken is told to `unsent`, so that a write that fails
+        // halfway leaves exactly the grants it did not send.
+        let (res, buf) = transport.write_all(&stream, sending, |n| conn.unsent.borrow_mut().sent(n)).await;
         sending = buf;
         sending.clear();
         if sending.capacity() > WRITE_BUF_KEEP_BYTES {
@@ -446,36 +474,21 @@ async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stre
     }
 }
 
-/// Writes all of `buf`, telling `unsent` of every part the kernel takes (so that a write
-/// that fails halfway leaves exactly the grants it did not send).
-async fn write_all(
-    stream: &TcpStream,
-    buf: Vec<u8>,
-    unsent: &RefCell<UnsentGrants>,
-) -> (io::Result<()>, Vec<u8>) {
-    let mut buf = buf;
-    let mut done = 0;
-    while done < buf.len() {
-        let (res, slice) = stream.write(buf.slice(done..)).submit().await;
-        buf = slice.into_inner();
-        match res {
-            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
-            Ok(n) => {
-                done += n;
-                unsent.borrow_mut().sent(n);
-            }
-            Err(e) => return (Err(e), buf),
-        }
-    }
-    (Ok(()), buf)
-}
-
 /// Refuses a connection over the limit: answers in the protocol its first byte shows (or
 /// HTTP, if it sends nothing for a second) and closes.
 pub async fn refuse(stream: TcpStream) {
     const FIRST_BYTE_WAIT: Duration = Duration::from_secs(1);
     let first = tokio::time::timeout(FIRST_BYTE_WAIT, stream.read(vec![0u8; 1])).await;
-    let wire = matches!(&first, Ok((Ok(1), b)) if b[0] == ringlock_client::frame::PREFACE[0]);
+    let layer = match &first {
+        Ok((Ok(1), b)) => crate::proto::opening::layer(b),
+        _ => crate::proto::opening::Layer::Http,
+    };
+    // A TLS client could not read a plaintext answer: it is only closed.
+    if layer == crate::proto::opening::Layer::Tls {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return;
+    }
+    let wire = layer == crate::proto::opening::Layer::Wire;
     let _ = stream.write_all(crate::proto::busy_answer(wire)).await;
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }

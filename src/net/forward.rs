@@ -14,7 +14,6 @@
 use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
-use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
 use crate::log::Level;
@@ -22,6 +21,7 @@ use crate::proto::opening::{self, Opening, TUNNEL_PREFACE};
 use crate::runtime::{Core, Serving};
 
 use super::Settings;
+use super::tls::{self, Transport};
 
 /// How long a member waits for the leader to take a tunnel: on a LAN a connect takes well
 /// under a millisecond, and a leader that does not answer in this long is as good as gone.
@@ -32,10 +32,19 @@ const TUNNEL_BUF_BYTES: usize = 16 * 1024;
 const OPENING_BUF_BYTES: usize = 1024;
 
 /// Reads a cluster member's connection far enough to know who serves it, and passes it to the
-/// leader if the leader does. `None`: the connection was the leader's and is over; `Some`:
-/// this member serves it, starting with the bytes read.
-pub(super) async fn open(core: &Core, settings: &Settings, stream: &TcpStream) -> Option<Vec<u8>> {
-    let mut buf = Vec::with_capacity(OPENING_BUF_BYTES);
+/// leader if the leader does; `first`: what was read of it already. `None`: the connection
+/// was the leader's and is over; `Some`: this member serves it, starting with the bytes read.
+/// With TLS, the tunnel to the leader is TLS too, and what goes through it is plaintext
+/// inside TLS both ways.
+pub(super) async fn open(
+    core: &Core,
+    settings: &Settings,
+    stream: &TcpStream,
+    transport: &Transport,
+    first: Vec<u8>,
+) -> Option<Vec<u8>> {
+    let mut buf = first;
+    buf.reserve(OPENING_BUF_BYTES);
     let deadline = tokio::time::Instant::now() + settings.limits.header_timeout;
     let opening = loop {
         match opening::classify(&buf) {
@@ -45,12 +54,11 @@ pub(super) async fn open(core: &Core, settings: &Settings, stream: &TcpStream) -
         if buf.len() == buf.capacity() {
             buf.reserve(OPENING_BUF_BYTES);
         }
-        let at = buf.len();
-        let read = tokio::time::timeout_at(deadline, stream.read(buf.slice(at..))).await;
+        let read = tokio::time::timeout_at(deadline, transport.read(stream, buf)).await;
         match read {
-            Ok((Ok(n), slice)) if n > 0 => buf = slice.into_inner(),
+            Ok((Ok(n), b)) if n > 0 => buf = b,
             // Closed or failed: the connection's own loop sees to it.
-            Ok((_, slice)) => return Some(slice.into_inner()),
+            Ok((_, b)) => return Some(b),
             // Too slow to say what it wants (its bytes went with the read): closed, as a
             // client too slow to send its request head is.
             Err(_) => return None,
@@ -61,9 +69,9 @@ pub(super) async fn open(core: &Core, settings: &Settings, stream: &TcpStream) -
             buf.drain(..TUNNEL_PREFACE.len());
             Some(buf)
         }
-        (Opening::Leader, Serving::ForwardTo(leader)) => match connect(leader).await {
-            Some(upstream) => {
-                tunnel(core, stream, upstream, buf, leader).await;
+        (Opening::Leader, Serving::ForwardTo(leader)) => match connect(settings, leader).await {
+            Some((upstream, up)) => {
+                tunnel(core, (stream, transport), (&upstream, &up), buf, leader).await;
                 None
             }
             None => Some(buf),
@@ -72,12 +80,24 @@ pub(super) async fn open(core: &Core, settings: &Settings, stream: &TcpStream) -
     }
 }
 
-async fn connect(leader: SocketAddr) -> Option<TcpStream> {
-    let failed = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(leader)).await {
-        Ok(Ok(upstream)) => {
-            let _ = upstream.set_nodelay(true);
-            return Some(upstream);
-        }
+/// Connects to the leader, over TLS if this server has a certificate (the leader has the
+/// same settings).
+async fn connect(settings: &Settings, leader: SocketAddr) -> Option<(TcpStream, Transport)> {
+    let dial = async {
+        let upstream = TcpStream::connect(leader).await?;
+        let _ = upstream.set_nodelay(true);
+        let transport = match &settings.tls {
+            None => Transport::Plain,
+            Some(t) => {
+                let config = t.configs.borrow().peer.clone();
+                let name = rustls::pki_types::ServerName::IpAddress(leader.ip().into());
+                tls::connect(&upstream, config, name).await?
+            }
+        };
+        std::io::Result::Ok((upstream, transport))
+    };
+    let failed = match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
+        Ok(Ok(upstream)) => return Some(upstream),
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("it did not take the connection in {CONNECT_TIMEOUT:?}"),
     };
@@ -109,17 +129,24 @@ thread_local! {
 
 /// Moves bytes between the client and the leader until the tunnel ends (see the module
 /// documentation).
-async fn tunnel(core: &Core, client: &TcpStream, upstream: TcpStream, first: Vec<u8>, leader: SocketAddr) {
+async fn tunnel(
+    core: &Core,
+    client: (&TcpStream, &Transport),
+    upstream: (&TcpStream, &Transport),
+    first: Vec<u8>,
+    leader: SocketAddr,
+) {
     let mut opening = Vec::with_capacity(TUNNEL_PREFACE.len() + first.len());
     opening.extend_from_slice(&TUNNEL_PREFACE);
     opening.extend_from_slice(&first);
-    let (sent, _) = upstream.write_all(opening).await;
+    let (sent, _) = upstream.1.write_all(upstream.0, opening, |_| {}).await;
     if sent.is_ok() {
         let up = async {
             // The client is done sending: so is the tunnel, and the leader's answers still
             // come back.
-            if pump(client, &upstream).await {
-                let _ = upstream.shutdown(Shutdown::Write);
+            if pump(client, upstream).await {
+                upstream.1.close(upstream.0).await;
+                let _ = upstream.0.shutdown(Shutdown::Write);
                 std::future::pending::<()>().await;
             }
         };
@@ -134,29 +161,30 @@ async fn tunnel(core: &Core, client: &TcpStream, upstream: TcpStream, first: Vec
         };
         tokio::select! {
             () = up => {}
-            _ = pump(&upstream, client) => {}
+            _ = pump(upstream, client) => {}
             () = moved => {}
             () = core.stopped() => {}
         }
     }
-    let _ = upstream.shutdown(Shutdown::Both);
-    let _ = client.shutdown(Shutdown::Both);
+    let _ = upstream.0.shutdown(Shutdown::Both);
+    let _ = client.0.shutdown(Shutdown::Both);
 }
 
 /// Copies `from` to `to` until `from` ends; `true` if it ended cleanly (end of stream),
 /// `false` on a failure either side.
-async fn pump(from: &TcpStream, to: &TcpStream) -> bool {
-    let mut buf = vec![0u8; TUNNEL_BUF_BYTES];
+async fn pump(from: (&TcpStream, &Transport), to: (&TcpStream, &Transport)) -> bool {
+    let mut buf = Vec::with_capacity(TUNNEL_BUF_BYTES);
     loop {
-        let (read, b) = from.read(buf).await;
+        buf.clear();
+        let (read, b) = from.1.read(from.0, buf).await;
         buf = b;
-        let n = match read {
+        match read {
             Ok(0) => return true,
-            Ok(n) => n,
+            Ok(_) => {}
             Err(_) => return false,
         };
-        let (written, b) = to.write_all(buf.slice(..n)).await;
-        buf = b.into_inner();
+        let (written, b) = to.1.write_all(to.0, buf, |_| {}).await;
+        buf = b;
         if written.is_err() {
             return false;
         }

@@ -7,6 +7,7 @@ pub mod conn;
 mod forward;
 mod gate;
 pub mod listener;
+pub mod tls;
 
 use crate::auth::Secret;
 use crate::config::Limits;
@@ -16,4 +17,6 @@ use crate::config::Limits;
 pub struct Settings {
     pub secret: Secret,
     pub limits: Limits,
+    /// TLS on the shared port (`None`: plaintext only).
+    pub tls: Option<tls::TlsSettings>,
 }

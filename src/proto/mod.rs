@@ -227,6 +227,29 @@ pub fn busy_answer(wire: bool) -> Vec<u8> {
     out
 }
 
+/// What a plaintext client of a server that requires TLS is told, in its protocol, before the
+/// connection is closed.
+pub const TLS_REQUIRED: &str = "ERR TLS required: this server serves only TLS clients (connect with \
+https://, or a client given RINGLOCK_CA)";
+
+/// The answer to a plaintext client of a server that requires TLS ([`TLS_REQUIRED`]): a wire
+/// protocol error, or an HTTP 400 in plain text.
+pub fn tls_required_answer(wire: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    if wire {
+        wire_frame::encode_reply(&mut out, 0, &WireReply::ProtocolError { reason: TLS_REQUIRED });
+    } else {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        Response::text(Status::BadRequest, TLS_REQUIRED).closing().encode(
+            &mut out,
+            false,
+            false,
+            date.as_bytes(),
+        );
+    }
+    out
+}
+
 /// A lock service for session tests: one shard, every answer at once, the clock at 0.
 #[cfg(test)]
 pub(crate) mod testing {

@@ -17,6 +17,33 @@ pub const TUNNEL_PREFACE: [u8; 4] = *b"\0RL\xF0";
 /// refuses it, as any over-long head).
 pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
 
+/// The first byte of a TLS handshake record (a ClientHello's record type), which neither
+/// protocol starts with: an HTTP request starts with a method's letter, a wire client with NUL.
+pub const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What a connection speaks, from its first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// No byte yet.
+    Incomplete,
+    /// A TLS handshake: HTTP or the wire protocol follow inside it.
+    Tls,
+    /// The wire protocol in plaintext (its NUL preface, or a member's tunnel).
+    Wire,
+    /// Anything else is taken for HTTP in plaintext.
+    Http,
+}
+
+/// Reads what a connection speaks from its first bytes.
+pub fn layer(bytes: &[u8]) -> Layer {
+    match bytes.first() {
+        None => Layer::Incomplete,
+        Some(&TLS_HANDSHAKE) => Layer::Tls,
+        Some(0) => Layer::Wire,
+        Some(_) => Layer::Http,
+    }
+}
+
 /// Who serves a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opening {
@@ -88,6 +115,20 @@ mod tests {
         assert_eq!(classify(b"\0RL"), Opening::Incomplete);
         assert_eq!(classify(&[b'G'; MAX_REQUEST_LINE_BYTES - 1]), Opening::Incomplete);
         assert_eq!(classify(&[b'G'; MAX_REQUEST_LINE_BYTES]), Opening::Local);
+    }
+
+    #[test]
+    fn the_first_byte_tells_tls_from_plaintext() {
+        assert_eq!(layer(b""), Layer::Incomplete);
+        // A ClientHello record: handshake, TLS 1.0 record version, a length.
+        assert_eq!(layer(&[0x16, 0x03, 0x01, 0x02, 0x00]), Layer::Tls);
+        assert_eq!(layer(&[0x16]), Layer::Tls);
+        assert_eq!(layer(b"\0RL\x01"), Layer::Wire);
+        assert_eq!(layer(&TUNNEL_PREFACE), Layer::Wire);
+        assert_eq!(layer(b"GET /health HTTP/1.1\r\n"), Layer::Http);
+        // Another TLS record type (an alert, 0x15) is no handshake: taken for HTTP, and
+        // refused as such.
+        assert_eq!(layer(&[0x15, 0x03, 0x03]), Layer::Http);
     }
 
     #[test]
