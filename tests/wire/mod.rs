@@ -14,7 +14,7 @@ use ringlock_client::blocking::Client;
 use ringlock_client::frame::{self, PREFACE};
 use ringlock_client::{AcquireOptions, Config as ClientConfig, Error, LostReason, Protocol, safety_margin};
 
-use crate::support::{FreezableServer, Http, SECRET, TestServer, exit_within};
+use crate::support::{FreezableServer, Http, SECRET, TestServer, exit_within, metric};
 
 /// One golden case: exchanges on one connection, and whether the server closes it after.
 struct Case {
@@ -240,11 +240,9 @@ fn waiters_on_several_connections_are_served_first_come_first_served() {
         waiters.push(thread::spawn(move || {
             let c = Client::connect(&config).unwrap();
             let lease = c.acquire("fifo", opts(None, Some(10_000), false)).unwrap();
-            order.lock().unwrap().push((i, lease.token, Instant::now()));
+            order.lock().unwrap().push((i, lease.token));
             thread::sleep(Duration::from_millis(20));
-            let released = Instant::now();
             c.release("fifo", Some(lease.token)).unwrap();
-            released
         }));
         // Let each waiter's acquire reach the queue before the next one's.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -254,19 +252,21 @@ fn waiters_on_several_connections_are_served_first_come_first_served() {
         }
     }
     assert_eq!(holder.inspect("fifo").unwrap().unwrap().waiters, 4);
-    let released = Instant::now();
     holder.release("fifo", Some(first)).unwrap();
-    let release_times: Vec<Instant> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+    waiters.into_iter().for_each(|w| w.join().unwrap());
     let order = order.lock().unwrap();
     assert_eq!(order.iter().map(|o| o.0).collect::<Vec<_>>(), [0, 1, 2, 3], "first come, first served");
     assert!(
         order.windows(2).all(|w| w[0].1 < w[1].1) && order[0].1 > first,
         "tokens rise with each hand-off"
     );
-    let handoffs = std::iter::once(released).chain(release_times.iter().copied().take(3));
-    for (before, (_, _, got)) in handoffs.zip(order.iter()) {
-        assert!(got.duration_since(before) < Duration::from_millis(100), "handed on at once");
-    }
+    // Handed on by the server, not polled for: no waiter was ever told the lock is held, and
+    // every grant is one of the five acquires. (How fast a hand-off is, is a benchmark:
+    // BENCHMARKS.md's wire-wait hand-off.)
+    assert_eq!(
+        (metric(&server, "ringlock_conflicts_total"), metric(&server, "ringlock_grants_total")),
+        (0, 5)
+    );
 }
 
 #[test]
