@@ -29,14 +29,7 @@ const RECORD_BYTES: usize = 16 * 1024;
 /// The opening read's buffer: enough for a ClientHello or a plaintext request line.
 const OPENING_BUF_BYTES: usize = 2 * 1024;
 
-/// The TLS configs a server's connections use; replaced whole on a reload.
-#[derive(Clone, Debug)]
-pub struct TlsConfigs {
-    /// What the shared port serves TLS clients with.
-    pub server: Arc<rustls::ServerConfig>,
-    /// What a cluster member dials the leader with (the forward tunnel).
-    pub peer: Arc<rustls::ClientConfig>,
-}
+pub use crate::tls::TlsConfigs;
 
 /// A server's TLS settings, as each core holds them.
 #[derive(Clone, Debug)]
