@@ -484,3 +484,31 @@ fn a_cluster_over_mtls_serves_a_lock_through_a_follower() {
     assert_eq!(String::from_utf8(answer).unwrap(), closing("400 Bad Request", TLS_REQUIRED));
     drop(members);
 }
+
+#[test]
+fn a_connection_in_its_handshake_counts_against_the_connection_limit() {
+    let pki = Pki::new("tls-limit");
+    let cert = pki.issue("server", &["127.0.0.1"]);
+    let mut config = Config::local(1, SECRET);
+    config.tls = Some(files(&cert, None, false));
+    config.limits.max_connections = 1;
+    let server = TestServer::with_config(config);
+    // Half a ClientHello's record header: the server waits for the rest.
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    silent.write_all(&[0x16, 0x03]).unwrap();
+    // Another client is refused as over the limit (in its protocol, plaintext here), once the
+    // server has taken the first connection (a few tries: accepting it is not instant).
+    let busy = closing("503 Service Unavailable", "ERR Too many connections");
+    let mut answers = Vec::new();
+    for _ in 0..200 {
+        let mut tcp = TcpStream::connect(server.addr).unwrap();
+        let answer = String::from_utf8(pki::exchange(&mut tcp, b"GET /health HTTP/1.1\r\n\r\n")).unwrap();
+        if answer == busy {
+            break;
+        }
+        answers.push(answer);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(answers.len() < 200, "never refused as busy: {:?}", answers.last());
+    drop(silent);
+}
