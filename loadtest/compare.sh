@@ -163,8 +163,23 @@ SEC_PORT=$(free_port)
     --save '' --appendonly yes --appendfsync everysec --dir "$OUT/aof-everysec") >"$OUT/redis-aof-everysec.log" 2>&1 &
 SEC=$!
 PIDS+=("$SEC")
+# ringlock durable over TLS (TLS 1.3, ECDSA P-256, a self-signed certificate made here, which
+# is also the generator's trust root; CA:FALSE, as rustls refuses a CA as an end entity):
+# what TLS costs against the plaintext rows of the same server configuration.
+rm -rf "$OUT/tls"
+mkdir -p "$OUT/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+    -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" 2>/dev/null
+TLS_PORT=$(free_port)
+(cd "$OUT/tls" && LOCKSERVER_SECRET=$SECRET exec taskset -c "$SERVER_CORE" "$RINGLOCK" \
+    --bind 127.0.0.1 --port "$TLS_PORT" --threads 1 --tls-cert "$OUT/tls/cert.pem" --tls-key "$OUT/tls/key.pem") \
+    >"$OUT/ringlock-tls.log" 2>&1 &
+TLS=$!
+PIDS+=("$TLS")
 wait_ready "$RL_PORT" "$RL" ringlock
 wait_ready "$MEM_PORT" "$MEM" ringlock-memory
+wait_ready "$TLS_PORT" "$TLS" ringlock-tls
 wait_ready "$AOF_PORT" "$AOF" redis-aof
 wait_ready "$SEC_PORT" "$SEC" redis-aof-everysec
 wait_ready "$REF_PORT" "$REF" reference
@@ -191,6 +206,12 @@ for c in $CONNS; do
         # ringlock's binary protocol under the same load shapes.
         run wire wire "$RL_PORT" "$RL" -c "$c" -d "$d" --workload uncontended --ttl-ms "$TTL_MS"
         alive "$RL" ringlock
+        # What TLS costs: the same uncontended runs, HTTP and wire, inside TLS.
+        run ringlock-tls http "$TLS_PORT" "$TLS" -c "$c" -d "$d" --workload uncontended --ttl-ms "$TTL_MS" \
+            --ca "$OUT/tls/cert.pem"
+        run wire-tls wire "$TLS_PORT" "$TLS" -c "$c" -d "$d" --workload uncontended --ttl-ms "$TTL_MS" \
+            --ca "$OUT/tls/cert.pem"
+        alive "$TLS" ringlock-tls
         # What durability costs: the same uncontended runs in memory, and Redis with its AOF.
         run ringlock-memory http "$MEM_PORT" "$MEM" -c "$c" -d "$d" --workload uncontended --ttl-ms "$TTL_MS"
         alive "$MEM" ringlock-memory

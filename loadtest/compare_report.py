@@ -154,6 +154,19 @@ if any(find("ringlock-memory", "uncontended", "closed", r["connections"], r["dep
     if w and wm:
         print(f"\nWire protocol, 64 connections × 64 in flight: durable {rate(w)}, in memory {rate(wm)} ({ratio(w, wm)}).")
 
+tls_rows = [r for r in rows if r["label"] == "ringlock-tls" and r["workload"] == "uncontended" and r["mode"] == "closed"]
+if tls_rows:
+    print("\nTLS: ringlock durable over TLS 1.3 (ECDSA P-256, rustls with ring) against the same server in "
+          "plaintext, uncontended acquire+release, HTTP and the wire; CPU: server µs per request:\n")
+    print("| conns | depth | http TLS | http plain | TLS / plain | wire TLS | wire plain | TLS / plain "
+          "| CPU http TLS | CPU http plain | p99 http TLS | p99 http plain |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for t in sorted(tls_rows, key=lambda r: (r["depth"], r["connections"])):
+        c, d = t["connections"], t["depth"]
+        plain, wt, wp = (find(label, "uncontended", "closed", c, d) for label in ("ringlock", "wire-tls", "wire"))
+        print(f"| {c} | {d} | {rate(t)} | {rate(plain)} | {ratio(t, plain)} | {rate(wt)} | {rate(wp)} "
+              f"| {ratio(wt, wp)} | {cpu(t)} | {cpu(plain)} | {p99(t)} | {p99(plain)} |")
+
 hold = [find(label, "hold") for label in LOCKS]
 waits = [(label, find(label, "hold")) for label in ("ringlock-wait", "wire-wait")]
 if all(hold):

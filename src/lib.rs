@@ -4,7 +4,8 @@
 //! In the order a request meets them:
 //! - [`server`]: the composition root, wiring listeners, cores and connections together;
 //! - [`config`]: command line, environment, `.env`, the config file, defaults, limits;
-//! - `net`: each core's listener and connection loops (bytes in, bytes out, mailboxes);
+//! - `net`: each core's listener and connection loops (bytes in, bytes out, mailboxes), and
+//!   their transport: the socket, or TLS over it (`net::tls`, rustls sans-io);
 //! - `proto`: bytes to requests and replies to bytes: `proto::http` and the binary
 //!   `proto::wire` (its codec is [`ringlock_client::frame`]), sharing one port; a session
 //!   asks for lock work only through `api::LockService`;
@@ -22,7 +23,8 @@
 //! - `cluster`: replication on openraft: the replicated log and its state machine (recovery's
 //!   fold), the members' network, the leader's start, and the handle the cores use.
 //!
-//! Beside the path: `metrics` (counts for `/metrics`), [`log`](mod@log) (text or JSON lines),
+//! Beside the path: [`tls`] (the TLS files and the rustls configs read from them), `metrics`
+//! (counts for `/metrics`), [`log`](mod@log) (text or JSON lines),
 //! and [`systemd`] (readiness, watchdog, socket activation). For clients: [`cli`], the `lock`
 //! and `status` subcommands, built on the `ringlock-client` crate, and the operator's `locks`
 //! and `release` (over HTTP).

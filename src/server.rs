@@ -81,17 +81,19 @@ impl Server {
     fn start_on(config: Config, listeners: Vec<Vec<TcpListener>>) -> io::Result<Server> {
         let n = listeners.len();
         let addr = listeners[0][0].local_addr()?;
-        let (setup, data) = setup(&config, n, addr)?;
-        let cluster = match &setup.keep {
-            Keep::Cluster(handle) => Some(handle.clone()),
-            _ => None,
-        };
+        // Read before anything starts: a certificate that cannot be read stops the start.
         let tls = match &config.tls {
             Some(files) => {
-                let configs = tls_configs(files).map_err(io::Error::other)?;
+                let configs = TlsConfigs::read(files).map_err(io::Error::other)?;
                 Some((watch::channel(configs), files.clone()))
             }
             None => None,
+        };
+        let peer_tls = tls.as_ref().map(|((_, configs), _)| configs.clone());
+        let (setup, data) = setup(&config, n, addr, peer_tls)?;
+        let cluster = match &setup.keep {
+            Keep::Cluster(handle) => Some(handle.clone()),
+            _ => None,
         };
         let settings = Settings {
             secret: config.secret.clone(),
@@ -116,7 +118,7 @@ impl Server {
     /// `Ok(false)`: this server has no TLS.
     pub fn reload_tls(&self) -> Result<bool, String> {
         let Some((sender, files)) = &self.tls else { return Ok(false) };
-        sender.send_replace(tls_configs(files)?);
+        sender.send_replace(TlsConfigs::read(files)?);
         Ok(true)
     }
 
@@ -147,15 +149,16 @@ impl Server {
     }
 }
 
-/// The TLS configs read from `files`.
-fn tls_configs(files: &TlsFiles) -> Result<TlsConfigs, String> {
-    Ok(TlsConfigs { server: crate::tls::server_config(files)?, peer: crate::tls::peer_client_config(files)? })
-}
-
 /// What the cores start from: with a data directory, its lock and what it held, read back.
 /// Shard i of n hands out every n-th token after the seed: a durable server's seed is above
 /// every token its log has seen, so tokens keep rising across restarts.
-fn setup(config: &Config, n: usize, addr: SocketAddr) -> io::Result<(runtime::Setup, Option<DataDir>)> {
+/// A cluster member's consensus speaks TLS with `peer_tls`, if given.
+fn setup(
+    config: &Config,
+    n: usize,
+    addr: SocketAddr,
+    peer_tls: Option<watch::Receiver<TlsConfigs>>,
+) -> io::Result<(runtime::Setup, Option<DataDir>)> {
     let first = config.token_seed.unwrap_or(0);
     let epoch = Instant::now();
     let caps = Caps { locks: config.limits.max_locks, waiters: config.limits.max_waiters };
@@ -182,6 +185,7 @@ fn setup(config: &Config, n: usize, addr: SocketAddr) -> io::Result<(runtime::Se
             clock,
         );
         cluster.join = member.join;
+        cluster.tls = peer_tls;
         return Ok((fresh(Keep::Cluster(cluster::start(cluster)?)), None));
     }
     let started = Instant::now();

@@ -31,6 +31,23 @@ pub struct TlsFiles {
     pub allow_plaintext: bool,
 }
 
+/// The TLS configs a server's connections use, read from its [`TlsFiles`]; replaced whole on
+/// a reload.
+#[derive(Clone, Debug)]
+pub struct TlsConfigs {
+    /// What the shared port (and the consensus port) serve TLS clients with.
+    pub server: Arc<ServerConfig>,
+    /// What a cluster member dials the others with (consensus, the forward tunnel).
+    pub peer: Arc<ClientConfig>,
+}
+
+impl TlsConfigs {
+    /// Reads `files` now.
+    pub fn read(files: &TlsFiles) -> Result<TlsConfigs, String> {
+        Ok(TlsConfigs { server: server_config(files)?, peer: peer_client_config(files)? })
+    }
+}
+
 /// The process-wide crypto provider: `ring` (no C toolchain beyond a compiler needed).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -126,6 +126,15 @@ pub struct RunArgs {
     /// The shared secret: X-LOCKSERVER-SECRET over HTTP, HELLO over the wire protocol.
     #[arg(long, env = "LOCKSERVER_SECRET", hide_env_values = true, default_value = DEFAULT_SECRET)]
     pub secret: String,
+    /// TLS (ringlock's http, wire and health targets, closed loop): trust this CA (PEM).
+    #[arg(long, env = "RINGLOCK_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// TLS: this client's certificate (PEM), for a server that requires one (with --ca).
+    #[arg(long, env = "RINGLOCK_CLIENT_CERT", value_name = "FILE")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// TLS: the client certificate's private key (PEM).
+    #[arg(long, env = "RINGLOCK_CLIENT_KEY", value_name = "FILE")]
+    pub client_key: Option<std::path::PathBuf>,
     /// What the connections do [default: uncontended; none for the health target].
     #[arg(long, value_enum)]
     pub workload: Option<WorkloadName>,
@@ -300,6 +309,8 @@ pub struct Endpoint {
 pub struct Plan {
     /// The protocol.
     pub target: Target,
+    /// TLS to the servers (`None`: plaintext).
+    pub tls: Option<ringlock_client::TlsConfig>,
     /// Where the servers are (at least one): connection i goes to the i-th, round robin.
     pub endpoints: Vec<Endpoint>,
     /// The HTTP shared secret.
@@ -383,6 +394,24 @@ pub fn check_loopback(ip: IpAddr, allow_remote: bool) -> Result<(), String> {
 }
 
 impl RunArgs {
+    /// The TLS settings of `--ca`, `--client-cert`, `--client-key` (their files read once
+    /// now, so that a bad one is found before the run), if `--ca`.
+    fn tls(&self) -> Result<Option<ringlock_client::TlsConfig>, String> {
+        let tls = ringlock_client::TlsConfig::from_vars(|name| {
+            let path = match name {
+                "RINGLOCK_CA" => &self.ca,
+                "RINGLOCK_CLIENT_CERT" => &self.client_cert,
+                "RINGLOCK_CLIENT_KEY" => &self.client_key,
+                _ => &None,
+            };
+            path.as_ref().map(|p| p.display().to_string())
+        })?;
+        if let Some(tls) = &tls {
+            tls.rustls()?;
+        }
+        Ok(tls)
+    }
+
     /// The plan these arguments describe, or why they describe none.
     pub fn plan(&self) -> Result<Plan, String> {
         let endpoints = endpoints(&self.addr, self.allow_remote)?;
@@ -428,8 +457,18 @@ impl RunArgs {
         if !workload.is_blind() && load != (Load::Closed { connections: self.connections, depth: 1 }) {
             return Err("the hold workload waits for each reply: closed loop, --depth 1 only".into());
         }
+        let tls = self.tls()?;
+        if tls.is_some() {
+            if !matches!(self.target, Target::Http | Target::Wire | Target::Health) {
+                return Err("--ca (TLS) is for ringlock's targets: http, wire and health".into());
+            }
+            if matches!(load, Load::Open { .. }) {
+                return Err("--ca (TLS) runs the closed loop only (no --rate)".into());
+            }
+        }
         Ok(Plan {
             target: self.target,
+            tls,
             endpoints,
             secret: self.secret.clone(),
             workload,
@@ -464,6 +503,7 @@ impl FailoverArgs {
         let endpoints = endpoints(&self.addr, self.allow_remote)?;
         let timeout = seconds("timeout", self.timeout, false)?;
         let plan = Plan {
+            tls: None,
             target: self.target,
             load: Load::Closed { connections: endpoints.len(), depth: 1 },
             endpoints,

@@ -103,3 +103,45 @@ fn the_command_takes_address_and_secret_from_the_environment_and_dotenv() {
     std::fs::remove_dir_all(&dir).unwrap();
     server.shutdown();
 }
+
+/// Over TLS (`--ca`), pipelined, both ringlock protocols are served without errors.
+#[test]
+fn the_http_and_wire_targets_over_tls() {
+    let dir = std::env::temp_dir().join(format!("loadtest-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let (ca_pem, cert_pem, key_pem) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    let mut config = Config::local(1, SECRET);
+    config.tls = Some(ringlock::config::TlsFiles {
+        cert: cert_pem,
+        key: key_pem,
+        client_ca: None,
+        peer_ca: None,
+        allow_plaintext: false,
+    });
+    let server = Server::start(config).unwrap();
+    let addr = server.local_addr().to_string();
+    for target in ["wire", "http"] {
+        let line = format!(
+            "--target {target} --ca {} -c 2 -d 8 --ttl-ms 30000 --warmup 0.1 --duration 0.3",
+            ca_pem.display()
+        );
+        let r = run(&line, &addr);
+        assert_eq!(r.counts.errors, 0, "{target}: {r}");
+        assert!(r.counts.grants > 0 && r.counts.done > 0, "{target}: {r}");
+        assert_eq!(r.counts.conflicts, 0, "{target}: {r}");
+    }
+    server.shutdown();
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -13,7 +13,7 @@ use openraft::Raft;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::wire::{self, Described, Hello, Reply, Rpc, Welcome};
-use super::{Member, TypeConfig};
+use super::{Duplex, Member, PeerTls, TypeConfig};
 use crate::auth::Secret;
 use crate::log::Level;
 
@@ -28,6 +28,8 @@ pub struct Identity {
     pub id: u64,
     pub member: Member,
     pub secret: Secret,
+    /// TLS on the consensus port (`None`: plaintext).
+    pub tls: Option<PeerTls>,
 }
 
 /// Accepts connections until the runtime ends.
@@ -70,9 +72,27 @@ async fn welcome(hello: Hello, raft: &Raft<TypeConfig>, me: &Identity) -> Welcom
     }
 }
 
-async fn connection(mut stream: TcpStream, raft: Raft<TypeConfig>, me: Arc<Identity>) {
+async fn connection(stream: TcpStream, raft: Raft<TypeConfig>, me: Arc<Identity>) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut stream: Box<dyn Duplex> = match &me.tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let config = tls.borrow().server.clone();
+            let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => {
+                    crate::log!(
+                        Level::Warn,
+                        "a consensus connection from {peer} failed its TLS handshake: {e}"
+                    );
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_frame(&mut stream)).await {
         Ok(Ok(body)) => match wire::decode::<Hello>(&body) {
             Ok(hello) => hello,

@@ -52,7 +52,10 @@
 //! id and incarnation the caller expects; a member refuses one that is not for itself. The same
 //! port answers `Describe` (who are you, are you in a cluster yet), which bootstrap and
 //! [`Handle::add_member`] use. Connections are made on first use and again after any failure;
-//! every call has a timeout.
+//! every call has a timeout. When the server has a TLS certificate, every connection between
+//! members is TLS (rustls over tokio): the consensus port serves the server's certificate (and
+//! requires a client certificate when the server does), and a member dials the others
+//! presenting its certificate and trusting the peer CA (`crate::tls`).
 //!
 //! # Bootstrap
 //! Each member is given its id and every member's consensus address. On a pristine directory
@@ -285,7 +288,18 @@ pub struct ClusterConfig {
     pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// [`SNAPSHOT_EVERY_ENTRIES`] unless a test wants snapshots sooner.
     pub snapshot_every: u64,
+    /// TLS between members (`None`: plaintext): the consensus port serves with the server
+    /// config, and calls others with the peer config; the configs in force at each new
+    /// connection (a reload sends new ones).
+    pub tls: Option<PeerTls>,
 }
+
+/// The TLS configs members speak to each other with, as a reload leaves them.
+pub type PeerTls = tokio::sync::watch::Receiver<crate::tls::TlsConfigs>;
+
+/// A connection between members: a socket, or TLS over one.
+pub(crate) trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync> Duplex for T {}
 
 impl ClusterConfig {
     /// A member that bootstraps when it may, with the default snapshot policy.
@@ -306,6 +320,7 @@ impl ClusterConfig {
             join: false,
             clock,
             snapshot_every: SNAPSHOT_EVERY_ENTRIES,
+            tls: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use openraft::{RPCTypes, RaftNetwork, RaftNetworkFactory};
 use tokio::net::TcpStream;
 
 use super::wire::{self, Described, Hello, Reply, Rpc, Welcome};
-use super::{Member, TypeConfig};
+use super::{Duplex, Member, PeerTls, TypeConfig};
 use crate::auth::Secret;
 
 /// How long a `Describe` may take, connection included: a member that does not answer in this
@@ -63,19 +63,36 @@ impl From<wire::FrameError> for CallError {
     }
 }
 
-/// Connects to `addr` and says `hello`; the answer.
-async fn handshake(addr: &str, hello: &Hello) -> Result<(TcpStream, Welcome), CallError> {
-    let mut stream = TcpStream::connect(addr).await?;
+/// Connects to `addr` (over TLS with `tls`) and says `hello`; the answer.
+async fn handshake(
+    addr: &str,
+    hello: &Hello,
+    tls: Option<&PeerTls>,
+) -> Result<(Box<dyn Duplex>, Welcome), CallError> {
+    let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
+    let mut stream: Box<dyn Duplex> = match tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let config = tls.borrow().peer.clone();
+            let name = crate::tls::server_name(addr).map_err(CallError::Refused)?;
+            Box::new(tokio_rustls::TlsConnector::from(config).connect(name, stream).await?)
+        }
+    };
     wire::write_frame(&mut stream, hello).await?;
     let welcome = wire::decode(&wire::read_frame(&mut stream).await?)?;
     Ok((stream, welcome))
 }
 
 /// Asks the member at `addr`, expected to be `target`, who it is.
-pub async fn describe(addr: &str, target: u64, secret: &Secret) -> Result<Described, CallError> {
+pub async fn describe(
+    addr: &str,
+    target: u64,
+    secret: &Secret,
+    tls: Option<&PeerTls>,
+) -> Result<Described, CallError> {
     let hello = Hello::Describe { secret: secret.as_bytes().to_vec(), target };
-    let asked = tokio::time::timeout(DESCRIBE_TIMEOUT, handshake(addr, &hello))
+    let asked = tokio::time::timeout(DESCRIBE_TIMEOUT, handshake(addr, &hello, tls))
         .await
         .map_err(|_| CallError::Timeout(DESCRIBE_TIMEOUT))??;
     match asked.1 {
@@ -92,13 +109,21 @@ pub async fn describe(addr: &str, target: u64, secret: &Secret) -> Result<Descri
 pub struct Network {
     pub me: u64,
     pub secret: Secret,
+    pub tls: Option<PeerTls>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Peer {
-        Peer { me: self.me, target, member: node.clone(), secret: self.secret.clone(), conn: None }
+        Peer {
+            me: self.me,
+            target,
+            member: node.clone(),
+            secret: self.secret.clone(),
+            tls: self.tls.clone(),
+            conn: None,
+        }
     }
 }
 
@@ -108,7 +133,8 @@ pub struct Peer {
     target: u64,
     member: Member,
     secret: Secret,
-    conn: Option<TcpStream>,
+    tls: Option<PeerTls>,
+    conn: Option<Box<dyn Duplex>>,
 }
 
 impl Peer {
@@ -133,7 +159,7 @@ impl Peer {
                     target: self.target,
                     incarnation: self.member.incarnation,
                 };
-                match handshake(&self.member.raft_addr, &hello).await? {
+                match handshake(&self.member.raft_addr, &hello, self.tls.as_ref()).await? {
                     (stream, Welcome::Ok) => self.conn.insert(stream),
                     (_, Welcome::Refused(why)) => return Err(CallError::Refused(why)),
                     (_, Welcome::Described(_)) => {

@@ -26,7 +26,7 @@ use super::network::{self, Network};
 use super::{
     Batch, ClusterConfig, ClusterStatus, ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS,
     ENTRIES_KEPT_AFTER_SNAPSHOT, HEARTBEAT_MS, LEAD_GRACE_MS, Member, MemberStatus, MembershipError,
-    NotLeader, QUORUM_LOST_MS, Role, TypeConfig, logstore, machine,
+    NotLeader, PeerTls, QUORUM_LOST_MS, Role, TypeConfig, logstore, machine,
 };
 use crate::auth::Secret;
 use crate::log::Level;
@@ -62,6 +62,7 @@ struct Inner {
     submits: mpsc::UnboundedSender<Submit>,
     machine: Machine,
     secret: Secret,
+    tls: Option<PeerTls>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -111,6 +112,7 @@ pub fn start(config: ClusterConfig) -> io::Result<Handle> {
             incarnation: opened.incarnation,
         },
         secret: config.secret.clone(),
+        tls: config.tls.clone(),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread =
@@ -166,7 +168,7 @@ async fn run(
     let started = async {
         let listener = tokio::net::TcpListener::from_std(bound)?;
         let raft_config = Arc::new(raft_config(config.snapshot_every)?);
-        let network = Network { me: me.id, secret: me.secret.clone() };
+        let network = Network { me: me.id, secret: me.secret.clone(), tls: me.tls.clone() };
         let raft = Raft::new(me.id, raft_config, network, opened.store, machine.clone())
             .await
             .map_err(io::Error::other)?;
@@ -205,6 +207,7 @@ async fn run(
         submits: submit_tx,
         machine,
         secret: me.secret.clone(),
+        tls: me.tls.clone(),
         stop: Mutex::new(Some(stop_tx)),
         thread: Mutex::new(None),
     };
@@ -365,7 +368,7 @@ async fn bootstrap(raft: Raft<TypeConfig>, config: ClusterConfig, me: Arc<Identi
         let mut members = BTreeMap::from([(me.id, me.member.clone())]);
         let mut missing = 0;
         for (&id, addr) in config.peers.iter().filter(|&(&id, _)| id != me.id) {
-            match network::describe(addr, id, &me.secret).await {
+            match network::describe(addr, id, &me.secret, me.tls.as_ref()).await {
                 Ok(d) if d.initialized => {
                     crate::log!(
                         Level::Warn,
@@ -503,8 +506,9 @@ impl Handle {
     pub async fn add_member(&self, id: u64, raft_addr: String) -> Result<(), MembershipError> {
         let raft = self.inner.raft.clone();
         let secret = self.inner.secret.clone();
+        let tls = self.inner.tls.clone();
         let me = self.inner.node_id;
-        self.on_consensus(add_member(raft, secret, me, id, raft_addr)).await
+        self.on_consensus(add_member(raft, secret, tls, me, id, raft_addr)).await
     }
 
     /// Removes member `id` from the membership (joint consensus); a member not in it is no
@@ -569,6 +573,7 @@ fn change_error(
 async fn add_member(
     raft: Raft<TypeConfig>,
     secret: Secret,
+    tls: Option<PeerTls>,
     me: u64,
     id: u64,
     raft_addr: String,
@@ -577,7 +582,7 @@ async fn add_member(
     if !(m.state == ServerState::Leader && m.current_leader == Some(me)) {
         return Err(MembershipError::NotLeader(NotLeader { leader: leader_of(&m, me) }));
     }
-    let described = network::describe(&raft_addr, id, &secret)
+    let described = network::describe(&raft_addr, id, &secret, tls.as_ref())
         .await
         .map_err(|e| MembershipError::Unreachable { id, addr: raft_addr.clone(), reason: e.to_string() })?;
     let member = described.member;

@@ -241,11 +241,11 @@ async fn three_members_elect_one_leader_and_apply_batches_in_the_same_order() {
     assert!(within("a follower's read barrier", c.handle(follower).ensure_linearizable()).await.is_err());
 
     // The consensus port refuses a wrong secret and a wrong node id.
-    let wrong = describe(&c.peers[&lid], lid, &Secret::new("guess")).await.unwrap_err();
+    let wrong = describe(&c.peers[&lid], lid, &Secret::new("guess"), None).await.unwrap_err();
     assert!(matches!(&wrong, CallError::Refused(why) if why == "wrong secret"), "{wrong}");
-    let other = describe(&c.peers[&lid], lid + 10, &Secret::new("cluster-secret")).await.unwrap_err();
+    let other = describe(&c.peers[&lid], lid + 10, &Secret::new("cluster-secret"), None).await.unwrap_err();
     assert!(matches!(other, CallError::Refused(_)));
-    let me = describe(&c.peers[&lid], lid, &Secret::new("cluster-secret")).await.unwrap();
+    let me = describe(&c.peers[&lid], lid, &Secret::new("cluster-secret"), None).await.unwrap();
     assert!(me.initialized);
     // And consensus with another incarnation than its own: refused before any call.
     let hello =
@@ -354,13 +354,13 @@ async fn a_member_restarted_empty_is_refused_and_never_votes_until_it_is_added_a
     assert!(submit_all(c.handle(lid), (1..=3).map(batch).collect()).await.iter().all(Result::is_ok));
     let others: Vec<u64> = c.running.keys().copied().filter(|&id| id != lid).collect();
     let (lost, kept) = (others[0], others[1]);
-    let old = describe(&c.peers[&lost], lost, &Secret::new("cluster-secret")).await.unwrap();
+    let old = describe(&c.peers[&lost], lost, &Secret::new("cluster-secret"), None).await.unwrap();
 
     // It loses its data and comes back: another incarnation, and no cluster of its own.
     c.stop(lost);
     std::fs::remove_dir_all(&c.dirs[&lost].0).unwrap();
     c.start(lost);
-    let new = describe(&c.peers[&lost], lost, &Secret::new("cluster-secret")).await.unwrap();
+    let new = describe(&c.peers[&lost], lost, &Secret::new("cluster-secret"), None).await.unwrap();
     assert_ne!(new.member.incarnation, old.member.incarnation);
     assert!(!new.initialized);
 

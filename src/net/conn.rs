@@ -165,21 +165,30 @@ pub async fn serve(core: Rc<Core>, settings: Rc<Settings>, stream: TcpStream, pe
         .with_retries(KEEPALIVE_PROBES);
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let protected = settings.secret.is_default() && !peer.ip().to_canonical().is_loopback();
-    // With a certificate: TLS (or plaintext, if allowed) is settled before the connection
-    // counts as open; one refused or failing its handshake never reaches the core.
+    // Counted from the accept, so that handshakes in progress count against the connection
+    // limit too.
+    let (id, mailbox) = core.open_conn();
+    // With a certificate: TLS (or plaintext, if allowed) is settled first; a connection
+    // refused or failing its handshake never reaches its session.
     let (transport, first) = match &settings.tls {
         None => (Transport::Plain, Vec::new()),
         Some(settings_tls) => {
             let deadline = Instant::now() + settings.limits.header_timeout;
-            match tls::open(&stream, settings_tls, deadline).await {
+            let opened = tokio::select! {
+                opened = tls::open(&stream, settings_tls, deadline) => opened,
+                () = core.stopped() => None,
+            };
+            match opened {
                 Some(opened) => opened,
-                None => return,
+                None => {
+                    core.close_conn(id);
+                    return;
+                }
             }
         }
     };
     let stream = Rc::new(stream);
     let transport = Rc::new(transport);
-    let (id, mailbox) = core.open_conn();
     let conn = Rc::new(Conn::new(id, mailbox, protected));
     // A cluster member that does not lead passes the connection to the leader.
     let first = match core.clustered() {

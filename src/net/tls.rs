@@ -29,14 +29,7 @@ const RECORD_BYTES: usize = 16 * 1024;
 /// The opening read's buffer: enough for a ClientHello or a plaintext request line.
 const OPENING_BUF_BYTES: usize = 2 * 1024;
 
-/// The TLS configs a server's connections use; replaced whole on a reload.
-#[derive(Clone, Debug)]
-pub struct TlsConfigs {
-    /// What the shared port serves TLS clients with.
-    pub server: Arc<rustls::ServerConfig>,
-    /// What a cluster member dials the leader with (the forward tunnel).
-    pub peer: Arc<rustls::ClientConfig>,
-}
+pub use crate::tls::TlsConfigs;
 
 /// A server's TLS settings, as each core holds them.
 #[derive(Clone, Debug)]
@@ -179,7 +172,9 @@ impl Tls {
                 return Ok(closed);
             }
             // Takes what fits in the session's buffer; the plaintext taken above makes room.
-            session.read_tls(&mut cipher)?;
+            if session.read_tls(&mut cipher)? == 0 {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "the TLS session took no bytes"));
+            }
         }
     }
 
@@ -307,7 +302,10 @@ pub(super) async fn connect(
 ) -> io::Result<Transport> {
     let session = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
     let (tls, plain) = Tls::handshake(session, stream, &[]).await?;
-    // A server says nothing before the client's first request.
-    debug_assert!(plain.is_empty());
+    // A member's port says nothing before its client's first request: bytes here are not
+    // ringlock's.
+    if !plain.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "the server spoke before it was asked"));
+    }
     Ok(Transport::Tls(Box::new(tls)))
 }

@@ -372,3 +372,143 @@ fn the_admin_commands_over_mtls() {
     assert_ne!(out.status.code(), Some(0));
     assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// How long the TLS cluster may take to elect a leader (as the cluster tests allow).
+const ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET /cluster` over TLS from the member at `addr`, if it answers.
+fn cluster_status(
+    addr: std::net::SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Option<serde_json::Value> {
+    let mut tls = pki::connect(addr, config).ok()?;
+    let request =
+        format!("GET /cluster HTTP/1.1\r\nX-LOCKSERVER-SECRET: {SECRET}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).ok()?;
+    let answer = String::from_utf8(answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200 ").then(|| serde_json::from_str(body).unwrap())
+}
+
+#[test]
+fn a_cluster_over_mtls_serves_a_lock_through_a_follower() {
+    use ringlock_client::blocking::Client;
+    use ringlock_client::{AcquireOptions, Error, TlsConfig};
+
+    // One CA signs the members' and the clients' certificates; it is the client CA, and so
+    // (by default) the CA the members trust each other with.
+    let pki = Pki::new("tls-cluster");
+    let peers: Vec<(u64, u16, u16)> = (1..=3).map(|id| (id, free_port(), free_port())).collect();
+    let peer_list =
+        peers.iter().map(|(id, _, raft)| format!("{id}=127.0.0.1:{raft}")).collect::<Vec<_>>().join(",");
+    let members: Vec<_> = peers
+        .iter()
+        .map(|(id, api, _)| {
+            let cert = pki.issue(&format!("member-{id}"), &["127.0.0.1"]);
+            let data = crate::support::TempDir::new("tls-member");
+            let mut cmd = crate::support::ringlock_command();
+            cmd.args([
+                "-b",
+                "127.0.0.1",
+                "-p",
+                &api.to_string(),
+                "--threads",
+                "1",
+                "--node-id",
+                &id.to_string(),
+            ])
+            .args(["--peers", &peer_list, "--data-dir"])
+            .arg(data.path())
+            .arg("--tls-cert")
+            .arg(&cert.cert)
+            .arg("--tls-key")
+            .arg(&cert.key)
+            .arg("--tls-client-ca")
+            .arg(pki.ca())
+            .env("LOCKSERVER_SECRET", SECRET);
+            (crate::support::Process::start(cmd), data)
+        })
+        .collect();
+    let addr = |i: usize| std::net::SocketAddr::from(([127, 0, 0, 1], peers[i].1));
+    let operator = pki.issue("operator", &["operator"]);
+    let config = pki::client_config(&pki.ca(), Some(&operator));
+
+    // The members agree on a leader over TLS.
+    let deadline = std::time::Instant::now() + ELECTION_WAIT;
+    let leader = loop {
+        let views: Vec<Option<u64>> = (0..3)
+            .map(|i| cluster_status(addr(i), config.clone()).and_then(|s| s["leader_id"].as_u64()))
+            .collect();
+        if let Some(Some(id)) = views.first()
+            && views.iter().all(|v| *v == Some(*id))
+        {
+            break (*id - 1) as usize;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader agreed on in {ELECTION_WAIT:?}: {views:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+
+    // A lock taken through a follower (its connection tunnelled to the leader over TLS) is
+    // the cluster's: the other follower's client finds it held, and the leader names its owner.
+    let worker = pki.issue("worker", &["worker"]);
+    let tls = TlsConfig::new(pki.ca()).with_client_cert(&worker.cert, &worker.key);
+    let through = |i: usize, owner: &str| {
+        Client::connect(&ringlock_client::Config {
+            addr: addr(i).to_string(),
+            owner: owner.into(),
+            secret: SECRET.into(),
+            tls: Some(tls.clone()),
+            ..ringlock_client::Config::default()
+        })
+        .unwrap()
+    };
+    let alice = through(followers[0], "alice");
+    let lease = alice.acquire("tls-cluster-job", AcquireOptions::default()).unwrap();
+    let bob = through(followers[1], "bob");
+    assert!(matches!(bob.acquire("tls-cluster-job", AcquireOptions::default()), Err(Error::Busy)));
+    let on_leader = through(leader, "observer").inspect("tls-cluster-job").unwrap().unwrap();
+    assert_eq!((on_leader.owner.as_str(), on_leader.token), ("alice", lease.token));
+    alice.release("tls-cluster-job", Some(lease.token)).unwrap();
+    assert_eq!(bob.inspect("tls-cluster-job").unwrap(), None);
+
+    // Plaintext is refused by a follower too, before anything is forwarded.
+    let mut tcp = TcpStream::connect(addr(followers[0])).unwrap();
+    let answer = pki::exchange(&mut tcp, b"GET /cluster HTTP/1.1\r\n\r\n");
+    assert_eq!(String::from_utf8(answer).unwrap(), closing("400 Bad Request", TLS_REQUIRED));
+    drop(members);
+}
+
+#[test]
+fn a_connection_in_its_handshake_counts_against_the_connection_limit() {
+    let pki = Pki::new("tls-limit");
+    let cert = pki.issue("server", &["127.0.0.1"]);
+    let mut config = Config::local(1, SECRET);
+    config.tls = Some(files(&cert, None, false));
+    config.limits.max_connections = 1;
+    let server = TestServer::with_config(config);
+    // Half a ClientHello's record header: the server waits for the rest.
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    silent.write_all(&[0x16, 0x03]).unwrap();
+    // Another client is refused as over the limit (in its protocol, plaintext here), once the
+    // server has taken the first connection (a few tries: accepting it is not instant).
+    let busy = closing("503 Service Unavailable", "ERR Too many connections");
+    let mut answers = Vec::new();
+    for _ in 0..200 {
+        let mut tcp = TcpStream::connect(server.addr).unwrap();
+        let answer = String::from_utf8(pki::exchange(&mut tcp, b"GET /health HTTP/1.1\r\n\r\n")).unwrap();
+        if answer == busy {
+            break;
+        }
+        answers.push(answer);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(answers.len() < 200, "never refused as busy: {:?}", answers.last());
+    drop(silent);
+}

@@ -7,9 +7,8 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
-use super::conn::{InBuf, Pending, read_some};
+use super::conn::{InBuf, Pending, Stream, read_some};
 use super::shared::Shared;
 use crate::op::Op;
 use crate::proto::Protocol;
@@ -19,7 +18,7 @@ use crate::workload::{Script, Step};
 /// and its script is between cycles.
 pub(super) async fn closed_loop<P: Protocol>(
     mut proto: P,
-    mut stream: TcpStream,
+    mut stream: Stream,
     mut script: Script,
     depth: usize,
     shared: Rc<Shared>,

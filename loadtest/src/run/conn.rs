@@ -8,7 +8,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::RunError;
@@ -106,19 +110,69 @@ pub(super) async fn read_some<R: AsyncReadExt + Unpin>(
     }
 }
 
-/// Opens a connection to `addr`.
-pub(super) async fn connect(addr: SocketAddr) -> Result<TcpStream, RunError> {
+/// A connection: the socket, or TLS over it. One `match` per read and write; the socket's
+/// own halves are used where the loop splits it (the open loop, plaintext only).
+pub(super) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Opens a connection to `addr`, over TLS with `tls` (the certificate checked against
+/// `addr`'s IP address).
+pub(super) async fn connect(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Stream, RunError> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| RunError::Connect(addr, io::ErrorKind::TimedOut.into()))?
         .map_err(|e| RunError::Connect(addr, e))?;
     // Requests must leave when written, not when Nagle's algorithm decides.
     stream.set_nodelay(true).map_err(|e| RunError::Connect(addr, e))?;
-    Ok(stream)
+    let Some(tls) = tls else { return Ok(Stream::Plain(stream)) };
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let connect = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, stream);
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| RunError::Connect(addr, io::ErrorKind::TimedOut.into()))?
+        .map_err(|e| RunError::Connect(addr, e))?;
+    Ok(Stream::Tls(Box::new(stream)))
 }
 
 /// Sends `handshake` on a new connection and reads until its answer is all there.
-pub(super) async fn handshake(stream: &mut TcpStream, handshake: &Handshake) -> Result<(), RunError> {
+pub(super) async fn handshake(stream: &mut Stream, handshake: &Handshake) -> Result<(), RunError> {
     let setup = |e: String| RunError::Setup(format!("{}: {e}", handshake.name));
     stream.write_all(&handshake.request).await.map_err(|e| setup(e.to_string()))?;
     let mut input = InBuf::new();
@@ -137,7 +191,7 @@ pub(super) async fn one_request<P: Protocol>(
     addr: SocketAddr,
     op: Op,
 ) -> Result<Outcome, String> {
-    let mut stream = connect(addr).await.map_err(|e| e.to_string())?;
+    let mut stream = connect(addr, None).await.map_err(|e| e.to_string())?;
     if let Some(handshake) = proto.handshake() {
         self::handshake(&mut stream, &handshake).await.map_err(|e| e.to_string())?;
     }

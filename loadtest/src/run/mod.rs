@@ -177,8 +177,9 @@ where
 {
     let conns = plan.load.connections();
     let mut streams = Vec::with_capacity(conns);
+    let tls = plan.tls.as_ref().map(|tls| tls.rustls()).transpose().map_err(RunError::Setup)?;
     for conn in 0..conns {
-        streams.push(conn::connect(plan.endpoint(conn).addr).await?);
+        streams.push(conn::connect(plan.endpoint(conn).addr, tls.as_ref()).await?);
     }
     let protos: Vec<P> = (0..conns).map(make).collect();
     for (stream, proto) in streams.iter_mut().zip(&protos) {
@@ -202,6 +203,10 @@ where
                 shared.clone(),
             ))),
             Load::Open { rate, batch, .. } => {
+                // The plan refuses TLS with the open loop, which splits the socket itself.
+                let conn::Stream::Plain(stream) = stream else {
+                    return Err(RunError::Setup("the open loop runs over plaintext only".into()));
+                };
                 let schedule = Schedule { conn, conns, rate, batch };
                 let (writer, reader) = open::open_loop(proto, stream, script, schedule, shared.clone());
                 tasks.push(writer);
