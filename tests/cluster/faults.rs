@@ -241,3 +241,79 @@ fn a_member_that_lost_its_data_counts_for_nothing_until_it_is_added_again() {
     check(&mut load, fault, &cluster);
     load.check_kept(cluster.addr(wiped));
 }
+
+/// A Rust client's configuration naming every member of `cluster`, `first` first.
+fn every_member(cluster: &Cluster, first: usize, owner: &str) -> ringlock_client::Config {
+    let mut order: Vec<usize> = vec![first];
+    order.extend((0..cluster.seats.len()).filter(|&i| i != first));
+    ringlock_client::Config {
+        addr: order.iter().map(|&i| cluster.addr(i).to_string()).collect::<Vec<_>>().join(","),
+        owner: owner.into(),
+        secret: super::SECRET.into(),
+        ..ringlock_client::Config::default()
+    }
+}
+
+#[test]
+fn a_client_given_every_member_resumes_its_session_and_keeps_its_locks_when_its_member_dies() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    // Connected to the leader, which dies with the connection.
+    let client =
+        ringlock_client::blocking::Client::connect(&every_member(&cluster, leader, "roamer")).unwrap();
+    let session = ringlock_client::AcquireOptions { session: true, ..Default::default() };
+    let guard = client.lock("roaming-session", session).unwrap();
+    let leased = ringlock_client::AcquireOptions { ttl: Some(Duration::from_secs(30)), ..Default::default() };
+    let lease = client.acquire("roaming-lease", leased).unwrap();
+    cluster.kill(leader);
+    cluster.leader();
+    // Its next calls go through another member, in the same session: the locks are its own.
+    let info = client.inspect("roaming-session").unwrap().expect("held");
+    assert_eq!((info.owner.as_str(), info.token), ("roamer", guard.token()));
+    assert_eq!(guard.lost().check(), None, "the session resumed in time");
+    let observer =
+        ringlock_client::blocking::Client::connect(&every_member(&cluster, follower, "observer")).unwrap();
+    assert!(matches!(
+        observer.acquire("roaming-session", Default::default()),
+        Err(ringlock_client::Error::Busy)
+    ));
+    client.release("roaming-lease", Some(lease.token)).unwrap();
+    guard.release().unwrap();
+    assert_eq!(observer.inspect("roaming-session").unwrap(), None);
+    assert_eq!(observer.inspect("roaming-lease").unwrap(), None);
+}
+
+#[test]
+fn a_client_connects_past_a_dead_member_and_the_lock_command_takes_several() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let dead = cluster.followers(leader)[0];
+    cluster.kill(dead);
+    let config = every_member(&cluster, dead, "past-the-dead");
+    let client = ringlock_client::blocking::Client::connect(&config).expect("the next member lets it in");
+    let lease = client.acquire("past", Default::default()).unwrap();
+    client.release("past", Some(lease.token)).unwrap();
+    // `ringlock lock` with LOCKSERVER_ADDR naming every member, the dead one first.
+    let out = super::ringlock_command()
+        .args([
+            "lock",
+            "--owner",
+            "cli",
+            "cli-job",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$RINGLOCK_RESOURCE $RINGLOCK_TOKEN\"",
+        ])
+        .env("LOCKSERVER_ADDR", &config.addr)
+        .env("LOCKSERVER_SECRET", super::SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token: u64 = stdout.strip_prefix("cli-job ").and_then(|t| t.trim().parse().ok()).expect(&stdout);
+    assert!(token > lease.token, "tokens rise: {token} after {}", lease.token);
+    assert_eq!(client.inspect("cli-job").unwrap(), None, "released when the command ended");
+}
