@@ -317,3 +317,84 @@ fn a_client_connects_past_a_dead_member_and_the_lock_command_takes_several() {
     assert!(token > lease.token, "tokens rise: {token} after {}", lease.token);
     assert_eq!(client.inspect("cli-job").unwrap(), None, "released when the command ended");
 }
+
+#[test]
+fn a_wait_through_a_member_that_dies_ends_with_an_error_to_retry() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let doomed = cluster.followers(leader)[0];
+    let holder =
+        ringlock_client::blocking::Client::connect(&every_member(&cluster, leader, "holder")).unwrap();
+    let held = holder.acquire("awaited", Default::default()).unwrap();
+    let waiter =
+        ringlock_client::blocking::Client::connect(&every_member(&cluster, doomed, "waiter")).unwrap();
+    let long_wait =
+        ringlock_client::AcquireOptions { wait: Some(Duration::from_secs(30)), ..Default::default() };
+    let waiting = thread::spawn(move || {
+        let asked = Instant::now();
+        let first = waiter.acquire("awaited", long_wait);
+        (waiter, first, asked.elapsed())
+    });
+    thread::sleep(Duration::from_millis(300));
+    cluster.kill(doomed);
+    let (waiter, first, took) = waiting.join().unwrap();
+    // Its member gone, the wait ends at once, its outcome unknown: the client may ask again.
+    assert!(matches!(first, Err(ringlock_client::Error::Interrupted(_))), "{first:?} after {took:?}");
+    assert!(took < Duration::from_secs(30), "the wait ran its whole time");
+    // Asked again (through another member), it waits its turn and gets the lock.
+    let releasing = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(300));
+        holder.release("awaited", Some(held.token)).unwrap();
+    });
+    let lease = waiter.acquire("awaited", long_wait).expect("granted once released");
+    assert!(lease.token > held.token);
+    releasing.join().unwrap();
+}
+
+#[test]
+fn the_lock_command_given_every_member_keeps_its_lock_and_its_command_when_the_leader_dies() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let addrs = every_member(&cluster, leader, "cli").addr;
+    let script = r#"echo "started $RINGLOCK_TOKEN"; read -r line; echo "done $line""#;
+    let mut lock = super::ringlock_command()
+        .args(["lock", "--ttl", "6", "--owner", "cli", "failover-job", "--", "sh", "-c", script])
+        .env("LOCKSERVER_ADDR", &addrs)
+        .env("LOCKSERVER_SECRET", super::SECRET)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(lock.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let token: u64 = line.strip_prefix("started ").and_then(|t| t.trim().parse().ok()).expect(&line);
+    cluster.kill(leader);
+    let next = cluster.leader();
+    let observer =
+        ringlock_client::blocking::Client::connect(&every_member(&cluster, next, "observer")).unwrap();
+    let held = observer.inspect("failover-job").unwrap().expect("held across the failover");
+    assert_eq!((held.owner.as_str(), held.token), ("cli", token), "the same grant, never let go");
+    // Renewals go on through another member: the lease is seen to grow again.
+    let left = || observer.inspect("failover-job").unwrap().expect("held").expires_in.unwrap();
+    let mut last = left();
+    let give_up = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now_left = left();
+        if now_left > last + Duration::from_millis(200) {
+            break;
+        }
+        assert!(Instant::now() < give_up, "no renewal after the failover");
+        last = now_left;
+        thread::sleep(Duration::from_millis(20));
+    }
+    std::io::Write::write_all(lock.stdin.as_mut().unwrap(), b"after the failover\n").unwrap();
+    drop(lock.stdin.take());
+    let status = crate::support::exit_within(&mut lock, Duration::from_secs(20));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(lock.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "the command's own status; {stderr}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "done after the failover\n");
+    assert_eq!(observer.inspect("failover-job").unwrap(), None, "released at the end");
+}
