@@ -45,7 +45,8 @@ pub struct Http {
 }
 
 impl Http {
-    /// Connects to `config.addr` (`host:port`) within `config.call_timeout`.
+    /// Connects to `config.addr` (`host:port`; of a cluster's members, comma-separated, the
+    /// first that takes the connection) within `config.call_timeout` for each.
     pub fn connect(config: &Config) -> io::Result<Http> {
         let mut http = Http { stream: None, config: config.clone(), buf: Vec::new() };
         http.stream = Some(http.open()?);
@@ -55,15 +56,24 @@ impl Http {
     fn open(&self) -> io::Result<TcpStream> {
         let timeout = self.config.call_timeout;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the address resolves to nothing");
-        for addr in self.config.addr.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(stream) => {
-                    stream.set_read_timeout(Some(timeout))?;
-                    stream.set_write_timeout(Some(timeout))?;
-                    stream.set_nodelay(true)?;
-                    return Ok(stream);
+        for member in self.config.addr.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let addrs = match member.to_socket_addrs() {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    last = e;
+                    continue;
                 }
-                Err(e) => last = e,
+            };
+            for addr in addrs {
+                match TcpStream::connect_timeout(&addr, timeout) {
+                    Ok(stream) => {
+                        stream.set_read_timeout(Some(timeout))?;
+                        stream.set_write_timeout(Some(timeout))?;
+                        stream.set_nodelay(true)?;
+                        return Ok(stream);
+                    }
+                    Err(e) => last = e,
+                }
             }
         }
         Err(last)
@@ -94,7 +104,8 @@ impl Http {
         };
         let mut request = format!(
             "{method} {target} HTTP/1.1\r\nHost: {}\r\nX-LOCKSERVER-SECRET: {}\r\n",
-            self.config.addr, self.config.secret
+            self.config.addr.split(',').next().unwrap_or_default().trim(),
+            self.config.secret
         );
         if let Some(json) = json {
             request

@@ -316,6 +316,17 @@ fn a_client_connects_past_a_dead_member_and_the_lock_command_takes_several() {
     let token: u64 = stdout.strip_prefix("cli-job ").and_then(|t| t.trim().parse().ok()).expect(&stdout);
     assert!(token > lease.token, "tokens rise: {token} after {}", lease.token);
     assert_eq!(client.inspect("cli-job").unwrap(), None, "released when the command ended");
+    // And the operator's tools over HTTP, `ringlock cluster status` here.
+    let out = super::ringlock_command()
+        .args(["cluster", "status"])
+        .env("LOCKSERVER_ADDR", &config.addr)
+        .env("LOCKSERVER_SECRET", super::SECRET)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    let leader_id = cluster.seats[leader].id;
+    assert!(table.contains(&format!(" sees: leader {leader_id}, term ")), "{table}");
 }
 
 #[test]
