@@ -13,7 +13,7 @@ pub(super) struct Apart {
     /// Prefix of every namespace and of the test's own link.
     prefix: String,
     /// The second octet of both networks' addresses (`10.S.1.0/24` for clients, `10.S.2.0/24`
-    /// for members), drawn from the process id so that parallel test processes differ.
+    /// for members): one no other test's link on this machine uses (see [`free_octet`]).
     octet: u8,
     n: usize,
 }
@@ -29,10 +29,21 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// A second octet for `10.S.1.100`, the test's own address, that no link of this machine has
+/// yet, starting from one drawn from the process id (other test processes, other checkouts).
+fn free_octet(pid: u32) -> u8 {
+    let out = Command::new("ip").args(["-o", "-4", "addr", "show"]).output().expect("run ip (iproute2)");
+    let taken = String::from_utf8_lossy(&out.stdout).into_owned();
+    (0..150u32)
+        .map(|k| 100 + ((pid + k) % 150) as u8)
+        .find(|s| !taken.contains(&format!(" 10.{s}.1.100/")))
+        .expect("a free 10.S.1.0/24")
+}
+
 impl Apart {
     pub fn new(n: usize) -> Apart {
         let pid = std::process::id();
-        let apart = Apart { prefix: format!("rl{}", pid % 100_000), octet: 100 + (pid % 150) as u8, n };
+        let apart = Apart { prefix: format!("rl{}", pid % 100_000), octet: free_octet(pid), n };
         let (sw, s) = (apart.switch(), apart.octet);
         ip(&["netns", "add", &sw]);
         for bridge in ["brc", "brp"] {
