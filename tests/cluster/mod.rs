@@ -24,6 +24,8 @@ mod load;
 /// How long a test waits for a cluster to agree on a leader: an election takes 300 to 600 ms,
 /// and a few rounds may split on a loaded machine.
 const ELECTION_WAIT: Duration = Duration::from_secs(15);
+/// How many times a cluster is started on new free ports before a taken port fails the test.
+const START_ATTEMPTS: usize = 5;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -54,6 +56,17 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: u64) -> Cluster {
+        // A free port may be taken by another test's connection before the member binds it:
+        // then the whole cluster starts again on other ports.
+        for _ in 1..START_ATTEMPTS {
+            if let Some(cluster) = Cluster::try_start(n) {
+                return cluster;
+            }
+        }
+        Cluster::try_start(n).expect("a cluster on free ports")
+    }
+
+    fn try_start(n: u64) -> Option<Cluster> {
         let seats: Vec<Seat> = (1..=n)
             .map(|id| Seat {
                 id,
@@ -88,17 +101,28 @@ impl Cluster {
             .map(|i| format!("{}={}:7001", i + 1, apart.peer_ip(i)))
             .collect::<Vec<_>>()
             .join(",");
-        Cluster::run(seats, peers, Some(apart))
+        Cluster::run(seats, peers, Some(apart)).expect("members apart have their ports to themselves")
     }
 
-    fn run(seats: Vec<Seat>, peers: String, apart: Option<apart::Apart>) -> Cluster {
+    /// The members of `seats` started, or `None` if one found its port taken.
+    fn run(seats: Vec<Seat>, peers: String, apart: Option<apart::Apart>) -> Option<Cluster> {
         let n = seats.len();
         let mut cluster = Cluster { seats, peers, procs: Vec::new(), paused: vec![false; n], apart };
-        cluster.procs = (0..n).map(|i| Some(cluster.spawn(i))).collect();
-        cluster
+        for i in 0..n {
+            match cluster.try_spawn(i) {
+                Ok(p) => cluster.procs.push(Some(p)),
+                Err(why) if why.contains("Address already in use") => return None,
+                Err(why) => panic!("{why}"),
+            }
+        }
+        Some(cluster)
     }
 
     fn spawn(&self, i: usize) -> Process {
+        self.try_spawn(i).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    fn try_spawn(&self, i: usize) -> Result<Process, String> {
         let seat = &self.seats[i];
         let mut cmd = member_command(seat.id, seat.ip, seat.api, &self.peers, seat.data.path());
         if let Some(ns) = &seat.netns {
@@ -115,7 +139,7 @@ impl Cluster {
             inside.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
             cmd = inside;
         }
-        Process::start(cmd)
+        Process::try_start(cmd)
     }
 
     fn addr(&self, i: usize) -> SocketAddr {
