@@ -43,7 +43,9 @@ pub enum Protocol {
 /// long to wait for answers.
 #[derive(Clone)]
 pub struct Config {
-    /// `host:port`.
+    /// `host:port`; for a cluster, its members' comma-separated (`a:1,b:2,c:3`): the client
+    /// connects to the first that answers, and reconnects to the next one when a connection
+    /// fails or a member has no leader to serve through.
     pub addr: String,
     pub owner: String,
     pub secret: String,
@@ -92,7 +94,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// `LOCKSERVER_ADDR` (default `127.0.0.1:8080`), `LOCKSERVER_OWNER` (default
+    /// `LOCKSERVER_ADDR` (default `127.0.0.1:8080`; a cluster's members comma-separated),
+    /// `LOCKSERVER_OWNER` (default
     /// `<host>-<pid>`, unique to this process) and `LOCKSERVER_SECRET` (default `changeme`),
     /// from the environment, or from `.env` for what the environment does not set; the call
     /// timeout is [`DEFAULT_CALL_TIMEOUT`], the session timeout [`DEFAULT_SESSION_TIMEOUT`],
@@ -112,9 +115,36 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The members [`Config::addr`] names, in its order (empty entries skipped; none: the
+    /// address as it is, for the connection to fail on).
+    pub fn members(&self) -> Vec<&str> {
+        let members: Vec<&str> = self.addr.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+        if members.is_empty() { vec![self.addr.as_str()] } else { members }
+    }
+}
+
 /// This host's name and this process's id: an owner name no other process shares.
 fn default_owner() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host = host.trim();
     format!("{}-{}", if host.is_empty() { "ringlock" } else { host }, std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    fn members(addr: &str) -> Vec<String> {
+        let config = Config { addr: addr.into(), ..Config::default() };
+        config.members().into_iter().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn an_address_names_one_member_or_several_comma_separated() {
+        assert_eq!(members("127.0.0.1:8080"), ["127.0.0.1:8080"]);
+        assert_eq!(members("a:1,b:2,c:3"), ["a:1", "b:2", "c:3"]);
+        assert_eq!(members(" a:1 , ,b:2,"), ["a:1", "b:2"]);
+        assert_eq!(members(""), [""], "nothing to connect to: the connection fails on it");
+    }
 }

@@ -169,6 +169,8 @@ struct Opened {
     /// When the first frame was sent.
     sent: Instant,
     hello: Hello,
+    /// Which of [`Config::members`] it is to.
+    member: usize,
 }
 
 /// How a connection ended.
@@ -181,11 +183,24 @@ enum Served {
 
 /// Connects, presents the secret (and opens a session) within [`Config::call_timeout`], and
 /// starts the driver on the current tokio runtime: the client's shared state and the queue
-/// to its driver.
+/// to its driver. Of a cluster's members, the first to let the client in, each tried in turn
+/// within the call timeout (the last one's failure if none does).
 pub(crate) async fn open(config: &Config) -> Result<(Arc<Shared>, mpsc::UnboundedSender<Call>), Error> {
     let limit = config.call_timeout;
-    let opened =
-        tokio::time::timeout(limit, handshake(config, 0)).await.map_err(|_| Error::CallTimeout(limit))??;
+    let mut failure = None;
+    for member in 0..config.members().len() {
+        match tokio::time::timeout(limit, handshake(config, member, 0)).await {
+            Ok(Ok(opened)) => return Ok(start(config, opened)),
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some(Error::CallTimeout(limit)),
+        }
+    }
+    Err(failure.unwrap_or(Error::Closed))
+}
+
+/// Starts the driver on `opened`, the client's first connection.
+fn start(config: &Config, opened: Opened) -> (Arc<Shared>, mpsc::UnboundedSender<Call>) {
+    let limit = config.call_timeout;
     let session = match opened.hello {
         Hello::Authorized => Session::connection_bound(opened.sent),
         Hello::Session { id, timeout, .. } => Session::resumable(id, timeout, opened.sent),
@@ -210,7 +225,7 @@ pub(crate) async fn open(config: &Config) -> Result<(Arc<Shared>, mpsc::Unbounde
     });
     let (calls, queue) = mpsc::unbounded_channel();
     tokio::spawn(drive(shared.clone(), config.clone(), queue, calls.downgrade(), opened));
-    Ok((shared, calls))
+    (shared, calls)
 }
 
 impl Shared {
@@ -451,14 +466,15 @@ impl Call {
     }
 }
 
-/// Opens a socket, sets its options, and sends the preface and the first frame: `HELLO`, or
-/// with version 2 `HELLO_SESSION` for `session` (0: a new one); then reads the answer.
-async fn handshake(config: &Config, session: u64) -> Result<Opened, Error> {
-    let stream = TcpStream::connect(&config.addr).await?;
+/// Opens a socket to `member` (of [`Config::members`]), sets its options, and sends the
+/// preface and the first frame: `HELLO`, or with version 2 `HELLO_SESSION` for `session` (0:
+/// a new one); then reads the answer.
+async fn handshake(config: &Config, member: usize, session: u64) -> Result<Opened, Error> {
+    let stream = TcpStream::connect(config.members()[member]).await?;
     stream.set_nodelay(true)?;
     // Best effort: the call timeout and the guards' deadlines do not depend on it.
     let _ = set_liveness(&stream, config.call_timeout);
-    let (mut rd, mut wr) = transport(stream, config, &config.addr).await?;
+    let (mut rd, mut wr) = transport(stream, config, config.members()[member]).await?;
     let secret = config.secret.as_bytes();
     let mut hello = Vec::new();
     match config.protocol {
@@ -494,7 +510,7 @@ async fn handshake(config: &Config, session: u64) -> Result<Opened, Error> {
         other => return Err(Error::Protocol(format!("unexpected answer to HELLO: {other:?}"))),
     };
     buf.drain(..first);
-    Ok(Opened { rd, wr, buf, sent, hello })
+    Ok(Opened { rd, wr, buf, sent, hello, member })
 }
 
 /// A connection's reading side: the socket's, or its TLS session's.
@@ -560,12 +576,14 @@ async fn drive(
     let mut first = true;
     loop {
         let generation = shared.install(&opened, first);
+        let opened_member = opened.member;
         first = false;
         let served = serve(&shared, opened, generation, &mut queue, &mut batch, &calls).await;
         if matches!(served, Served::Closed) || config.protocol == Protocol::Version1 {
             break;
         }
-        opened = match reconnect(&shared, &config, &mut queue, &mut batch).await {
+        let member = opened_member;
+        opened = match reconnect(&shared, &config, member, &mut queue, &mut batch).await {
             Some(opened) => opened,
             None => break,
         };
@@ -780,15 +798,20 @@ async fn read_loop(
 }
 
 /// Opens a new connection and resumes the session: at once, then with a growing pause,
-/// taking calls meanwhile (they wait for it). `None` once every handle of the client is gone.
+/// taking calls meanwhile (they wait for it). Of a cluster's members, each attempt goes to
+/// the next one after the member `failed` and the last one tried (the session is replicated:
+/// any member resumes it through the leader). `None` once every handle of the client is gone.
 async fn reconnect(
     shared: &Shared,
     config: &Config,
+    failed: usize,
     queue: &mut mpsc::UnboundedReceiver<Call>,
     batch: &mut Vec<Call>,
 ) -> Option<Opened> {
     let mut pause = RECONNECT_FIRST_PAUSE;
     let mut attempt_at = Instant::now();
+    let members = config.members().len();
+    let mut member = failed;
     loop {
         loop {
             tokio::select! {
@@ -804,7 +827,8 @@ async fn reconnect(
         }
         let session = shared.state().session.id();
         let limit = config.call_timeout;
-        let failure = match tokio::time::timeout(limit, handshake(config, session)).await {
+        member = (member + 1) % members;
+        let failure = match tokio::time::timeout(limit, handshake(config, member, session)).await {
             Ok(Ok(opened)) => return Some(opened),
             Ok(Err(e)) => e,
             Err(_) => Error::CallTimeout(limit),

@@ -76,7 +76,8 @@ pub struct Http {
 }
 
 impl Http {
-    /// Connects to `config.addr` (`host:port`) within `config.call_timeout`.
+    /// Connects to `config.addr` (`host:port`; of a cluster's members, comma-separated, the
+    /// first that takes the connection) within `config.call_timeout` for each.
     pub fn connect(config: &Config) -> io::Result<Http> {
         let mut http = Http { stream: None, config: config.clone(), buf: Vec::new() };
         http.stream = Some(http.open()?);
@@ -86,15 +87,24 @@ impl Http {
     fn open(&self) -> io::Result<Stream> {
         let timeout = self.config.call_timeout;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the address resolves to nothing");
-        for addr in self.config.addr.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(stream) => {
-                    stream.set_read_timeout(Some(timeout))?;
-                    stream.set_write_timeout(Some(timeout))?;
-                    stream.set_nodelay(true)?;
-                    return self.secure(stream);
+        for member in self.config.members() {
+            let addrs = match member.to_socket_addrs() {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    last = e;
+                    continue;
                 }
-                Err(e) => last = e,
+            };
+            for addr in addrs {
+                match TcpStream::connect_timeout(&addr, timeout) {
+                    Ok(stream) => {
+                        stream.set_read_timeout(Some(timeout))?;
+                        stream.set_write_timeout(Some(timeout))?;
+                        stream.set_nodelay(true)?;
+                        return self.secure(stream, member);
+                    }
+                    Err(e) => last = e,
+                }
             }
         }
         Err(last)
@@ -102,11 +112,11 @@ impl Http {
 
     /// TLS over `stream` if the config has it (the handshake done, so that a server that is
     /// not trusted fails here), or the stream itself.
-    fn secure(&self, stream: TcpStream) -> io::Result<Stream> {
+    fn secure(&self, stream: TcpStream, member: &str) -> io::Result<Stream> {
         let Some(tls) = &self.config.tls else { return Ok(Stream::Plain(stream)) };
         let refused = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
         let config = tls.rustls().map_err(refused)?;
-        let name = ringlock_client::tls::server_name(&self.config.addr).map_err(refused)?;
+        let name = ringlock_client::tls::server_name(member).map_err(refused)?;
         let session = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
         let mut tls = rustls::StreamOwned::new(session, stream);
         while tls.conn.is_handshaking() {
@@ -140,7 +150,8 @@ impl Http {
         };
         let mut request = format!(
             "{method} {target} HTTP/1.1\r\nHost: {}\r\nX-LOCKSERVER-SECRET: {}\r\n",
-            self.config.addr, self.config.secret
+            self.config.addr.split(',').next().unwrap_or_default().trim(),
+            self.config.secret
         );
         if let Some(json) = json {
             request

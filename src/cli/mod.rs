@@ -59,7 +59,7 @@ const RENEW_RETRY: Duration = Duration::from_millis(100);
 /// that it never shows in a process listing.
 #[derive(clap::Args, Debug)]
 pub struct ClientArgs {
-    /// The server, as host:port.
+    /// The server, as host:port; a cluster's members comma-separated (host:port,host:port,...).
     #[arg(long, env = "LOCKSERVER_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
     /// Owner name to lock as [default: <host>-<pid>].

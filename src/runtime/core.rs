@@ -487,6 +487,12 @@ impl Core {
     /// Attaches the connection of `ticket` to resumable session `session` (0: a new one), at
     /// the session's home (here, or through the mesh).
     fn attach(&self, ticket: Ticket, session: u64, timeout_ms: u64) -> Option<Reply> {
+        if matches!(self.mode.get(), Mode::Follower { .. }) {
+            // A member that does not lead has no sessions: a new one here would tell a client
+            // resuming its session that the session is gone (and wait for a log it cannot
+            // commit). "No leader": the client tries again, here or at another member.
+            return Some(Reply::NoLeader);
+        }
         let home = if session == 0 { self.id } else { Sessions::home(session, self.cores()) };
         if home != self.id {
             self.mesh.post(home, Msg::Attach { ticket, session, timeout_ms });

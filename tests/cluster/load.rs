@@ -20,6 +20,9 @@ const RESOURCES: [&str; 3] = ["fx-0", "fx-1", "fx-2"];
 /// member up: a request through a follower waits for the leader, and a leader killed or
 /// stopped answers nothing; an election takes 300 to 600 ms, so 2 s is a lost member.
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
+/// How long the kept locks' check may wait for a member to answer at all: a leader may
+/// change as a member comes back, and an election or two take seconds on a loaded machine.
+const KEPT_ANSWER_WAIT: Duration = Duration::from_secs(15);
 /// The body of a "no leader" answer (`503`), which a client retries elsewhere.
 const NO_LEADER: &str = "ERR No leader: the cluster is electing one; try again";
 
@@ -73,12 +76,24 @@ impl Load {
         total
     }
 
-    /// Panics unless every kept lock is held, by its owner under its token, as `addr` answers.
+    /// Panics unless every kept lock is held, by its owner under its token, as the member at
+    /// `addr` answers (asked again, for a while, if it has no leader to answer through).
     pub fn check_kept(&self, addr: SocketAddr) {
         let kept = self.kept.lock().unwrap();
         assert!(!kept.is_empty(), "the keeper got nothing");
+        let mut seen = Seen::default();
+        let members = [addr];
+        let mut link = Roaming { members: &members, at: 0, conn: None };
         for (resource, owner, token) in kept.iter() {
-            let r = Http::connect(addr).get(&format!("/locks/{resource}"), SECRET);
+            let get =
+                format!("GET /locks/{resource} HTTP/1.1\r\nHost: t\r\nX-LOCKSERVER-SECRET: {SECRET}\r\n\r\n");
+            let deadline = Instant::now() + KEPT_ANSWER_WAIT;
+            let r = loop {
+                if let Some(r) = link.call(&get, Duration::ZERO, &mut seen) {
+                    break r;
+                }
+                assert!(Instant::now() < deadline, "no answer about {resource} in {KEPT_ANSWER_WAIT:?}");
+            };
             assert_eq!(r.status, 200, "an acknowledged grant was lost: {}", r.text());
             let lock: Value = serde_json::from_str(&r.body).unwrap();
             assert_eq!(

@@ -14,6 +14,8 @@ use serde_json::Value;
 
 use crate::support::{Http, Process, SECRET, TempDir, plain, post, ringlock_command};
 
+/// Members in network namespaces of their own, so that a link can be cut.
+mod apart;
 /// Faults under load (killed, stopped, cut off, restarted members), checked by the history.
 mod faults;
 /// Clients spread over the members, and the history they keep.
@@ -22,6 +24,8 @@ mod load;
 /// How long a test waits for a cluster to agree on a leader: an election takes 300 to 600 ms,
 /// and a few rounds may split on a loaded machine.
 const ELECTION_WAIT: Duration = Duration::from_secs(15);
+/// How many times a cluster is started on new free ports before a taken port fails the test.
+const START_ATTEMPTS: usize = 5;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -30,8 +34,12 @@ fn free_port() -> u16 {
 /// A member's ports and data directory, kept across its restarts.
 struct Seat {
     id: u64,
+    /// Its client address's IP and port.
+    ip: std::net::Ipv4Addr,
     api: u16,
     data: TempDir,
+    /// The network namespace it runs in (`None`: the test's own).
+    netns: Option<String>,
 }
 
 /// Three (or `n`) members on loopback, each a process of its own with one core.
@@ -42,26 +50,100 @@ struct Cluster {
     procs: Vec<Option<Process>>,
     /// Members stopped by SIGSTOP: running, but answering nothing.
     paused: Vec<bool>,
+    /// The members' networks, if they are apart (dropped after the members).
+    apart: Option<apart::Apart>,
 }
 
 impl Cluster {
     fn start(n: u64) -> Cluster {
-        let seats: Vec<Seat> =
-            (1..=n).map(|id| Seat { id, api: free_port(), data: TempDir::new("member") }).collect();
+        // A free port may be taken by another test's connection before the member binds it:
+        // then the whole cluster starts again on other ports.
+        for _ in 1..START_ATTEMPTS {
+            if let Some(cluster) = Cluster::try_start(n) {
+                return cluster;
+            }
+        }
+        Cluster::try_start(n).expect("a cluster on free ports")
+    }
+
+    fn try_start(n: u64) -> Option<Cluster> {
+        let seats: Vec<Seat> = (1..=n)
+            .map(|id| Seat {
+                id,
+                ip: std::net::Ipv4Addr::LOCALHOST,
+                api: free_port(),
+                data: TempDir::new("member"),
+                netns: None,
+            })
+            .collect();
         let peers =
             seats.iter().map(|s| format!("{}=127.0.0.1:{}", s.id, free_port())).collect::<Vec<_>>().join(",");
-        let mut cluster = Cluster { seats, peers, procs: Vec::new(), paused: vec![false; n as usize] };
-        cluster.procs = (0..n as usize).map(|i| Some(cluster.spawn(i))).collect();
-        cluster
+        Cluster::run(seats, peers, None)
+    }
+
+    /// [`Cluster::start`] with every member in a network namespace of its own, so that its
+    /// link to the others can be cut ([`apart::Apart::cut`]).
+    fn start_apart(n: u64) -> Cluster {
+        let apart = apart::Apart::new(n as usize);
+        let seats: Vec<Seat> = (1..=n)
+            .map(|id| {
+                let i = id as usize - 1;
+                Seat {
+                    id,
+                    ip: apart.client_ip(i),
+                    api: 8080,
+                    data: TempDir::new("member"),
+                    netns: Some(apart.member(i)),
+                }
+            })
+            .collect();
+        let peers = (0..n as usize)
+            .map(|i| format!("{}={}:7001", i + 1, apart.peer_ip(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster::run(seats, peers, Some(apart)).expect("members apart have their ports to themselves")
+    }
+
+    /// The members of `seats` started, or `None` if one found its port taken.
+    fn run(seats: Vec<Seat>, peers: String, apart: Option<apart::Apart>) -> Option<Cluster> {
+        let n = seats.len();
+        let mut cluster = Cluster { seats, peers, procs: Vec::new(), paused: vec![false; n], apart };
+        for i in 0..n {
+            match cluster.try_spawn(i) {
+                Ok(p) => cluster.procs.push(Some(p)),
+                Err(why) if why.contains("Address already in use") => return None,
+                Err(why) => panic!("{why}"),
+            }
+        }
+        Some(cluster)
     }
 
     fn spawn(&self, i: usize) -> Process {
+        self.try_spawn(i).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    fn try_spawn(&self, i: usize) -> Result<Process, String> {
         let seat = &self.seats[i];
-        Process::start(member_command(seat.id, seat.api, &self.peers, seat.data.path()))
+        let mut cmd = member_command(seat.id, seat.ip, seat.api, &self.peers, seat.data.path());
+        if let Some(ns) = &seat.netns {
+            // `ip netns exec` enters the namespace and becomes the member (the same process).
+            let mut inside = std::process::Command::new("ip");
+            inside.args(["netns", "exec", ns]).arg(cmd.get_program()).args(cmd.get_args());
+            inside.env_clear().envs(std::env::vars_os().filter(|(k, _)| k == "PATH"));
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => inside.env(k, v),
+                    None => inside.env_remove(k),
+                };
+            }
+            inside.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            cmd = inside;
+        }
+        Process::try_start(cmd)
     }
 
     fn addr(&self, i: usize) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.seats[i].api))
+        SocketAddr::from((self.seats[i].ip, self.seats[i].api))
     }
 
     /// The members running and not paused.
@@ -126,9 +208,15 @@ impl Cluster {
     }
 }
 
-fn member_command(id: u64, api: u16, peers: &str, data: &Path) -> std::process::Command {
+fn member_command(
+    id: u64,
+    ip: std::net::Ipv4Addr,
+    api: u16,
+    peers: &str,
+    data: &Path,
+) -> std::process::Command {
     let mut cmd = ringlock_command();
-    cmd.args(["-b", "127.0.0.1", "-p", &api.to_string(), "--threads", "1", "--node-id", &id.to_string()])
+    cmd.args(["-b", &ip.to_string(), "-p", &api.to_string(), "--threads", "1", "--node-id", &id.to_string()])
         .args(["--peers", peers, "--data-dir"])
         .arg(data)
         .env("LOCKSERVER_SECRET", SECRET);
@@ -359,7 +447,7 @@ fn a_member_is_replaced_with_no_downtime_through_the_cli() {
     let (raft, data) = (free_port(), TempDir::new("member"));
     let api = free_port();
     let peers = format!("{},4=127.0.0.1:{raft}", cluster.peers);
-    let mut cmd = member_command(4, api, &peers, data.path());
+    let mut cmd = member_command(4, std::net::Ipv4Addr::LOCALHOST, api, &peers, data.path());
     cmd.arg("--join");
     let _fourth = Process::start(cmd);
     let fourth = SocketAddr::from(([127, 0, 0, 1], api));

@@ -269,7 +269,12 @@ impl Drop for Process {
 
 impl Process {
     /// Starts the server `cmd` describes and reads its address from the start-up line.
-    pub fn start(mut cmd: std::process::Command) -> Process {
+    pub fn start(cmd: std::process::Command) -> Process {
+        Process::try_start(cmd).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`Process::start`], or why the server did not start (its standard error).
+    pub fn try_start(mut cmd: std::process::Command) -> Result<Process, String> {
         let data = cmd
             .get_envs()
             .find(|(k, _)| *k == "RINGLOCK_DATA_DIR")
@@ -282,10 +287,11 @@ impl Process {
             let mut err = String::new();
             let _ = child.stderr.take().unwrap().read_to_string(&mut err);
             let _ = child.kill();
-            panic!("no start-up line but {line:?}; standard error:\n{err}");
+            let _ = child.wait();
+            return Err(format!("no start-up line but {line:?}; standard error:\n{err}"));
         };
         let addr = addr.parse().unwrap();
-        Process { child, addr, line, data }
+        Ok(Process { child, addr, line, data })
     }
 
     /// Sends `signal`.
