@@ -265,14 +265,19 @@ ringlock_ready() {
         if python3 - "$SECRET" "${R_PORT[1]}" "${R_PORT[2]}" "${R_PORT[3]}" <<'EOF'; then
 import json, sys, urllib.request
 secret, ports = sys.argv[1], sys.argv[2:]
-leaders = set()
+statuses = []
 for port in ports:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/cluster", headers={"X-LOCKSERVER-SECRET": secret})
     try:
-        leaders.add(json.load(urllib.request.urlopen(req, timeout=1)).get("leader_id"))
+        statuses.append(json.load(urllib.request.urlopen(req, timeout=1)))
     except Exception:
         sys.exit(1)
-sys.exit(0 if len(leaders) == 1 and None not in leaders else 1)
+leaders = {s.get("leader_id") for s in statuses}
+if len(leaders) != 1 or None in leaders:
+    sys.exit(1)
+# Whole: the leader sees every member with its whole log (a member just restarted has caught up).
+leader = next(s for s in statuses if s.get("node_id") in leaders)
+sys.exit(0 if all(m.get("behind") == 0 for m in leader["members"]) else 1)
 EOF
             return 0
         fi

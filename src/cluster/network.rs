@@ -10,7 +10,7 @@ use std::time::Duration;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
-use openraft::network::RPCOption;
+use openraft::network::{Backoff, RPCOption};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -25,6 +25,15 @@ use crate::auth::Secret;
 /// How long a `Describe` may take, connection included: a member that does not answer in this
 /// is as good as absent for bootstrap (which asks again) and for adding it.
 pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The first pause, in ms, before a member that could not be reached is called again (by
+/// openraft's replication to it): a member back from a restart catches up within about this,
+/// rather than openraft's default half second, so it is soon a candidate with the whole log.
+pub const UNREACHABLE_RETRY_FIRST_MS: u64 = 50;
+/// The longest pause, in ms, between calls to a member that stays unreachable (the pause
+/// doubles from [`UNREACHABLE_RETRY_FIRST_MS`] to this): a dead member costs a connection
+/// attempt about twice a second.
+pub const UNREACHABLE_RETRY_MAX_MS: u64 = 500;
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -177,7 +186,7 @@ impl Peer {
             CallError::Timeout(timeout) => {
                 RPCError::Timeout(Timeout { action, id: self.me, target: self.target, timeout })
             }
-            // Openraft backs off before calling an unreachable member again.
+            // Openraft pauses (`backoff` below) before calling an unreachable member again.
             CallError::Io(_) | CallError::Refused(_) => RPCError::Unreachable(Unreachable::new(&e)),
             CallError::Protocol(_) => RPCError::Network(NetworkError::new(&e)),
         }
@@ -188,9 +197,20 @@ impl Peer {
     }
 }
 
+/// The pauses between calls to a member that stays unreachable: doubling from
+/// [`UNREACHABLE_RETRY_FIRST_MS`] to [`UNREACHABLE_RETRY_MAX_MS`], then that, without end.
+fn unreachable_pauses() -> impl Iterator<Item = Duration> + Send + 'static {
+    std::iter::successors(Some(UNREACHABLE_RETRY_FIRST_MS), |ms| Some((ms * 2).min(UNREACHABLE_RETRY_MAX_MS)))
+        .map(Duration::from_millis)
+}
+
 const MISMATCH: CallError = CallError::Protocol("an answer of another kind");
 
 impl RaftNetwork<TypeConfig> for Peer {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(unreachable_pauses())
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -226,5 +246,17 @@ impl RaftNetwork<TypeConfig> for Peer {
             Ok(_) => Err(self.error(MISMATCH, RPCTypes::Vote)),
             Err(e) => Err(self.error(e, RPCTypes::Vote)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn an_unreachable_member_is_called_again_after_pauses_that_double_to_half_a_second() {
+        let pauses: Vec<Duration> = super::unreachable_pauses().take(7).collect();
+        let want = [50, 100, 200, 400, 500, 500, 500].map(Duration::from_millis);
+        assert_eq!(pauses, want);
     }
 }
