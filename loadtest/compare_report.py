@@ -124,8 +124,7 @@ if wire_rows:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for w in sorted(wire_rows, key=lambda r: (r["depth"], r["connections"])):
         rd = find("redis", "uncontended", "closed", w["connections"], w["depth"])
-        ratio = f"{w['throughput'] / rd['throughput']:.2f}x" if rd else "-"
-        print(f"| {w['connections']} | {w['depth']} | {rate(w)} | {rate(rd)} | {ratio} | {cpu(w)} | {cpu(rd)} "
+        print(f"| {w['connections']} | {w['depth']} | {rate(w)} | {rate(rd)} | {ratio(w, rd)} | {cpu(w)} | {cpu(rd)} "
               f"| {p99(w)} | {p99(rd)} |")
 
 durable = [r for r in rows if r["label"] == "ringlock" and r["workload"] == "uncontended" and r["mode"] == "closed"]
