@@ -87,8 +87,8 @@ use crate::auth::Secret;
 pub use node::{Handle, start};
 
 /// A leader's heartbeat, in ms: a follower hears from its leader 12 to 16 times in the lease
-/// and election timeout it waits before it stands, so a few late heartbeats (a loaded machine, a slow `fdatasync` on the leader) do
-/// not start an election.
+/// and election timeout it waits before it stands, so a few late heartbeats (a loaded
+/// machine, a slow `fdatasync` on the leader) do not start an election.
 pub const HEARTBEAT_MS: u64 = 50;
 /// The shortest election timeout, in ms: well above a round trip and a log sync on a LAN, so a
 /// live leader is not deposed. A follower that has had a leader waits openraft's leader lease
