@@ -14,6 +14,26 @@ use crate::shard::{DURATION_BUCKETS_MS, Durations, Stats};
 pub const BUCKETS_US: [u64; 14] =
     [10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000];
 
+/// Upper bounds of the log's batch-size buckets, in bytes (the last bucket is +Inf): one lock
+/// change is a few tens of bytes, a turn under load gathers thousands.
+pub const BATCH_BUCKETS_BYTES: [u64; 8] = [64, 256, 1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576];
+
+/// Counts of log batches by size, one core's: `counts[i]` batches of `(BATCH_BUCKETS_BYTES[i-1],
+/// BATCH_BUCKETS_BYTES[i]]` bytes; the last, above them all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchSizes {
+    pub counts: [u64; BATCH_BUCKETS_BYTES.len() + 1],
+}
+
+impl BatchSizes {
+    /// Counts one batch of `bytes`.
+    pub fn record(&mut self, bytes: u64) {
+        let bucket =
+            BATCH_BUCKETS_BYTES.iter().position(|&b| bytes <= b).unwrap_or(BATCH_BUCKETS_BYTES.len());
+        self.counts[bucket] += 1;
+    }
+}
+
 /// Service times (from a request's arrival to its answer being ready), one core's.
 #[derive(Default)]
 pub struct Histogram {
@@ -71,6 +91,8 @@ pub struct LogStats {
     pub failing: bool,
     /// Time to write and sync each batch.
     pub sync: HistogramSnapshot,
+    /// The batches by size (their sum is `bytes`).
+    pub sizes: BatchSizes,
 }
 
 /// A metric's name, help text, and how to read it from a snapshot.
@@ -172,6 +194,13 @@ pub fn render(cores: &[CoreStats]) -> String {
             "Time to write and sync one log batch.",
             logs.iter().map(|l| &l.sync),
         );
+        buckets(
+            &mut out,
+            "ringlock_log_batch_bytes",
+            "Bytes of records in one log batch.",
+            (&BATCH_BUCKETS_BYTES, 1.0),
+            logs.iter().map(|l| (&l.sizes.counts[..], l.bytes)),
+        );
     }
     out
 }
@@ -187,24 +216,25 @@ fn histogram<'a>(
 }
 
 /// Writes a histogram summed over `parts` (each its bucket counts and sum), whose buckets are
-/// bounded by `bounds` (then +Inf) in units of which `per_second` make a second.
+/// bounded by `bounds` (then +Inf) in units of which `per_unit` make one of the exposed unit
+/// (1e6 µs a second; 1.0 for bytes).
 fn buckets<'a>(
     out: &mut String,
     name: &str,
     help: &str,
-    (bounds, per_second): (&[u64], f64),
+    (bounds, per_unit): (&[u64], f64),
     parts: impl Iterator<Item = (&'a [u64], u64)> + Clone,
 ) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut cumulative = 0;
     for (i, bound) in
-        bounds.iter().map(|&b| format!("{}", b as f64 / per_second)).chain(["+Inf".to_owned()]).enumerate()
+        bounds.iter().map(|&b| format!("{}", b as f64 / per_unit)).chain(["+Inf".to_owned()]).enumerate()
     {
         cumulative += parts.clone().map(|(counts, _)| counts[i]).sum::<u64>();
         let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
     }
     let sum: u64 = parts.map(|(_, sum)| sum).sum();
-    let _ = writeln!(out, "{name}_sum {}", sum as f64 / per_second);
+    let _ = writeln!(out, "{name}_sum {}", sum as f64 / per_unit);
     let _ = writeln!(out, "{name}_count {cumulative}");
 }
 
@@ -223,6 +253,39 @@ mod tests {
         assert_eq!(&s.counts[..3], &[3, 1, 0]);
         assert_eq!(s.counts[BUCKETS_US.len()], 1);
         assert_eq!(s.sum_us, 6 + 10 + 11 + 60_000_000);
+    }
+
+    #[test]
+    fn log_batches_by_size() {
+        let mut sizes = BatchSizes::default();
+        for bytes in [31, 64, 65, 5_000, 2_000_000] {
+            sizes.record(bytes);
+        }
+        assert_eq!(sizes.counts, [2, 1, 0, 0, 1, 0, 0, 0, 1]);
+        let log = LogStats { batches: 5, bytes: 2_005_160, sizes, ..LogStats::default() };
+        let other = LogStats {
+            batches: 1,
+            bytes: 40,
+            sizes: BatchSizes { counts: [1, 0, 0, 0, 0, 0, 0, 0, 0] },
+            ..LogStats::default()
+        };
+        let text = render(&[
+            CoreStats { log: Some(log), ..CoreStats::default() },
+            CoreStats { core: 1, log: Some(other), ..CoreStats::default() },
+        ]);
+        for line in [
+            "# TYPE ringlock_log_batch_bytes histogram",
+            "ringlock_log_batch_bytes_bucket{le=\"64\"} 3",
+            "ringlock_log_batch_bytes_bucket{le=\"256\"} 4",
+            "ringlock_log_batch_bytes_bucket{le=\"16384\"} 5",
+            "ringlock_log_batch_bytes_bucket{le=\"1048576\"} 5",
+            "ringlock_log_batch_bytes_bucket{le=\"+Inf\"} 6",
+            "ringlock_log_batch_bytes_sum 2005200",
+            "ringlock_log_batch_bytes_count 6",
+            "ringlock_log_batches_total 6",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]

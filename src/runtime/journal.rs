@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 
 use tokio::sync::Notify;
 
-use crate::metrics::{Histogram, LogStats};
+use crate::metrics::{BatchSizes, Histogram, LogStats};
 
 use super::mesh::Msg;
 
@@ -53,6 +53,16 @@ pub(super) struct Counts {
     pub bytes: u64,
     pub write_errors: u64,
     pub snapshots: u64,
+    pub sizes: BatchSizes,
+}
+
+impl Counts {
+    /// A batch of `bytes` of records is durable.
+    pub fn batch(&mut self, bytes: u64) {
+        self.batches += 1;
+        self.bytes += bytes;
+        self.sizes.record(bytes);
+    }
 }
 
 impl Journal {
@@ -114,6 +124,7 @@ impl Journal {
             snapshots: c.snapshots,
             failing: self.failing.get(),
             sync: self.sync_times.snapshot(),
+            sizes: c.sizes,
         }
     }
 }

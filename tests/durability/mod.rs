@@ -359,6 +359,40 @@ fn metric(addr: SocketAddr, line_start: &str) -> Option<u64> {
 }
 
 #[test]
+fn every_batch_is_counted_by_its_size() {
+    let data = TempDir::new("sizes");
+    let p = server(data.path(), 0, 1, &[]);
+    let mut c = Http::connect(p.addr);
+    let counts = || {
+        let m = |name: &str| metric(p.addr, name).unwrap();
+        let bucket = m("ringlock_log_batch_bytes_bucket{le=\"64\"}");
+        let (count, sum) = (m("ringlock_log_batch_bytes_count"), m("ringlock_log_batch_bytes_sum"));
+        // The histogram counts every batch and sums every byte the counters count.
+        assert_eq!((count, sum), (m("ringlock_log_batches_total"), m("ringlock_log_bytes_total")));
+        (bucket, count, sum)
+    };
+    assert_eq!(c.post("/acquire", SECRET, &acquire_body("a", "o", None)).status, 200);
+    let (bucket, count, sum) = counts();
+    assert!(count >= 1);
+    // One more grant alone is a batch of its own: one `Grant` record, 29 bytes and the two
+    // names, in the first bucket.
+    assert_eq!(c.post("/acquire", SECRET, &acquire_body("b", "o", None)).status, 200);
+    assert_eq!(counts(), (bucket + 1, count + 1, sum + 31));
+    // 64 grants of longer names (75 bytes each), pipelined on one connection: each batch they
+    // make is above the first bucket, and every byte is counted.
+    let name = |n: usize| format!("b{n:03}-{}", "x".repeat(40));
+    let requests: String =
+        (0..64).map(|n| post("/acquire", SECRET, &acquire_body(&name(n), "o", None))).collect();
+    c.send(requests);
+    for _ in 0..64 {
+        assert_eq!(c.read().status, 200);
+    }
+    let (small, after, total) = counts();
+    assert_eq!((small, total), (bucket + 1, sum + 31 + 64 * 75));
+    assert!((count + 2..=count + 65).contains(&after), "{after} batches after {count}");
+}
+
+#[test]
 fn a_full_disk_refuses_changes_keeps_answering_and_recovers_by_itself() {
     let data = TempDir::new("full");
     let p = server(data.path(), 0, 1, &[]);
