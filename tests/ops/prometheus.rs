@@ -94,6 +94,9 @@ fn the_dashboard_queries_only_exported_metrics() {
         "ringlock_wait_duration_seconds_bucket",
         "ringlock_hold_duration_seconds_bucket",
         "ringlock_forced_releases_total",
+        "ringlock_log_sync_duration_seconds_bucket",
+        "ringlock_log_batch_bytes_bucket",
+        "ringlock_log_failing",
     ] {
         assert!(queried.iter().any(|q| q == family), "the dashboard shows {family}");
     }
