@@ -18,19 +18,25 @@ pub const BUCKETS_US: [u64; 14] =
 /// change is a few tens of bytes, a turn under load gathers thousands.
 pub const BATCH_BUCKETS_BYTES: [u64; 8] = [64, 256, 1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576];
 
-/// Counts of log batches by size, one core's: `counts[i]` batches of `(BATCH_BUCKETS_BYTES[i-1],
-/// BATCH_BUCKETS_BYTES[i]]` bytes; the last, above them all.
+/// Log batches by size, one core's, as [`Durations`] keeps times: `counts[i]` batches of
+/// `(BATCH_BUCKETS_BYTES[i-1], BATCH_BUCKETS_BYTES[i]]` bytes, the last above them all; and
+/// the bytes of them all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchSizes {
     pub counts: [u64; BATCH_BUCKETS_BYTES.len() + 1],
+    pub sum_bytes: u64,
 }
 
 impl BatchSizes {
     /// Counts one batch of `bytes`.
     pub fn record(&mut self, bytes: u64) {
-        let bucket =
-            BATCH_BUCKETS_BYTES.iter().position(|&b| bytes <= b).unwrap_or(BATCH_BUCKETS_BYTES.len());
-        self.counts[bucket] += 1;
+        self.counts[BATCH_BUCKETS_BYTES.partition_point(|&bound| bound < bytes)] += 1;
+        self.sum_bytes = self.sum_bytes.saturating_add(bytes);
+    }
+
+    /// Batches counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
     }
 }
 
@@ -79,10 +85,8 @@ pub struct CoreStats {
 /// A core's log at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
-    /// Batches written and synced.
-    pub batches: u64,
-    /// Bytes of records in them.
-    pub bytes: u64,
+    /// Batches written and synced, by size.
+    pub sizes: BatchSizes,
     /// Writes or syncs that failed (each retried).
     pub write_errors: u64,
     /// Snapshots written.
@@ -91,8 +95,6 @@ pub struct LogStats {
     pub failing: bool,
     /// Time to write and sync each batch.
     pub sync: HistogramSnapshot,
-    /// The batches by size (their sum is `bytes`).
-    pub sizes: BatchSizes,
 }
 
 /// A metric's name, help text, and how to read it from a snapshot.
@@ -168,8 +170,8 @@ pub fn render(cores: &[CoreStats]) -> String {
     let logs: Vec<&LogStats> = cores.iter().filter_map(|c| c.log.as_ref()).collect();
     if !logs.is_empty() {
         let log_counters: [Metric<LogStats>; 4] = [
-            ("log_batches", "Log batches written and synced.", |l| l.batches),
-            ("log_bytes", "Bytes of log records written.", |l| l.bytes),
+            ("log_batches", "Log batches written and synced.", |l| l.sizes.count()),
+            ("log_bytes", "Bytes of log records written.", |l| l.sizes.sum_bytes),
             ("log_write_errors", "Log writes or syncs that failed (each is retried).", |l| l.write_errors),
             ("log_snapshots", "Snapshots written.", |l| l.snapshots),
         ];
@@ -199,7 +201,7 @@ pub fn render(cores: &[CoreStats]) -> String {
             "ringlock_log_batch_bytes",
             "Bytes of records in one log batch.",
             (&BATCH_BUCKETS_BYTES, 1.0),
-            logs.iter().map(|l| (&l.sizes.counts[..], l.bytes)),
+            logs.iter().map(|l| (&l.sizes.counts[..], l.sizes.sum_bytes)),
         );
     }
     out
@@ -262,13 +264,11 @@ mod tests {
             sizes.record(bytes);
         }
         assert_eq!(sizes.counts, [2, 1, 0, 0, 1, 0, 0, 0, 1]);
-        let log = LogStats { batches: 5, bytes: 2_005_160, sizes, ..LogStats::default() };
-        let other = LogStats {
-            batches: 1,
-            bytes: 40,
-            sizes: BatchSizes { counts: [1, 0, 0, 0, 0, 0, 0, 0, 0] },
-            ..LogStats::default()
-        };
+        assert_eq!((sizes.count(), sizes.sum_bytes), (5, 2_005_160));
+        let log = LogStats { sizes, ..LogStats::default() };
+        let mut small = BatchSizes::default();
+        small.record(40);
+        let other = LogStats { sizes: small, ..LogStats::default() };
         let text = render(&[
             CoreStats { log: Some(log), ..CoreStats::default() },
             CoreStats { core: 1, log: Some(other), ..CoreStats::default() },
@@ -283,6 +283,7 @@ mod tests {
             "ringlock_log_batch_bytes_sum 2005200",
             "ringlock_log_batch_bytes_count 6",
             "ringlock_log_batches_total 6",
+            "ringlock_log_bytes_total 2005200",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

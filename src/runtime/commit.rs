@@ -85,7 +85,7 @@ async fn run_raft(core: Rc<Core>, handle: Handle) {
         match handle.submit(ClusterBatch { term, at, records }).await {
             Ok(()) => {
                 log.sync_times.record(started.elapsed(), 1);
-                log.stats.borrow_mut().batch(len);
+                log.stats.borrow_mut().sizes.record(len);
                 durable(&core, seq);
             }
             Err(not_leader) => {
@@ -129,7 +129,7 @@ async fn run_wal(core: Rc<Core>, mut wal: Wal) {
             crate::log!(Level::Info, "core {}: the log can be written again; serving changes", core.id());
         }
         log.sync_times.record(started.elapsed(), 1);
-        log.stats.borrow_mut().batch(body.len() as u64);
+        log.stats.borrow_mut().sizes.record(body.len() as u64);
         body.clear();
         durable(&core, seq);
         let threshold = COMPACT_MIN_BYTES.max(COMPACT_RATIO * log.snapshot_bytes.get());

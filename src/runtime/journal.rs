@@ -49,20 +49,10 @@ pub(super) struct Journal {
 /// What the journal task counts.
 #[derive(Default, Clone, Copy)]
 pub(super) struct Counts {
-    pub batches: u64,
-    pub bytes: u64,
+    /// The batches made durable, by size.
+    pub sizes: BatchSizes,
     pub write_errors: u64,
     pub snapshots: u64,
-    pub sizes: BatchSizes,
-}
-
-impl Counts {
-    /// A batch of `bytes` of records is durable.
-    pub fn batch(&mut self, bytes: u64) {
-        self.batches += 1;
-        self.bytes += bytes;
-        self.sizes.record(bytes);
-    }
 }
 
 impl Journal {
@@ -118,13 +108,11 @@ impl Journal {
     pub fn stats(&self) -> LogStats {
         let c = *self.stats.borrow();
         LogStats {
-            batches: c.batches,
-            bytes: c.bytes,
+            sizes: c.sizes,
             write_errors: c.write_errors,
             snapshots: c.snapshots,
             failing: self.failing.get(),
             sync: self.sync_times.snapshot(),
-            sizes: c.sizes,
         }
     }
 }
