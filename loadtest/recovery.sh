@@ -67,18 +67,21 @@ wait "$PID" 2>/dev/null || true
 started=$(date +%s%N)
 start
 wait_ready "$PORT" "$PID" ringlock
-# Listening is not answering: time the first `GET /health` answered, asked until it is.
+# Listening is not answering: time the first `GET /health` answered, asked until it is (for
+# 60 s at most).
 python3 - "$PORT" <<'EOF'
 import socket, sys, time
-while True:
+give_up = time.monotonic() + 60
+while time.monotonic() < give_up:
     try:
         with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30) as s:
             s.sendall(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
             if s.recv(64).startswith(b"HTTP/1.1 200"):
-                break
+                sys.exit(0)
     except OSError:
         pass
     time.sleep(0.001)
+sys.exit("recovery: no answer to GET /health within 60 s")
 EOF
 answered=$(( ($(date +%s%N) - started) / 1000000 ))
 after=$(held)

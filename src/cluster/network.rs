@@ -29,11 +29,11 @@ pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first pause, in ms, before a member that could not be reached is called again (by
 /// openraft's replication to it): a member back from a restart catches up within about this,
 /// rather than openraft's default half second, so it is soon a candidate with the whole log.
-pub const UNREACHABLE_RETRY_FIRST_MS: u64 = 50;
+const UNREACHABLE_RETRY_FIRST_MS: u64 = 50;
 /// The longest pause, in ms, between calls to a member that stays unreachable (the pause
 /// doubles from [`UNREACHABLE_RETRY_FIRST_MS`] to this): a dead member costs a connection
 /// attempt about twice a second.
-pub const UNREACHABLE_RETRY_MAX_MS: u64 = 500;
+const UNREACHABLE_RETRY_MAX_MS: u64 = 500;
 
 /// Why a call failed.
 #[derive(Debug)]
