@@ -121,11 +121,15 @@ kill "$RESP_HTTP" "$RESP_REDIS"
 wait "$RESP_HTTP" "$RESP_REDIS" 2>/dev/null || true
 
 # --- 2. the servers, each pinned to the server core ------------------------------------------
-# The storage's floor first, on the file system ringlock's data directory is on: one small
-# append and its fdatasync, as one durable answer costs at least.
-"$LOADTEST" fsync --dir "$OUT" --count 2000 | python3 -c '
+# The storage's floor first, on the file system ringlock's data directory is on and on the
+# servers' core (where a sync's completion must wake the waiting thread): one small append and
+# its fdatasync, as one durable answer costs at least; then the same into room the file was
+# given first, as ringlock's log is.
+for room in "" --room; do
+    taskset -c "$SERVER_CORE" "$LOADTEST" fsync --dir "$OUT" --count 2000 $room | python3 -c '
 import json, sys
-r = json.load(sys.stdin); r["label"] = "fsync"; print(json.dumps(r))' >>"$RESULTS"
+r = json.load(sys.stdin); r["label"] = "fsync-room" if r["room"] else "fsync"; print(json.dumps(r))' >>"$RESULTS"
+done
 # ringlock durable (its default: a log in ./ringlock-data, fsync always), and in memory.
 rm -rf "$OUT/ringlock-data" "$OUT/memory"
 mkdir -p "$OUT/memory"

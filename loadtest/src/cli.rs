@@ -67,6 +67,10 @@ pub struct FsyncArgs {
     /// Bytes per append (a durable server's batch of one acquire is about 80).
     #[arg(long, default_value_t = 80)]
     pub bytes: usize,
+    /// Give the file room for every append first (`fallocate`), as ringlock gives its log, so
+    /// that each sync has no change of size to commit.
+    #[arg(long)]
+    pub room: bool,
 }
 
 /// Which server protocol a run speaks.

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Fsync(args) => match fsync::probe(&args.dir, args.count, args.bytes) {
+        Command::Fsync(args) => match fsync::probe(&args.dir, args.count, args.bytes, args.room) {
             Ok(floor) => {
                 println!("{}", serde_json::to_string(&floor).expect("a floor serializes"));
                 ExitCode::SUCCESS

@@ -30,7 +30,9 @@
 //!
 //! # The writer
 //! A thread takes everything queued, writes it with one write and syncs once if anything in it
-//! waits for an acknowledgement, then acknowledges in order (group commit). File operations go
+//! waits for an acknowledgement, then acknowledges in order (group commit). A segment is given
+//! room ahead of its writes, as the single server's log is (`store::wal`): its zeros end the
+//! log when it is read. File operations go
 //! through [`Disk`], so a test can see their order. After a failed write nothing more is
 //! written (what reached the file may be half a frame, which recovery cuts off as a torn
 //! tail): every later operation fails, and openraft stops the member.
@@ -38,8 +40,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::ops::RangeBounds;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -92,6 +96,10 @@ pub trait Disk: Send + 'static {
 pub struct FsDisk {
     dir: PathBuf,
     file: Option<File>,
+    /// Where the next write goes in the current segment.
+    at: u64,
+    /// A write that would end past this asks for more room first.
+    room: u64,
 }
 
 impl FsDisk {
@@ -102,14 +110,37 @@ impl FsDisk {
 
 impl Disk for FsDisk {
     fn create(&mut self, n: u64) -> io::Result<()> {
-        let file = OpenOptions::new().append(true).create_new(true).open(self.path(n))?;
+        let file = OpenOptions::new().write(true).create_new(true).open(self.path(n))?;
         File::open(&self.dir)?.sync_all()?;
-        self.file = Some(file);
+        if let Some(old) = self.file.replace(file) {
+            // The room the segment left behind had no writes: given back (not synced; zeros
+            // come back as room should a crash undo it).
+            let _ = old.set_len(self.at);
+        }
+        (self.at, self.room) = (0, 0);
         Ok(())
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.as_mut().ok_or_else(no_segment)?.write_all(bytes)
+        let file = self.file.as_ref().ok_or_else(no_segment)?;
+        let end = self.at + bytes.len() as u64;
+        if end > self.room {
+            // Best effort, as in `store::wal`: without room the write is a plain append.
+            let room = crate::store::wal::room_for(end);
+            // SAFETY: fallocate on our own open file, with no pointers.
+            let _ = unsafe {
+                libc::fallocate(
+                    file.as_raw_fd(),
+                    0,
+                    self.room as libc::off_t,
+                    (room - self.room) as libc::off_t,
+                )
+            };
+            self.room = room;
+        }
+        file.write_all_at(bytes, self.at)?;
+        self.at = end;
+        Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -269,7 +300,7 @@ pub fn open_with(
         let damaged = |offset, reason| StoreError::Damaged { path: path.clone(), offset, reason };
         let decoded = record::decode_file(&bytes).map_err(|d| damaged(d.offset, d.reason))?;
         let last = i + 1 == segments.len();
-        if decoded.torn && !last {
+        if decoded.torn > 0 && !last {
             return Err(damaged(decoded.good, "a frame cut short before the last segment"));
         }
         let mut offset = 0;
@@ -279,12 +310,12 @@ pub fn open_with(
             offset += record::BATCH_HEADER_BYTES + batch.body.len();
         }
         written.insert(n, max);
-        if decoded.torn {
+        if decoded.torn > 0 {
             crate::log!(
                 Level::Warn,
                 "{}: cut off a torn tail of {} bytes at byte {} (a crash while it was written; nothing in it was acknowledged)",
                 path.display(),
-                bytes.len() - decoded.good,
+                decoded.torn,
                 decoded.good
             );
             let file = OpenOptions::new().write(true).open(&path).map_err(io_at(&path))?;
@@ -299,11 +330,14 @@ pub fn open_with(
     let pristine = mem.vote.is_none() && mem.last().is_none();
 
     // The last segment goes on where its good frames end; with none, segment 1 is begun.
-    let mut fs = FsDisk { dir: dir.to_owned(), file: None };
+    let mut fs = FsDisk { dir: dir.to_owned(), file: None, at: 0, room: 0 };
     let (segment, bytes, next_frame) = match tail {
         Some((n, len, frames)) => {
             let path = dir.join(segment_name(n));
-            fs.file = Some(OpenOptions::new().append(true).open(&path).map_err(io_at(&path))?);
+            let file = OpenOptions::new().write(true).open(&path).map_err(io_at(&path))?;
+            // Zeros after the good frames are room the segment already has.
+            fs.room = file.metadata().map_err(io_at(&path))?.len();
+            (fs.file, fs.at) = (Some(file), len);
             (n, len, frames + 1)
         }
         None => (0, 0, 1),
@@ -886,10 +920,16 @@ mod tests {
         });
         drop(store);
         let path = dir.0.join(segment_name(1));
-        let good = fs::read(&path).unwrap();
-        // A crash in the middle of a frame: its length promises more than is there.
+        let written = fs::read(&path).unwrap();
+        // The segment has room after its frames: zeros, read as the log's end.
+        assert_eq!(written.len() as u64, crate::store::wal::ROOM_BYTES);
+        let good = written[..record::decode_file(&written).unwrap().good].to_vec();
+        assert!(written[good.len()..].iter().all(|&b| b == 0));
+        // A crash in the middle of a frame: its length promises more than is there; the room
+        // after it stays.
         let mut torn = good.clone();
         torn.extend_from_slice(&[60, 0, 0, 0, 1, 2, 3, 4, 5]);
+        torn.resize(written.len(), 0);
         fs::write(&path, &torn).unwrap();
         let mut store = open(&dir.0).unwrap().store;
         assert_eq!(fs::read(&path).unwrap(), good, "the torn tail is cut off");

@@ -144,7 +144,7 @@ impl State {
     pub fn decode(bytes: &[u8]) -> Result<State, String> {
         let decoded =
             record::decode_file(bytes).map_err(|d| format!("damaged at byte {} ({})", d.offset, d.reason))?;
-        if decoded.torn {
+        if decoded.good < bytes.len() {
             return Err(format!("cut short at byte {}", decoded.good));
         }
         let (head, batches) = decoded.batches.split_first().ok_or("empty")?;

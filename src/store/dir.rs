@@ -325,7 +325,8 @@ fn read_core(dir: &Path) -> Result<CoreStore, StoreError> {
             offset: d.offset,
             reason: d.reason,
         })?;
-        let whole = !decoded.torn && decoded.batches.last().is_some_and(|b| ends_snapshot(b.body));
+        let whole =
+            decoded.good == bytes.len() && decoded.batches.last().is_some_and(|b| ends_snapshot(b.body));
         if !whole {
             // A crash while it was being written: the snapshot before it, and the segments
             // since, still hold everything.
@@ -353,7 +354,7 @@ fn read_core(dir: &Path) -> Result<CoreStore, StoreError> {
             offset: d.offset,
             reason: d.reason,
         })?;
-        if decoded.torn {
+        if decoded.torn > 0 {
             if i + 1 < live.len() {
                 return Err(StoreError::Damaged {
                     path,
@@ -365,12 +366,17 @@ fn read_core(dir: &Path) -> Result<CoreStore, StoreError> {
                 Level::Warn,
                 "{}: cut off a torn tail of {} bytes at byte {} (a crash while it was written; nothing in it was acknowledged)",
                 path.display(),
-                bytes.len() - decoded.good,
+                decoded.torn,
                 decoded.good
             );
             let file = OpenOptions::new().write(true).open(&path).map_err(io_at(&path))?;
             file.set_len(decoded.good as u64).map_err(io_at(&path))?;
             file.sync_all().map_err(io_at(&path))?;
+        } else if decoded.good < bytes.len() {
+            // Room the segment had for writes that never came: given back. Not synced: should
+            // a crash undo the cut, the zeros are read as room again.
+            let file = OpenOptions::new().write(true).open(&path).map_err(io_at(&path))?;
+            file.set_len(decoded.good as u64).map_err(io_at(&path))?;
         }
         let mut offset = 0;
         for batch in &decoded.batches {

@@ -194,7 +194,9 @@ pub fn decode_batch(buf: &[u8]) -> Result<Option<(Batch<'_>, usize)>, &'static s
 }
 
 /// Reads every batch of a whole file's bytes. A bad batch is a torn tail if it is the last
-/// thing in the file (nothing after it decodes as a batch), else damage.
+/// thing in the file (nothing after it decodes as a batch), else damage. Zeros to the end are
+/// room the file was given ahead of its writes (`store::wal`), not a tail: nothing was written
+/// there.
 pub fn decode_file(buf: &[u8]) -> Result<Decoded<'_>, Damage> {
     let mut batches = Vec::new();
     let mut at = 0;
@@ -204,13 +206,14 @@ pub fn decode_file(buf: &[u8]) -> Result<Decoded<'_>, Damage> {
                 batches.push(batch);
                 at += len;
             }
-            Ok(None) if at == buf.len() => return Ok(Decoded { batches, good: at, torn: false }),
             Ok(None) | Err(_) => {
-                if later_batch(&buf[at..]) {
+                // What was written after the good batches: up to the zeros that end the file.
+                let written = buf[at..].iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                if written > 0 && later_batch(&buf[at..]) {
                     let reason = decode_batch(&buf[at..]).err().unwrap_or("unreadable batch");
                     return Err(Damage { offset: at, reason });
                 }
-                return Ok(Decoded { batches, good: at, torn: true });
+                return Ok(Decoded { batches, good: at, torn: written });
             }
         }
     }
@@ -226,10 +229,12 @@ fn later_batch(rest: &[u8]) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decoded<'a> {
     pub batches: Vec<Batch<'a>>,
-    /// Bytes of good batches: where the file is cut if its tail was torn.
+    /// Bytes of good batches: where the file is cut if its tail was torn. Zeros may follow
+    /// (room for writes that never came).
     pub good: usize,
-    /// Whether bytes after `good` were a torn tail.
-    pub torn: bool,
+    /// Bytes of a torn tail after `good`, not counting the zeros that end the file (0: none,
+    /// the log ends at `good`).
+    pub torn: usize,
 }
 
 /// The records of a batch body, in order.
@@ -377,16 +382,32 @@ mod tests {
         file.extend(batch(2, 5, &[Record::Release { token: 4 }]));
         let whole = file.len();
         let good = decode_file(&file).unwrap();
-        assert_eq!((good.batches.len(), good.good, good.torn), (2, whole, false));
+        assert_eq!((good.batches.len(), good.good, good.torn), (2, whole, 0));
         // Cut anywhere inside the second batch: the first survives, the rest is a torn tail.
         for cut in first + 1..whole {
             let d = decode_file(&file[..cut]).unwrap();
-            assert_eq!((d.batches.len(), d.good, d.torn), (1, first, true), "cut at {cut}");
+            // The tail is counted up to its last byte that is not zero.
+            let written = file[first..cut].iter().rposition(|&b| b != 0).unwrap() + 1;
+            assert_eq!((d.batches.len(), d.good, d.torn), (1, first, written), "cut at {cut}");
         }
-        // Zeros after the last batch (space the file system had allocated): a torn tail.
+        // Zeros after the last batch (room the file was given ahead of its writes): the end of
+        // the log, not a torn tail.
         let mut zeros = file.clone();
         zeros.extend([0; 100]);
-        assert_eq!(decode_file(&zeros).unwrap().good, whole);
+        let d = decode_file(&zeros).unwrap();
+        assert_eq!((d.batches.len(), d.good, d.torn), (2, whole, 0));
+        // A batch cut short with zeros after it (its first bytes reached the disk, the rest
+        // not): a torn tail.
+        let mut cut = file[..first + 6].to_vec();
+        cut.extend([0; 100]);
+        let d = decode_file(&cut).unwrap();
+        assert_eq!((d.batches.len(), d.good), (1, first));
+        assert!((1..=whole - 3 - first).contains(&d.torn), "{} bytes torn", d.torn);
+        // Zeros where a batch should be, with a good batch after them: damage.
+        let mut gap = file[..first].to_vec();
+        gap.extend([0; 40]);
+        gap.extend(batch(3, 5, &[Record::Release { token: 4 }]));
+        assert_eq!(decode_file(&gap), Err(Damage { offset: first, reason: "unreadable batch" }));
         // A flipped bit in the first batch, with a good batch after it: damage, at offset 0.
         let mut bad = file.clone();
         bad[BATCH_HEADER_BYTES] ^= 1;

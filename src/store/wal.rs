@@ -4,6 +4,14 @@
 //!
 //! Files are created, and directories synced, with plain blocking calls: that happens once at
 //! start-up and once per snapshot, never per batch.
+//!
+//! A segment is given room ahead of its writes ([`ROOM_BYTES`] at a time, `fallocate`): a batch
+//! then lands inside the file's length, in blocks it already has, so its `fdatasync` has no
+//! change of size or allocation to commit with it, and takes about a third less here (p50
+//! 130 against 195 µs for an 80-byte write, docs/DURABILITY.md). The room reads as zeros, which
+//! recovery takes for the end of the log ([`super::record::decode_file`]). Room is best effort:
+//! where `fallocate` fails (a file system without it, a disk without that much left) batches are
+//! plain appends.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -11,6 +19,9 @@ use std::path::{Path, PathBuf};
 
 use super::dir::{SEGMENT, SNAPSHOT, file_name, sync_dir};
 use super::record;
+
+/// Bytes of room a segment is given at a time, ahead of its writes.
+pub const ROOM_BYTES: u64 = 4 * 1024 * 1024;
 
 /// When the log reaches the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,6 +42,8 @@ pub struct Wal {
     segment: u64,
     /// Where the next batch goes.
     offset: u64,
+    /// A batch that would end past this asks for more room first.
+    room: u64,
     /// The next batch's number within the segment.
     batch: u64,
     fsync: Fsync,
@@ -49,6 +62,7 @@ impl Wal {
             file: tokio_uring::fs::File::from_std(file),
             segment: seq,
             offset: 0,
+            room: 0,
             batch: 1,
             fsync,
             buf: Vec::new(),
@@ -64,6 +78,9 @@ impl Wal {
         buf.clear();
         record::encode_batch(&mut buf, self.batch, at, body);
         let len = buf.len() as u64;
+        if self.offset + len > self.room {
+            self.make_room(self.offset + len).await;
+        }
         let (written, buf) = self.file.write_all_at(buf, self.offset).await;
         self.buf = buf;
         written?;
@@ -74,6 +91,16 @@ impl Wal {
         self.batch += 1;
         self.since_snapshot += len;
         Ok(())
+    }
+
+    /// Gives the segment room up to the next multiple of [`ROOM_BYTES`] past `end`. Whether
+    /// or not `fallocate` succeeds, the next try is only past that: a failure leaves plain
+    /// appends, which report a full disk themselves.
+    async fn make_room(&mut self, end: u64) {
+        let target = room_for(end);
+        // Mode 0: allocate and extend the file's length; the new bytes read as zeros.
+        let _ = self.file.fallocate(self.room, target - self.room, 0).await;
+        self.room = target;
     }
 
     /// Bytes written since the last snapshot.
@@ -94,6 +121,12 @@ impl Wal {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The length a file is given room up to when a write would end at `end`: the next multiple
+/// of [`ROOM_BYTES`] past it.
+pub fn room_for(end: u64) -> u64 {
+    (end / ROOM_BYTES + 1) * ROOM_BYTES
 }
 
 /// Writes snapshot `seq` (the whole state as [`super::dir::encode_snapshot`] made it), makes

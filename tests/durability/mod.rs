@@ -285,15 +285,46 @@ fn three_batches(data: &Path) {
     crash(p);
 }
 
+/// Where a segment's batches end: its last byte that is not zero (the room after the log reads
+/// as zeros; the last batch of [`three_batches`] ends with an owner's name).
+fn log_end(segment: &[u8]) -> usize {
+    segment.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
+#[test]
+fn the_room_ahead_of_the_log_is_given_back_and_is_not_a_torn_tail() {
+    let data = TempDir::new("room");
+    three_batches(data.path());
+    let segment = segments(data.path()).remove(0);
+    let bytes = std::fs::read(&segment).unwrap();
+    let end = log_end(&bytes);
+    // The segment was given room ahead of its writes (zeros, in blocks it already has), so a
+    // sync need not commit a change of size.
+    assert_eq!(bytes.len(), 4 * 1024 * 1024, "the room a segment is given");
+    assert!((3 * 29..1024).contains(&end), "three grants: {end} bytes");
+    let p = server(data.path(), 0, 1, &[]);
+    assert_eq!(list_all(p.addr).len(), 3);
+    // Recovery read the zeros as the log's end, gave the room back, and cut nothing.
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), end as u64);
+    p.terminate();
+    let (status, log) = p.finish();
+    assert!(status.success());
+    assert!(!log.contains("torn"), "{log}");
+}
+
 #[test]
 fn a_torn_tail_is_cut_off_and_logged() {
     let data = TempDir::new("torn");
     three_batches(data.path());
     let segment = segments(data.path()).remove(0);
-    // A crash in the middle of writing a fourth batch: its length promises 100 bytes, 10 came.
+    // A crash in the middle of writing a fourth batch: its length promises 100 bytes, 10 came,
+    // written where the log ended, in the room the segment had after it.
     let mut bytes = std::fs::read(&segment).unwrap();
-    let good = bytes.len();
+    let room = bytes.len();
+    let good = log_end(&bytes);
+    bytes.truncate(good);
     bytes.extend_from_slice(&[100, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
+    bytes.resize(room.max(bytes.len()), 0);
     std::fs::write(&segment, &bytes).unwrap();
     let p = server(data.path(), 0, 1, &[]);
     let state = list_all(p.addr);
