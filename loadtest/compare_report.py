@@ -10,7 +10,7 @@ import sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 floor = next((r for r in rows if r["label"] == "fsync"), None)
 room_floor = next((r for r in rows if r["label"] == "fsync-room"), None)
-rows = [r for r in rows if r["label"] != "fsync"]
+rows = [r for r in rows if r["label"] not in ("fsync", "fsync-room")]
 duration, warmup = sys.argv[2], sys.argv[3]
 LOCKS = ("ringlock", "reference", "redis")
 

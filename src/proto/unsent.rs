@@ -11,6 +11,10 @@
 
 use std::collections::VecDeque;
 
+/// Bytes of names kept before the names of delivered grants are dropped from the front, when
+/// some grant is always unsent (a connection pipelining without pause).
+const NAMES_KEPT_BYTES: usize = 64 * 1024;
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct UnsentGrants {
@@ -20,6 +24,12 @@ pub struct UnsentGrants {
     sent: u64,
     /// Oldest first.
     grants: VecDeque<Grant>,
+    /// The names of the grants, one after another (resource, then owner), from the oldest's:
+    /// one buffer for all of them, emptied whenever every grant is delivered, so a grant costs
+    /// no allocation of its own.
+    names: String,
+    /// Bytes at the front of `names` that belong to delivered grants.
+    dropped: usize,
 }
 
 #[derive(Debug)]
@@ -27,24 +37,25 @@ struct Grant {
     /// The position just after its answer.
     end: u64,
     token: u64,
-    /// The resource name, then the owner.
-    names: Box<str>,
+    /// Where its names start in `names` (counting the dropped bytes), and their lengths.
+    at: usize,
     resource_len: usize,
+    owner_len: usize,
 }
 
 impl UnsentGrants {
     /// A grant of `resource` to `owner` under `token`, whose answer ends `end` bytes into the
     /// answer buffer as it is now.
     pub fn record(&mut self, end: usize, resource: &str, owner: &str, token: u64) {
-        let mut names = String::with_capacity(resource.len() + owner.len());
-        names.push_str(resource);
-        names.push_str(owner);
         let grant = Grant {
             end: self.taken + end as u64,
             token,
-            names: names.into_boxed_str(),
+            at: self.dropped + self.names.len(),
             resource_len: resource.len(),
+            owner_len: owner.len(),
         };
+        self.names.push_str(resource);
+        self.names.push_str(owner);
         self.grants.push_back(grant);
     }
 
@@ -59,12 +70,25 @@ impl UnsentGrants {
         while self.grants.front().is_some_and(|g| g.end <= self.sent) {
             self.grants.pop_front();
         }
+        match self.grants.front() {
+            None => {
+                self.names.clear();
+                self.dropped = 0;
+            }
+            Some(oldest) if oldest.at - self.dropped > NAMES_KEPT_BYTES => {
+                self.names.drain(..oldest.at - self.dropped);
+                self.dropped = oldest.at;
+            }
+            Some(_) => {}
+        }
     }
 
     /// The grants whose answers never reached the kernel, as `(resource, owner, token)`.
     pub fn drain(&mut self) -> impl Iterator<Item = (String, String, u64)> + '_ {
-        self.grants.drain(..).map(|g| {
-            let (resource, owner) = g.names.split_at(g.resource_len);
+        let (names, dropped) = (&self.names, self.dropped);
+        self.grants.drain(..).map(move |g| {
+            let resource = &names[g.at - dropped..][..g.resource_len];
+            let owner = &names[g.at - dropped + g.resource_len..][..g.owner_len];
             (resource.to_owned(), owner.to_owned(), g.token)
         })
     }
@@ -88,5 +112,23 @@ mod tests {
         u.record(4, "d", "", 4);
         u.sent(19);
         assert_eq!(u.drain().count(), 0, "30 bytes taken, 30 sent: delivered");
+    }
+
+    #[test]
+    fn names_of_delivered_grants_are_dropped_while_others_wait() {
+        let mut u = UnsentGrants::default();
+        let name = |n: u64| format!("r{n:05}-{}", "x".repeat(1000));
+        // A connection that always has a grant unsent: one answer of 10 bytes recorded, taken,
+        // and sent only after the next is recorded.
+        for n in 0..1_000u64 {
+            u.record(10, &name(n), "o", n);
+            u.taken(10);
+            if n > 0 {
+                u.sent(10);
+            }
+            assert!(u.names.len() <= NAMES_KEPT_BYTES + 2 * 1008, "{} bytes kept", u.names.len());
+        }
+        let left: Vec<_> = u.drain().collect();
+        assert_eq!(left, [(name(999), "o".into(), 999)]);
     }
 }
