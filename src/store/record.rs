@@ -209,7 +209,7 @@ pub fn decode_file(buf: &[u8]) -> Result<Decoded<'_>, Damage> {
             Ok(None) | Err(_) => {
                 // What was written after the good batches: up to the zeros that end the file.
                 let written = buf[at..].iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-                if written > 0 && later_batch(&buf[at..]) {
+                if later_batch(&buf[at..], written) {
                     let reason = decode_batch(&buf[at..]).err().unwrap_or("unreadable batch");
                     return Err(Damage { offset: at, reason });
                 }
@@ -220,9 +220,11 @@ pub fn decode_file(buf: &[u8]) -> Result<Decoded<'_>, Damage> {
 }
 
 /// Whether a good batch starts anywhere after the first byte of `rest` (then the bad bytes
-/// before it are damage, not a torn tail).
-fn later_batch(rest: &[u8]) -> bool {
-    (1..rest.len()).any(|i| matches!(decode_batch(&rest[i..]), Ok(Some(_))))
+/// before it are damage, not a torn tail). Only the first `written` bytes can hold its start:
+/// a batch's length is not zero, so a batch starting in the zeros after them would hold a byte
+/// that is not zero past the last one there is; the room after a torn tail is not searched.
+fn later_batch(rest: &[u8], written: usize) -> bool {
+    (1..written).any(|i| matches!(decode_batch(&rest[i..]), Ok(Some(_))))
 }
 
 /// What [`decode_file`] read.
