@@ -20,7 +20,11 @@ pub struct Durations {
 impl Durations {
     /// Records one time of `ms`.
     pub fn record(&mut self, ms: u64) {
-        let bucket = DURATION_BUCKETS_MS.partition_point(|&bound| bound < ms);
+        // Most holds and waits of a busy server fit the first bucket: one comparison.
+        let bucket = match ms <= DURATION_BUCKETS_MS[0] {
+            true => 0,
+            false => DURATION_BUCKETS_MS.partition_point(|&bound| bound < ms),
+        };
         self.counts[bucket] += 1;
         self.sum_ms = self.sum_ms.saturating_add(ms);
     }

@@ -72,21 +72,29 @@ fn same(h: &u64) -> u64 {
 }
 
 impl NameIndex {
-    /// An index of the locks with these hashes (all that `lookup` finds), in buckets of
-    /// about `target`.
-    pub fn build(target: usize, hashes: impl Iterator<Item = u64>, lookup: &impl Lookup) -> NameIndex {
-        let mut all = HashTable::new();
-        for hash in hashes {
-            all.insert_unique(hash, hash, same);
-        }
-        let mut index = NameIndex {
-            target: target.max(1),
-            bounds: Bounds::default(),
-            buckets: vec![all],
-            oversized: None,
-        };
-        index.split_down(0, lookup);
-        index
+    /// An index of these locks (`(name, hash)`, each name once), in buckets of `target` to
+    /// `2 * target - 1`: one sort of the names, cut into equal parts.
+    pub fn build(target: usize, mut named: Vec<(&str, u64)>) -> NameIndex {
+        let target = target.max(1);
+        named.sort_unstable();
+        let n = named.len();
+        // `parts` buckets of `n / parts` rounded either way: at least `target`, and (as
+        // `n < (parts + 1) * target`) at most `target + (target - 1) / parts` rounded up,
+        // below `2 * target`.
+        let parts = (n / target).max(1);
+        let cut = |i: usize| i * n / parts;
+        let buckets = (0..parts)
+            .map(|i| {
+                let part = &named[cut(i)..cut(i + 1)];
+                let mut t = HashTable::with_capacity(part.len());
+                for &(_, hash) in part {
+                    t.insert_unique(hash, hash, same);
+                }
+                t
+            })
+            .collect();
+        let bounds = Bounds::of((1..parts).map(|i| named[cut(i)].0));
+        NameIndex { target, bounds, buckets, oversized: None }
     }
 
     /// Locks in a bucket past which it is split (into two of `target`).
@@ -294,6 +302,18 @@ fn key(s: &[u8]) -> u128 {
 }
 
 impl Bounds {
+    /// Bounds of these names, ascending.
+    fn of<'n>(names: impl Iterator<Item = &'n str>) -> Bounds {
+        let names: Vec<Box<str>> = names.map(Box::from).collect();
+        let common = match (names.first(), names.last()) {
+            // The first and the last share what all of them share, as they are sorted.
+            (Some(first), Some(last)) => first.bytes().zip(last.bytes()).take_while(|(a, b)| a == b).count(),
+            _ => 0,
+        };
+        let keys = names.iter().map(|n| key(&n.as_bytes()[common..])).collect();
+        Bounds { names, common, keys }
+    }
+
     /// How many bounds are at or below `name` (the bucket it belongs in).
     fn count_at_or_below(&self, name: &str) -> usize {
         let Some(first) = self.names.first() else { return 0 };

@@ -203,7 +203,7 @@ pub struct Stats {
     pub refused_locks: u64,
     /// Acquires that would have waited, refused: the shard held its share of `--max-waiters`.
     pub refused_waiters: u64,
-    /// Locks list calls looked at to make their pages.
+    /// Locks list calls looked at to make their pages (and to build the name index).
     pub list_visited: u64,
     /// The most locks the shard may hold (its share of `--max-locks`).
     pub max_locks: u64,
@@ -427,8 +427,10 @@ impl Shard {
     }
 
     /// Up to `limit` held locks whose names start with `prefix` and sort after `after`, in
-    /// name order. Costs about the page, not the shard (see `table::INDEX_BUCKET_LOCKS`).
+    /// name order. Costs about the page, not the shard (see `table::INDEX_BUCKET_LOCKS`),
+    /// but for the first list of a large shard in a while, which builds its name index.
     pub fn list(&mut self, prefix: &str, after: Option<&str>, limit: usize, now: u64) -> Vec<Listed> {
+        let built = self.table.listing();
         let (table, t) = (&self.table, &mut self.timers);
         let wanted = |l: &Lock| {
             l.name().starts_with(prefix)
@@ -436,7 +438,7 @@ impl Shard {
                 && t.current_lease_end(table.hash(l.name()), l).is_none_or(|end| end > now)
         };
         let (found, visited) = table.ordered(prefix, after, limit, wanted);
-        t.stats.list_visited += visited as u64;
+        t.stats.list_visited += (built + visited) as u64;
         found
             .into_iter()
             .map(|l| {

@@ -1,7 +1,13 @@
 //! The lock table: owns the state of every held lock of one shard, in a `hashbrown`
-//! [`HashTable`] keyed by resource name, and their order by name (a [`NameIndex`] once the
-//! table holds more than [`INDEX_BUCKET_LOCKS`] twice over; a smaller table is scanned).
-//! Storage only; what a lock may do is `shard`'s business.
+//! [`HashTable`] keyed by resource name, and their order by name for lists. Storage only;
+//! what a lock may do is `shard`'s business.
+//!
+//! The order is a [`NameIndex`], built by the first list of a table that holds
+//! [`INDEX_BUCKET_LOCKS`] twice over (one sort of its names) and kept up by every insert and
+//! removal from then on, until [`INDEX_CHANGES_PER_LOCK`] changes a lock have passed without
+//! a list, or the table has shrunk under half a bucket: a server that never lists pays
+//! nothing for the order on its hot path, and one that lists seldom pays for following
+//! changes no more than a few builds would cost. A smaller table is scanned.
 //!
 //! A held lock costs one 40-byte table entry (see the size test below) plus one allocation with
 //! the resource and owner names, led by the resource name's length (one byte for names under 64
@@ -29,10 +35,17 @@ const MIN_SHRINK_CAPACITY: usize = 1024;
 /// 1024 slots to seven eighths, 896 hashes, and a bucket is split in two such full tables once
 /// it holds twice that, so the index costs a held lock about 10 bytes (measured with
 /// `cargo bench --bench memory`). A table of fewer than twice this many (1792 locks: tens of
-/// microseconds) is scanned instead, so the small tables most servers have pay nothing for
-/// the order of their names; a list page of a larger one looks at no more than
+/// microseconds) is scanned instead, so the small tables most servers have never keep one; a
+/// list page of a larger one looks at no more than
 /// `(2 + 4 * limit / 896) * 1792` locks, some 12,500 for a page of 1,000.
 pub const INDEX_BUCKET_LOCKS: usize = 896;
+/// Changes a lock that the name index follows without a list before it is given up (the
+/// next list builds it again). Building it costs a lock about as much as following 10 to 14
+/// changes (a hash, its share of one sort of the names, an insert: 114 ns a lock against 8 ns
+/// a change at 100,000 locks, 383 ns against 40 ns at a million, measured here), so following
+/// changes until a list comes costs at most about twice what building the index at that list
+/// would have.
+pub(super) const INDEX_CHANGES_PER_LOCK: usize = 16;
 /// [`Lock::granted`] of a lock whose grant this run did not see (one restored from the log).
 pub(super) const GRANTED_UNKNOWN: u32 = u32::MAX;
 
@@ -54,12 +67,14 @@ pub(super) struct Lock {
 
 /// `now` as a lock keeps its grant tick: the low 32 bits, never [`GRANTED_UNKNOWN`] (a tick
 /// that would read as it is kept 1 ms early, once every 49.7 days).
+#[inline]
 pub(super) fn grant_tick(now: u64) -> u32 {
     (now as u32).min(GRANTED_UNKNOWN - 1)
 }
 
 /// Ms from grant tick `granted` to tick `now`, modulo 2^32 (see [`Lock::granted`]); `None` if
 /// the grant is unknown.
+#[inline]
 pub(super) fn held_for(granted: u32, now: u64) -> Option<u64> {
     (granted != GRANTED_UNKNOWN).then(|| u64::from((now as u32).wrapping_sub(granted)))
 }
@@ -106,21 +121,25 @@ impl Lock {
     }
 
     /// Where the resource name starts and ends in `names`.
+    #[inline]
     fn name_at(&self) -> (usize, usize) {
         let (len, start) = get_len(self.names.as_bytes());
         (start, start + len)
     }
 
+    #[inline]
     pub fn name(&self) -> &str {
         let (start, end) = self.name_at();
         &self.names[start..end]
     }
 
+    #[inline]
     pub fn owner(&self) -> &str {
         &self.names[self.name_at().1..]
     }
 
     /// The resource name and the holder's, read at once.
+    #[inline]
     pub fn names(&self) -> (&str, &str) {
         let (start, end) = self.name_at();
         (&self.names[start..end], &self.names[end..])
@@ -130,6 +149,7 @@ impl Lock {
     /// `str` slice would check both ends for character boundaries first), and for a name under
     /// 64 bytes compares the one-byte length it expects rather than decode the stored one, so
     /// that the comparison of the names need not wait for it.
+    #[inline]
     pub fn is(&self, resource: &str) -> bool {
         let (bytes, n) = (self.names.as_bytes(), resource.len());
         if n < 1 << LEN_DIGIT_BITS {
@@ -140,6 +160,7 @@ impl Lock {
     }
 
     /// Whether `owner` holds it, comparing bytes (see [`Lock::is`]).
+    #[inline]
     pub fn held_by(&self, owner: &str) -> bool {
         &self.names.as_bytes()[self.name_at().1..] == owner.as_bytes()
     }
@@ -201,7 +222,7 @@ pub(super) enum Slot<'a> {
 impl<'a> Vacant<'a> {
     /// Puts the lock in (its name must be the one looked for).
     pub fn insert(self, lock: Lock) -> &'a mut Lock {
-        self.order.inserted(lock.name(), self.hash);
+        self.order.inserted(&lock, self.hash);
         self.entry.insert(lock).into_mut()
     }
 }
@@ -222,7 +243,7 @@ impl<'a> Found<'a> {
     pub fn remove(self) {
         let (lock, absent) = self.entry.remove();
         let map = absent.into_table();
-        self.order.removed(lock.name(), self.hash, map, self.hasher);
+        self.order.removed(&lock, self.hash, map, self.hasher);
         if map.capacity() > MIN_SHRINK_CAPACITY && map.len() * 4 < map.capacity() {
             map.shrink_to(map.len() * 2, |l| self.hasher.hash(l.name()));
         }
@@ -234,6 +255,9 @@ struct Order {
     /// Locks per bucket of the index.
     target: usize,
     index: Option<NameIndex>,
+    /// Inserts and removals the index may still follow before it is given up, unless a list
+    /// comes first (see [`INDEX_CHANGES_PER_LOCK`]).
+    budget: usize,
 }
 
 /// The index's view of the table.
@@ -255,41 +279,57 @@ impl Lookup for Locks<'_> {
 }
 
 impl Order {
-    /// Whether the index is to be built or a bucket of it split, for a table of `len` locks.
-    fn untidy(&self, len: usize) -> bool {
-        match &self.index {
-            None => len >= 2 * self.target,
-            Some(index) => index.untidy(),
-        }
+    /// Whether a bucket of the index is to be split.
+    fn untidy(&self) -> bool {
+        self.index.as_ref().is_some_and(NameIndex::untidy)
     }
 
     fn tidy(&mut self, map: &HashTable<Lock>, hasher: &ResourceHasher) {
-        let locks = Locks { map, hasher };
-        match &mut self.index {
-            Some(index) => index.tidy(&locks),
-            None if map.len() >= 2 * self.target => {
-                let hashes = map.iter().map(|l| hasher.hash(l.name()));
-                self.index = Some(NameIndex::build(self.target, hashes, &locks));
-            }
-            None => {}
-        }
-    }
-
-    fn inserted(&mut self, name: &str, hash: u64) {
         if let Some(index) = &mut self.index {
-            index.insert(name, hash);
+            index.tidy(&Locks { map, hasher });
         }
     }
 
-    /// The lock `name` has left `map`.
-    fn removed(&mut self, name: &str, hash: u64, map: &HashTable<Lock>, hasher: &ResourceHasher) {
+    /// A list wants the order of `map`'s names: builds the index if the table is large
+    /// enough to keep one and has none, and lets it follow changes for another
+    /// [`INDEX_CHANGES_PER_LOCK`] per lock. Returns the locks looked at to build it.
+    fn listing(&mut self, map: &HashTable<Lock>, hasher: &ResourceHasher) -> usize {
+        let least = 2 * self.target;
+        self.budget = INDEX_CHANGES_PER_LOCK * map.len().max(least);
+        if self.index.is_some() || map.len() < least {
+            return 0;
+        }
+        let named = map.iter().map(|l| (l.name(), hasher.hash(l.name()))).collect();
+        self.index = Some(NameIndex::build(self.target, named));
+        map.len()
+    }
+
+    /// The index followed one more change; past its budget it is given up.
+    fn followed(&mut self) {
+        self.budget = self.budget.saturating_sub(1);
+        if self.budget == 0 {
+            self.index = None;
+        }
+    }
+
+    /// `lock` is going into the table. (Its name is read only if there is an index.)
+    fn inserted(&mut self, lock: &Lock, hash: u64) {
+        if let Some(index) = &mut self.index {
+            index.insert(lock.name(), hash);
+            self.followed();
+        }
+    }
+
+    /// `lock` has left `map`.
+    fn removed(&mut self, lock: &Lock, hash: u64, map: &HashTable<Lock>, hasher: &ResourceHasher) {
         let Some(index) = &mut self.index else { return };
         if map.len() < self.target / 2 {
-            // Small enough to scan again; an index would come back only past twice the target,
-            // so a table hovering around one size never builds it back and forth.
+            // Small enough to scan again; an index comes back only past twice the target, so
+            // a table hovering around one size never builds it back and forth.
             self.index = None;
         } else {
-            index.remove(name, hash, &Locks { map, hasher });
+            index.remove(lock.name(), hash, &Locks { map, hasher });
+            self.followed();
         }
     }
 }
@@ -335,6 +375,7 @@ fn put_len(out: &mut String, mut len: usize) {
 }
 
 /// Reads what [`put_len`] wrote at the start of `bytes`: the length, and the bytes it took.
+#[inline]
 fn get_len(bytes: &[u8]) -> (usize, usize) {
     let first = bytes[0];
     if first & LEN_MORE == 0 {
@@ -362,7 +403,11 @@ pub(super) struct LockTable {
 
 impl LockTable {
     pub fn new(hasher: ResourceHasher) -> Self {
-        LockTable { map: HashTable::new(), hasher, order: Order { target: INDEX_BUCKET_LOCKS, index: None } }
+        LockTable {
+            map: HashTable::new(),
+            hasher,
+            order: Order { target: INDEX_BUCKET_LOCKS, index: None, budget: 0 },
+        }
     }
 
     /// Index buckets of about `target` locks (tests use small ones); only while empty.
@@ -372,10 +417,10 @@ impl LockTable {
         self.order.target = target.max(1);
     }
 
-    /// Builds the index or splits a bucket, if an insert left that to do.
+    /// Splits a bucket of the index, if an insert left that to do.
     #[inline]
     fn tidy(&mut self) {
-        if self.order.untidy(self.map.len()) {
+        if self.order.untidy() {
             self.order.tidy(&self.map, &self.hasher);
         }
     }
@@ -423,12 +468,20 @@ impl LockTable {
         }
     }
 
+    /// Readies the order of names for [`LockTable::ordered`] (see the module documentation);
+    /// returns the locks looked at to build the index, if it had to be.
+    pub fn listing(&mut self) -> usize {
+        self.tidy();
+        self.order.listing(&self.map, &self.hasher)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Lock> {
         self.map.iter()
     }
 
     /// Up to `limit` locks that `wanted` takes, in name order, among those named `prefix` or
-    /// after it (and after `after`); and how many locks were looked at. `wanted` must refuse
+    /// after it (and after `after`); and how many locks were looked at. Call
+    /// [`LockTable::listing`] first, or a large table is scanned. `wanted` must refuse
     /// names that do not start with `prefix` or are not after `after`: the order only says
     /// where to start and when to stop.
     pub fn ordered(

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 
+use super::table::INDEX_CHANGES_PER_LOCK;
 use super::*;
 
 const SEED: u64 = 1_000;
@@ -343,7 +344,7 @@ fn a_list_page_looks_at_about_its_own_size_not_the_shard() {
         s.acquire(name, "o", OWNERLESS, 0);
     }
     s.check();
-    assert!(s.table.indexed());
+    assert!(!s.table.indexed(), "a shard never listed keeps no index");
     names.sort();
     let limit: usize = 1000;
     // The first and last bucket in part, and the buckets between: each of at most twice the
@@ -354,7 +355,13 @@ fn a_list_page_looks_at_about_its_own_size_not_the_shard() {
         let page = s.list("job/", after.as_deref(), limit, 0);
         let looked = s.stats().list_visited - visited;
         visited += looked;
-        assert!(looked as usize <= most, "a page of {limit} looked at {looked} of {n} locks");
+        if seen == 0 {
+            // The first page builds the index: one look at every lock, then the page's own.
+            assert!(s.table.indexed());
+            assert!((n..=n + most).contains(&(looked as usize)), "the first page looked at {looked}");
+        } else {
+            assert!(looked as usize <= most, "a page of {limit} looked at {looked} of {n} locks");
+        }
         let expected: Vec<&str> = names[seen..(seen + limit).min(n)].iter().map(String::as_str).collect();
         assert_eq!(page.iter().map(|l| l.resource.as_str()).collect::<Vec<_>>(), expected);
         seen += page.len();
@@ -364,7 +371,7 @@ fn a_list_page_looks_at_about_its_own_size_not_the_shard() {
         }
     }
     assert_eq!(seen, n);
-    assert!(visited < 6 * n as u64, "paging through {n} locks looked at {visited}");
+    assert!(visited < 7 * n as u64, "paging through {n} locks looked at {visited}, building included");
     // A prefix that matches nothing looks at one bucket at most.
     let before = s.stats().list_visited;
     assert_eq!(s.list("nothing/", None, limit, 0), vec![]);
@@ -375,6 +382,47 @@ fn a_list_page_looks_at_about_its_own_size_not_the_shard() {
     }
     s.check();
     assert!(s.is_empty() && !s.table.indexed());
+}
+
+#[test]
+fn the_name_index_is_built_by_a_list_and_given_up_when_lists_stop() {
+    let mut s = shard().with_bucket_target(4);
+    let n = 100;
+    for i in 0..n {
+        s.acquire(&format!("n{i:03}"), "o", OWNERLESS, 0);
+    }
+    assert!(!s.table.indexed(), "no list, no index");
+    let names = |page: Vec<Listed>| page.into_iter().map(|l| l.resource).collect::<Vec<_>>();
+    let first: Vec<String> = (0..10).map(|i| format!("n{i:03}")).collect();
+    assert_eq!(names(s.list("", None, 10, 0)), first);
+    // Built in 25 buckets of 4; the page walked the first three.
+    assert!(s.table.indexed());
+    assert_eq!(s.stats().list_visited, n as u64 + 12);
+    s.check();
+    // Acquire and release of another name: two changes the index follows.
+    let churn = |s: &mut Shard, pairs: usize| {
+        for _ in 0..pairs {
+            s.acquire("m", "o", OWNERLESS, 1);
+            s.release("m", "o", None, 1);
+        }
+    };
+    let budget = INDEX_CHANGES_PER_LOCK * n;
+    churn(&mut s, budget / 4);
+    assert_eq!(s.stats().list_visited, n as u64 + 12);
+    // A list gives it a whole budget again (and costs only its page now).
+    assert_eq!(names(s.list("", None, 10, 1)), first);
+    assert_eq!(s.stats().list_visited, n as u64 + 24);
+    churn(&mut s, budget / 2 - 1);
+    s.acquire("m", "o", OWNERLESS, 1);
+    assert!(s.table.indexed(), "one change short of the budget");
+    s.check();
+    s.release("m", "o", None, 1);
+    assert!(!s.table.indexed(), "given up");
+    // The next list builds it again.
+    assert_eq!(names(s.list("", None, 10, 1)), first);
+    assert!(s.table.indexed());
+    assert_eq!(s.stats().list_visited, 2 * n as u64 + 36);
+    s.check();
 }
 
 // ---------------------------------------------------------------------------------------
