@@ -73,10 +73,20 @@ fn same(h: &u64) -> u64 {
 
 impl NameIndex {
     /// An index of these locks (`(name, hash)`, each name once), in buckets of `target` to
-    /// `2 * target - 1`: one sort of the names, cut into equal parts.
-    pub fn build(target: usize, mut named: Vec<(&str, u64)>) -> NameIndex {
+    /// `2 * target - 1`: one sort of the names, cut into equal parts. The sort compares the
+    /// 16 bytes after the prefix all names share as integers, and names only where those tie
+    /// (as a search of the bounds does): comparing names through their pointers cost a large
+    /// table's build most of its time.
+    pub fn build(target: usize, named: Vec<(&str, u64)>) -> NameIndex {
         let target = target.max(1);
-        named.sort_unstable();
+        let common = match (named.iter().map(|n| n.0).min(), named.iter().map(|n| n.0).max()) {
+            (Some(least), Some(most)) => shared_prefix(least, most),
+            _ => 0,
+        };
+        let mut keyed: Vec<(u128, &str, u64)> =
+            named.into_iter().map(|(name, hash)| (key(&name.as_bytes()[common..]), name, hash)).collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let named: Vec<(&str, u64)> = keyed.into_iter().map(|(_, name, hash)| (name, hash)).collect();
         let n = named.len();
         // `parts` buckets of `n / parts` rounded either way: at least `target`, and (as
         // `n < (parts + 1) * target`) at most `target + (target - 1) / parts` rounded up,
@@ -301,13 +311,18 @@ fn key(s: &[u8]) -> u128 {
     u128::from_be_bytes(bytes)
 }
 
+/// Bytes at the start of `a` and `b` that are the same.
+fn shared_prefix(a: &str, b: &str) -> usize {
+    a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
+}
+
 impl Bounds {
     /// Bounds of these names, ascending.
     fn of<'n>(names: impl Iterator<Item = &'n str>) -> Bounds {
         let names: Vec<Box<str>> = names.map(Box::from).collect();
         let common = match (names.first(), names.last()) {
             // The first and the last share what all of them share, as they are sorted.
-            (Some(first), Some(last)) => first.bytes().zip(last.bytes()).take_while(|(a, b)| a == b).count(),
+            (Some(first), Some(last)) => shared_prefix(first, last),
             _ => 0,
         };
         let keys = names.iter().map(|n| key(&n.as_bytes()[common..])).collect();
@@ -371,6 +386,23 @@ impl Bounds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_sorts_names_that_tie_on_their_first_16_bytes_after_the_prefix() {
+        // Every name shares "s3://b/k/", and many the 16 bytes after it too.
+        let mut names: Vec<String> =
+            (0..60).map(|i| format!("s3://b/k/{}{:03}", "x".repeat(16), (i * 37) % 60)).collect();
+        names.extend((0..20).map(|i| format!("s3://b/k/{i:02}")));
+        names.push("s3://b/k/".into());
+        let named: Vec<(&str, u64)> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u64)).collect();
+        let index = NameIndex::build(4, named.clone());
+        index.check(named.iter().copied());
+        let mut sorted = names.clone();
+        sorted.sort();
+        let bounds: Vec<&str> = index.bounds.names.iter().map(|b| &**b).collect();
+        // 81 names in 20 buckets: the bounds are the first name of each bucket but the first.
+        assert_eq!(bounds, (1..20).map(|i| sorted[i * 81 / 20].as_str()).collect::<Vec<_>>());
+    }
 
     #[test]
     fn bounds_find_a_names_bucket_by_integers_and_ties_by_name() {

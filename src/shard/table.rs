@@ -40,11 +40,10 @@ const MIN_SHRINK_CAPACITY: usize = 1024;
 /// `(2 + 4 * limit / 896) * 1792` locks, some 12,500 for a page of 1,000.
 pub const INDEX_BUCKET_LOCKS: usize = 896;
 /// Changes a lock that the name index follows without a list before it is given up (the
-/// next list builds it again). Building it costs a lock about as much as following 10 to 14
-/// changes (a hash, its share of one sort of the names, an insert: 114 ns a lock against 8 ns
-/// a change at 100,000 locks, 383 ns against 40 ns at a million, measured here), so following
-/// changes until a list comes costs at most about twice what building the index at that list
-/// would have.
+/// next list builds it again). Building it costs a lock about as much as following 6 to 20
+/// changes (a hash, its share of one sort of the names, an insert: 110 to 165 ns a lock
+/// against 8 ns a change at 100,000 locks, 240 ns against 40 ns at a million, measured here),
+/// so following changes until a list comes costs no more than a few builds would have.
 pub(super) const INDEX_CHANGES_PER_LOCK: usize = 16;
 /// [`Lock::granted`] of a lock whose grant this run did not see (one restored from the log).
 pub(super) const GRANTED_UNKNOWN: u32 = u32::MAX;
