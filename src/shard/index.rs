@@ -80,14 +80,13 @@ impl NameIndex {
     pub fn build(target: usize, named: Vec<(&str, u64)>) -> NameIndex {
         let target = target.max(1);
         let common = match (named.iter().map(|n| n.0).min(), named.iter().map(|n| n.0).max()) {
-            (Some(least), Some(most)) => shared_prefix(least, most),
+            (Some(least), Some(most)) => shared_prefix(least.as_bytes(), most.as_bytes()),
             _ => 0,
         };
         let mut keyed: Vec<(u128, &str, u64)> =
             named.into_iter().map(|(name, hash)| (key(&name.as_bytes()[common..]), name, hash)).collect();
         keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        let named: Vec<(&str, u64)> = keyed.into_iter().map(|(_, name, hash)| (name, hash)).collect();
-        let n = named.len();
+        let n = keyed.len();
         // `parts` buckets of `n / parts` rounded either way: at least `target`, and (as
         // `n < (parts + 1) * target`) at most `target + (target - 1) / parts` rounded up,
         // below `2 * target`.
@@ -95,15 +94,15 @@ impl NameIndex {
         let cut = |i: usize| i * n / parts;
         let buckets = (0..parts)
             .map(|i| {
-                let part = &named[cut(i)..cut(i + 1)];
+                let part = &keyed[cut(i)..cut(i + 1)];
                 let mut t = HashTable::with_capacity(part.len());
-                for &(_, hash) in part {
+                for &(_, _, hash) in part {
                     t.insert_unique(hash, hash, same);
                 }
                 t
             })
             .collect();
-        let bounds = Bounds::of((1..parts).map(|i| named[cut(i)].0));
+        let bounds = Bounds::of((1..parts).map(|i| keyed[cut(i)].1));
         NameIndex { target, bounds, buckets, oversized: None }
     }
 
@@ -312,8 +311,8 @@ fn key(s: &[u8]) -> u128 {
 }
 
 /// Bytes at the start of `a` and `b` that are the same.
-fn shared_prefix(a: &str, b: &str) -> usize {
-    a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
+fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl Bounds {
@@ -322,7 +321,7 @@ impl Bounds {
         let names: Vec<Box<str>> = names.map(Box::from).collect();
         let common = match (names.first(), names.last()) {
             // The first and the last share what all of them share, as they are sorted.
-            (Some(first), Some(last)) => shared_prefix(first, last),
+            (Some(first), Some(last)) => shared_prefix(first.as_bytes(), last.as_bytes()),
             _ => 0,
         };
         let keys = names.iter().map(|n| key(&n.as_bytes()[common..])).collect();
@@ -347,10 +346,7 @@ impl Bounds {
     fn insert(&mut self, at: usize, bound: Box<str>) {
         let shared = match self.names.first() {
             None => bound.len(),
-            Some(first) => {
-                let (a, b) = (&first.as_bytes()[..self.common], bound.as_bytes());
-                a.iter().zip(b).take_while(|(x, y)| x == y).count()
-            }
+            Some(first) => shared_prefix(&first.as_bytes()[..self.common], bound.as_bytes()),
         };
         self.names.insert(at, bound);
         if shared < self.common || self.names.len() == 1 {

@@ -298,7 +298,13 @@ impl Order {
         if self.index.is_some() || map.len() < least {
             return 0;
         }
-        let named = map.iter().map(|l| (l.name(), hasher.hash(l.name()))).collect();
+        let named = map
+            .iter()
+            .map(|l| {
+                let name = l.name();
+                (name, hasher.hash(name))
+            })
+            .collect();
         self.index = Some(NameIndex::build(self.target, named));
         map.len()
     }
