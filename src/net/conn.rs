@@ -55,13 +55,12 @@ const KEEPALIVE_PROBES: u32 = 3;
 /// A connection's shared state (see the module documentation).
 struct Conn {
     id: ConnId,
-    /// Where the core leaves answers that come later, and pushes.
+    /// Where the core leaves answers that come later, and pushes; its waking wakes the writer
+    /// (mail came, answers are ready, or the connection is ending).
     mailbox: Rc<Mailbox>,
     state: RefCell<ConnState>,
     /// The plain grants in its answers that the kernel has not taken yet.
     unsent: RefCell<UnsentGrants>,
-    /// Wakes the writer: answers are ready, or the connection is ending.
-    writer: Notify,
     /// Wakes the reader: answers went out, so it may read again.
     reader: Notify,
     /// The test suite asked this connection's writer to panic (see [`crate::fuzzing`]).
@@ -98,7 +97,6 @@ impl Conn {
                 broken: false,
             }),
             unsent: RefCell::default(),
-            writer: Notify::new(),
             reader: Notify::new(),
             #[cfg(feature = "fuzzing")]
             panic_writer: std::cell::Cell::new(false),
@@ -250,7 +248,7 @@ async fn run(
         drop(turn);
         st.hold_new(&core, before, batch);
     }
-    conn.writer.notify_one();
+    conn.mailbox.wake();
     let _ = writer.await;
 }
 
@@ -310,7 +308,7 @@ async fn read_loop(
             let used = feed(core, settings, conn, &buf);
             if used > 0 {
                 (started, stalled) = consumed(conn, settings, &mut buf, used, started);
-                conn.writer.notify_one();
+                conn.mailbox.wake();
                 continue;
             }
         }
@@ -353,7 +351,7 @@ async fn read_loop(
                     let mut st = conn.state.borrow_mut();
                     let ConnState { out, session, close, .. } = &mut *st;
                     session.on_timeout(&context(core, settings, conn), out, close);
-                    conn.writer.notify_one();
+                    conn.mailbox.wake();
                 }
                 conn.state.borrow_mut().close = true;
                 return Stopped::ByUs;
@@ -363,7 +361,7 @@ async fn read_loop(
         crate::fuzzing::panic_if_asked(&buf, || conn.panic_writer.set(true));
         let used = feed(core, settings, conn, &buf);
         (started, stalled) = consumed(conn, settings, &mut buf, used, started);
-        conn.writer.notify_one();
+        conn.mailbox.wake();
     }
 }
 
@@ -454,7 +452,6 @@ async fn write_loop(
             }
             Some(false) => {
                 tokio::select! {
-                    () = conn.writer.notified() => {}
                     () = conn.mailbox.arrived() => {}
                     () = core.durable_advanced() => {}
                 }

@@ -47,7 +47,14 @@ impl Mailbox {
         self.mail.borrow_mut().pop_front()
     }
 
-    /// Waits until mail has come (at once if some came since the last wait).
+    /// Wakes the one who waits for mail (the connection's writer) though none came: the
+    /// connection has answers of its own to send, or is ending.
+    pub fn wake(&self) {
+        self.ready.notify_one();
+    }
+
+    /// Waits until mail has come, or [`Mailbox::wake`] was called (at once if either happened
+    /// since the last wait).
     pub async fn arrived(&self) {
         self.ready.notified().await
     }

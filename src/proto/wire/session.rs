@@ -207,10 +207,8 @@ impl Session {
         };
         let slot = self.pending.vacant_key();
         match svc.submit(slot, &req) {
-            Some(reply) => {
-                let names = owned_names(&req);
-                self.answer(cx, id, op, names.as_ref().map(|(r, o)| (&**r, &**o)), session, &reply, out);
-            }
+            // Answered now: the names are read where they lie in the request, never copied.
+            Some(reply) => self.answer(cx, id, op, names(&req), session, &reply, out),
             None => {
                 // An acquire keeps its names whatever it is: if the connection ends before its
                 // answer comes, a grant is released.
@@ -313,13 +311,19 @@ impl Session {
     }
 }
 
-fn owned_names<S: AsRef<str>>(req: &Request<S>) -> Option<(Box<str>, Box<str>)> {
+/// The resource and owner an acquire or release names.
+fn names<S: AsRef<str>>(req: &Request<S>) -> Option<(&str, &str)> {
     match req {
         Request::Acquire { resource, owner, .. } | Request::Release { resource, owner, .. } => {
-            Some((resource.as_ref().into(), owner.as_ref().into()))
+            Some((resource.as_ref(), owner.as_ref()))
         }
         _ => None,
     }
+}
+
+/// [`names`], copied: an answer that comes later outlives the request's bytes.
+fn owned_names<S: AsRef<str>>(req: &Request<S>) -> Option<(Box<str>, Box<str>)> {
+    names(req).map(|(r, o)| (r.into(), o.into()))
 }
 
 /// How a reply to `op` reads on the wire.
