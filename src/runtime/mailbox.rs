@@ -39,7 +39,7 @@ pub struct Mailbox {
 impl Mailbox {
     pub(super) fn post(&self, delivery: Delivery) {
         self.mail.borrow_mut().push_back(delivery);
-        self.ready.notify_one();
+        self.wake();
     }
 
     /// Takes the oldest piece of mail.
@@ -47,8 +47,8 @@ impl Mailbox {
         self.mail.borrow_mut().pop_front()
     }
 
-    /// Wakes the one who waits for mail (the connection's writer) though none came: the
-    /// connection has answers of its own to send, or is ending.
+    /// Wakes the one who waits for mail (the connection's writer): as mail is posted, and when
+    /// the connection has answers of its own to send, or is ending.
     pub fn wake(&self) {
         self.ready.notify_one();
     }
