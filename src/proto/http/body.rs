@@ -8,12 +8,17 @@
 //! that JavaScript, whose numbers stop at 2^53, can send any token). A release with
 //! `"force": true` and no `owner` frees the lock whoever holds it (an operator's tool); one
 //! without `force` (or with `false` or `null`) is read, and refused, as the reference reads it.
+//!
+//! A body of plain values (nearly all) is read by [`flat`] into the same fields serde_json
+//! would fill; any other is read by serde_json.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer};
 
 use crate::api::{ClusterOp, MAX_TTL_MS, MAX_WAIT_MS, NO_SESSION, Request};
+
+use super::flat::{self, Value};
 
 /// A lock request read from a body.
 pub type BodyRequest<'b> = Request<Cow<'b, str>>;
@@ -22,7 +27,7 @@ pub type BodyRequest<'b> = Request<Cow<'b, str>>;
 // unknown field (a `wait` sent to `/release` is not checked, nor refused).
 
 /// The body of `POST /acquire`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct AcquireBody<'a> {
     #[serde(borrow)]
     resource: Cow<'a, str>,
@@ -35,7 +40,7 @@ struct AcquireBody<'a> {
 }
 
 /// The body of `POST /release`: by its owner, or (`"force": true`) whoever holds it.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct AnyReleaseBody<'a> {
     #[serde(borrow)]
     resource: Cow<'a, str>,
@@ -49,7 +54,7 @@ struct AnyReleaseBody<'a> {
 
 /// A string borrowed from the body unless it has escapes (an `Option<Cow<str>>` field alone
 /// would always be copied).
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// The body of `POST /release` as the reference server reads it, `owner` required, named as
@@ -77,7 +82,7 @@ pub const FORCE_WITH_OWNER: &str =
     "`force` frees the lock whoever holds it: send no `owner` with it (or leave `force` out)";
 
 /// The body of `POST /extend`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct ExtendBody<'a> {
     #[serde(borrow)]
     resource: Cow<'a, str>,
@@ -91,7 +96,7 @@ struct ExtendBody<'a> {
 
 /// Parses the body of `POST /acquire`.
 pub fn acquire(body: &[u8]) -> Result<BodyRequest<'_>, String> {
-    let b: AcquireBody<'_> = parse(body)?;
+    let b = read(body, AcquireBody::flat)?;
     let ttl = b.expire.map(|s| millis(s, "expire", MAX_TTL_MS)).transpose()?;
     let wait = b.wait.map(|s| millis(s, "wait", MAX_WAIT_MS)).transpose()?.unwrap_or(0);
     Ok(Request::Acquire { resource: b.resource, owner: b.owner, ttl, wait, session: NO_SESSION })
@@ -101,7 +106,7 @@ pub fn acquire(body: &[u8]) -> Result<BodyRequest<'_>, String> {
 pub fn release(body: &[u8]) -> Result<BodyRequest<'_>, String> {
     // In the reference's words: how a release without `force`, or without an owner, is refused.
     let reference = |e: String| parse::<ReleaseBody<'_>>(body).err().unwrap_or(e);
-    let b: AnyReleaseBody<'_> = parse(body).map_err(|e| match parse::<ForceField>(body) {
+    let b = read(body, AnyReleaseBody::flat).map_err(|e| match parse::<ForceField>(body) {
         Ok(ForceField { force: Some(_) }) => e,
         _ => reference(e),
     })?;
@@ -115,7 +120,7 @@ pub fn release(body: &[u8]) -> Result<BodyRequest<'_>, String> {
 
 /// Parses the body of `POST /extend` (`expire` is required: the new lease length).
 pub fn extend(body: &[u8]) -> Result<BodyRequest<'_>, String> {
-    let b: ExtendBody<'_> = parse(body)?;
+    let b = read(body, ExtendBody::flat)?;
     let Some(expire) = b.expire else {
         return Err("missing field `expire`".into());
     };
@@ -151,6 +156,109 @@ const MAX_ADDR_BYTES: usize = 253 + 6;
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| e.to_string())
+}
+
+/// `body` read by `flat` (see [`flat`]) if it can be, else by serde_json.
+fn read<'a, T: Deserialize<'a>>(body: &'a [u8], flat: fn(&'a str) -> Option<T>) -> Result<T, String> {
+    match std::str::from_utf8(body).ok().and_then(flat) {
+        Some(b) => Ok(b),
+        None => parse(body),
+    }
+}
+
+// What serde_json makes of a plain value, for a field of each kind; `None` where it would
+// refuse it (then it does, in its words).
+
+fn text(v: Value<'_>) -> Option<Cow<'_, str>> {
+    match v {
+        Value::Str(s) => Some(Cow::Borrowed(s)),
+        _ => None,
+    }
+}
+
+fn seconds(v: Value<'_>) -> Option<Option<f64>> {
+    match v {
+        // As serde_json reads an integer into an `f64`; exact, for it has at most 15 digits.
+        Value::Int(n) => Some(Some(n as f64)),
+        Value::Null => Some(None),
+        _ => None,
+    }
+}
+
+fn token_of(v: Value<'_>) -> Option<Option<u64>> {
+    match v {
+        Value::Int(n) => Some(Some(n)),
+        Value::Str(s) => s.parse().ok().map(Some),
+        Value::Null => Some(None),
+        Value::Bool(_) => None,
+    }
+}
+
+fn flag(v: Value<'_>) -> Option<Option<bool>> {
+    match v {
+        Value::Bool(b) => Some(Some(b)),
+        Value::Null => Some(None),
+        _ => None,
+    }
+}
+
+fn name(v: Value<'_>) -> Option<Option<Name<'_>>> {
+    match v {
+        Value::Null => Some(None),
+        v => text(v).map(|s| Some(Name(s))),
+    }
+}
+
+/// Fills a field met for the first time (serde_json refuses a field given twice).
+fn once<T>(field: &mut Option<T>, value: Option<T>) -> Option<()> {
+    field.replace(value?).is_none().then_some(())
+}
+
+impl<'a> AcquireBody<'a> {
+    fn flat(body: &'a str) -> Option<Self> {
+        let (mut resource, mut owner, mut expire, mut wait) = (None, None, None, None);
+        flat::members(body, |key, v| match key {
+            "resource" => once(&mut resource, text(v)),
+            "owner" => once(&mut owner, text(v)),
+            "expire" => once(&mut expire, seconds(v)),
+            "wait" => once(&mut wait, seconds(v)),
+            _ => Some(()),
+        })?;
+        Some(Self { resource: resource?, owner: owner?, expire: expire.flatten(), wait: wait.flatten() })
+    }
+}
+
+impl<'a> AnyReleaseBody<'a> {
+    fn flat(body: &'a str) -> Option<Self> {
+        let (mut resource, mut owner, mut token, mut force) = (None, None, None, None);
+        flat::members(body, |key, v| match key {
+            "resource" => once(&mut resource, text(v)),
+            "owner" => once(&mut owner, name(v)),
+            "token" => once(&mut token, token_of(v)),
+            "force" => once(&mut force, flag(v)),
+            _ => Some(()),
+        })?;
+        Some(Self {
+            resource: resource?,
+            owner: owner.flatten(),
+            token: token.flatten(),
+            force: force.flatten(),
+        })
+    }
+}
+
+impl<'a> ExtendBody<'a> {
+    fn flat(body: &'a str) -> Option<Self> {
+        let (mut resource, mut owner, mut expire, mut token) = (None, None, None, None);
+        flat::members(body, |key, v| match key {
+            "resource" => once(&mut resource, text(v)),
+            "owner" => once(&mut owner, text(v)),
+            "expire" => once(&mut expire, seconds(v)),
+            "token" => once(&mut token, token_of(v)),
+            _ => Some(()),
+        })?;
+        Some(Self { resource: resource?, owner: owner?, expire: expire.flatten(), token: token.flatten() })
+    }
 }
 
 /// Seconds (possibly fractional) to whole milliseconds, rounded up so that a lease or wait is
@@ -198,6 +306,76 @@ mod tests {
             Request::Acquire { resource, owner, ttl, wait, .. } => (resource.into(), owner.into(), ttl, wait),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Bodies made of these pieces: plain ones the flat reader takes, and every way one can
+    /// fail to be plain or be refused.
+    fn bodies() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec!["resource", "owner", "expire", "wait", "token", "force", "x"]);
+        let value = prop::sample::select(vec![
+            r#""r""#,
+            r#""café""#,
+            r#""a\"b""#,
+            r#""""#,
+            r#""12""#,
+            r#""\u0041""#,
+            "0",
+            "7",
+            "01",
+            "1.5",
+            "1e3",
+            "-1",
+            "999999999999999",
+            "1000000000000000",
+            "true",
+            "false",
+            "null",
+            "[1]",
+            "{}",
+        ]);
+        let space = prop::sample::select(vec!["", " ", "\n\t"]);
+        let member = (space.clone(), key, space.clone(), value);
+        // Most bodies name the lock first, so that many are plain and complete.
+        let start = prop::sample::select(vec![r#""resource":"r","owner":"o","#, r#""resource":"r","#, ""]);
+        let end = prop::sample::select(vec!["}", "}", "}", "}", "}", "} ", "", ",}", "}x"]);
+        (start, prop::collection::vec(member, 0..3), end).prop_map(|(start, members, end)| {
+            let members: Vec<_> = members.iter().map(|(a, k, b, v)| format!("{a}\"{k}\"{b}:{v}")).collect();
+            format!("{{{start}{}{end}", members.join(","))
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(4096))]
+
+        /// Whatever the flat reader reads, serde_json reads the same; so an answer never
+        /// depends on which of them read the body.
+        #[test]
+        fn the_flat_reader_reads_what_serde_json_reads(body in bodies()) {
+            if let Some(b) = AcquireBody::flat(&body) {
+                proptest::prop_assert_eq!(Ok(b), parse::<AcquireBody<'_>>(body.as_bytes()));
+            }
+            if let Some(b) = AnyReleaseBody::flat(&body) {
+                proptest::prop_assert_eq!(Ok(b), parse::<AnyReleaseBody<'_>>(body.as_bytes()));
+            }
+            if let Some(b) = ExtendBody::flat(&body) {
+                proptest::prop_assert_eq!(Ok(b), parse::<ExtendBody<'_>>(body.as_bytes()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_sdks_bodies_are_read_by_the_flat_reader() {
+        // As serde_json (the Rust client), JSON.stringify (Node) and json.dumps (Python) write them.
+        assert!(AcquireBody::flat(r#"{"resource":"r","owner":"o","expire":30}"#).is_some());
+        assert!(AcquireBody::flat(r#"{"resource": "r", "owner": "o", "expire": null}"#).is_some());
+        assert!(AnyReleaseBody::flat(r#"{"resource": "r", "owner": "o"}"#).is_some());
+        assert!(AnyReleaseBody::flat(r#"{"resource":"r","force":true,"token":"42"}"#).is_some());
+        assert!(ExtendBody::flat(r#"{"resource":"r","owner":"o","expire":5,"token":3}"#).is_some());
+        // And what it leaves to serde_json.
+        assert!(AcquireBody::flat(r#"{"resource":"r","owner":"o","expire":1.5}"#).is_none());
+        assert!(AcquireBody::flat(r#"{"resource":"r","owner":"o","owner":"p"}"#).is_none());
+        assert!(AcquireBody::flat(r#"{"resource":"r"}"#).is_none());
     }
 
     #[test]
