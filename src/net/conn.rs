@@ -59,6 +59,10 @@ struct Conn {
     /// (mail came, answers are ready, or the connection is ending).
     mailbox: Rc<Mailbox>,
     state: RefCell<ConnState>,
+    /// Its socket's plaintext or TLS. Here rather than in an allocation of its own: both tasks
+    /// read it at every read and write, and a line more touched per connection counts when
+    /// many pipeline at once (BENCHMARKS.md, "In memory, before and after").
+    transport: Transport,
     /// The plain grants in its answers that the kernel has not taken yet.
     unsent: RefCell<UnsentGrants>,
     /// Wakes the reader: answers went out, so it may read again.
@@ -84,10 +88,11 @@ struct ConnState {
 impl Conn {
     /// A connection from a peer; `protected`: the server still has the default secret and
     /// this peer is not on this machine, so it is to be refused.
-    fn new(id: ConnId, mailbox: Rc<Mailbox>, protected: bool) -> Conn {
+    fn new(id: ConnId, mailbox: Rc<Mailbox>, transport: Transport, protected: bool) -> Conn {
         Conn {
             id,
             mailbox,
+            transport,
             state: RefCell::new(ConnState {
                 out: Vec::new(),
                 gate: Gate::default(),
@@ -186,15 +191,14 @@ pub async fn serve(core: Rc<Core>, settings: Rc<Settings>, stream: TcpStream, pe
         }
     };
     let stream = Rc::new(stream);
-    let transport = Rc::new(transport);
-    let conn = Rc::new(Conn::new(id, mailbox, protected));
+    let conn = Rc::new(Conn::new(id, mailbox, transport, protected));
     // A cluster member that does not lead passes the connection to the leader.
     let first = match core.clustered() {
-        true => forward::open(&core, &settings, &stream, &transport, first).await,
+        true => forward::open(&core, &settings, &stream, &conn.transport, first).await,
         false => Some(first),
     };
     if let Some(first) = first {
-        run(core.clone(), settings.clone(), conn.clone(), stream, transport, first).await;
+        run(core.clone(), settings.clone(), conn.clone(), stream, first).await;
     }
     // Whatever happened, settle what it still owes: its waits, the acquires on their way, its
     // session locks, and the grants it never sent (those still in the mailbox included: mail
@@ -212,17 +216,10 @@ pub async fn serve(core: Rc<Core>, settings: Rc<Settings>, stream: TcpStream, pe
 }
 
 /// Serves the connection, `first` being what was read of it already.
-async fn run(
-    core: Rc<Core>,
-    settings: Rc<Settings>,
-    conn: Rc<Conn>,
-    stream: Rc<TcpStream>,
-    transport: Rc<Transport>,
-    first: Vec<u8>,
-) {
-    let write = write_loop(core.clone(), settings.clone(), conn.clone(), stream.clone(), transport.clone());
+async fn run(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<TcpStream>, first: Vec<u8>) {
+    let write = write_loop(core.clone(), settings.clone(), conn.clone(), stream.clone());
     let writer = panic::spawn_vital(core.id(), "a connection's writer", write);
-    let stopped = read_loop(&core, &settings, &conn, &stream, &transport, first).await;
+    let stopped = read_loop(&core, &settings, &conn, &stream, first).await;
     {
         let mut st = conn.state.borrow_mut();
         let cx = context(&core, &settings, &conn);
@@ -276,7 +273,6 @@ async fn read_loop(
     settings: &Settings,
     conn: &Conn,
     stream: &TcpStream,
-    transport: &Transport,
     mut buf: Vec<u8>,
 ) -> Stopped {
     buf.reserve(READ_BUF_BYTES.saturating_sub(buf.len()));
@@ -323,7 +319,7 @@ async fn read_loop(
         }
         let stop = core.stopped();
         let read = async {
-            let (res, buf) = transport.read(stream, buf).await;
+            let (res, buf) = conn.transport.read(stream, buf).await;
             Wake::Read(res, buf)
         };
         let timeout = async {
@@ -405,13 +401,7 @@ fn consumed(
     (started, !buf.is_empty() && !st.session.has_room(st.out.len(), &settings.limits))
 }
 
-async fn write_loop(
-    core: Rc<Core>,
-    settings: Rc<Settings>,
-    conn: Rc<Conn>,
-    stream: Rc<TcpStream>,
-    transport: Rc<Transport>,
-) {
+async fn write_loop(core: Rc<Core>, settings: Rc<Settings>, conn: Rc<Conn>, stream: Rc<TcpStream>) {
     let mut sending: Vec<u8> = Vec::new();
     loop {
         #[cfg(feature = "fuzzing")]
@@ -445,7 +435,7 @@ async fn write_loop(
         };
         match idle {
             Some(true) => {
-                transport.close(&stream).await;
+                conn.transport.close(&stream).await;
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 conn.reader.notify_one();
                 return;
@@ -461,7 +451,8 @@ async fn write_loop(
         }
         // The kernel's every part taken is told to `unsent`, so that a write that fails
         // halfway leaves exactly the grants it did not send.
-        let (res, buf) = transport.write_all(&stream, sending, |n| conn.unsent.borrow_mut().sent(n)).await;
+        let (res, buf) =
+            conn.transport.write_all(&stream, sending, |n| conn.unsent.borrow_mut().sent(n)).await;
         sending = buf;
         sending.clear();
         if sending.capacity() > WRITE_BUF_KEEP_BYTES {

@@ -3,7 +3,11 @@
 //! ciphertext read from the socket goes into the rustls session (`read_tls`,
 //! `process_new_packets`) and comes out as plaintext, and plaintext going out is encrypted
 //! into ciphertext (`write_tls`) that the socket writes. The sessions of `proto` see only
-//! plaintext either way; a plaintext connection pays one `match` per read and per write.
+//! plaintext either way; a plaintext connection pays one `match` per read and per write. The
+//! TLS branches' futures are boxed (one allocation per TLS read or write), so that a plaintext
+//! read's future stays the size of the socket's own: the reader moves it into a `select!` at
+//! every read, and at its unboxed size that move cost a pipelining plaintext connection about
+//! 5% of its throughput (cache misses, callgrind's cache model; BENCHMARKS.md).
 //!
 //! Also here: the opening of a connection to a server with a certificate ([`open`]): a first
 //! byte of a TLS handshake starts TLS (`proto::opening::layer`), anything else is plaintext,
@@ -55,7 +59,7 @@ impl Transport {
                 let (res, slice) = stream.read(buf.slice(at..)).await;
                 (res, slice.into_inner())
             }
-            Transport::Tls(tls) => tls.read(stream, buf).await,
+            Transport::Tls(tls) => Box::pin(tls.read(stream, buf)).await,
         }
     }
 
@@ -85,7 +89,7 @@ impl Transport {
                 (Ok(()), buf)
             }
             Transport::Tls(tls) => {
-                let res = tls.write_all(stream, &buf, sent).await;
+                let res = Box::pin(tls.write_all(stream, &buf, sent)).await;
                 (res, buf)
             }
         }
@@ -95,7 +99,7 @@ impl Transport {
     pub async fn close(&self, stream: &TcpStream) {
         if let Transport::Tls(tls) = self {
             tls.session.borrow_mut().send_close_notify();
-            let _ = tls.flush(stream).await;
+            let _ = Box::pin(tls.flush(stream)).await;
         }
     }
 }

@@ -22,7 +22,11 @@ pub struct UnsentGrants {
     taken: u64,
     /// Bytes the kernel has taken.
     sent: u64,
-    /// Oldest first.
+    /// The position just after each grant's answer, oldest first: apart from the rest of what
+    /// is kept of it (`grants`, in the same order), so that what the kernel took is told by
+    /// reading these alone (a connection's grants are cold by the time its answers went out,
+    /// and each line read costs; BENCHMARKS.md, "In memory, before and after").
+    ends: VecDeque<u64>,
     grants: VecDeque<Grant>,
     /// The names of the grants, one after another (resource, then owner), from the oldest's:
     /// one buffer for all of them, emptied whenever every grant is delivered, so a grant costs
@@ -34,8 +38,6 @@ pub struct UnsentGrants {
 
 #[derive(Debug)]
 struct Grant {
-    /// The position just after its answer.
-    end: u64,
     token: u64,
     /// Where its names start in `names` (counting the dropped bytes), and their lengths.
     at: usize,
@@ -48,7 +50,6 @@ impl UnsentGrants {
     /// answer buffer as it is now.
     pub fn record(&mut self, end: usize, resource: &str, owner: &str, token: u64) {
         let grant = Grant {
-            end: self.taken + end as u64,
             token,
             at: self.dropped + self.names.len(),
             resource_len: resource.len(),
@@ -56,6 +57,7 @@ impl UnsentGrants {
         };
         self.names.push_str(resource);
         self.names.push_str(owner);
+        self.ends.push_back(self.taken + end as u64);
         self.grants.push_back(grant);
     }
 
@@ -67,25 +69,25 @@ impl UnsentGrants {
     /// The kernel took `n` more bytes.
     pub fn sent(&mut self, n: usize) {
         self.sent += n as u64;
-        while self.grants.front().is_some_and(|g| g.end <= self.sent) {
-            self.grants.pop_front();
-        }
-        match self.grants.front() {
-            None => {
-                self.names.clear();
-                self.dropped = 0;
+        let delivered = self.ends.partition_point(|&end| end <= self.sent);
+        self.ends.drain(..delivered);
+        self.grants.drain(..delivered);
+        if self.grants.is_empty() {
+            self.names.clear();
+            self.dropped = 0;
+        } else if self.names.len() > NAMES_KEPT_BYTES {
+            let oldest = self.grants[0].at;
+            if oldest - self.dropped > NAMES_KEPT_BYTES {
+                self.names.drain(..oldest - self.dropped);
+                self.dropped = oldest;
             }
-            Some(oldest) if oldest.at - self.dropped > NAMES_KEPT_BYTES => {
-                self.names.drain(..oldest.at - self.dropped);
-                self.dropped = oldest.at;
-            }
-            Some(_) => {}
         }
     }
 
     /// The grants whose answers never reached the kernel, as `(resource, owner, token)`.
     pub fn drain(&mut self) -> impl Iterator<Item = (String, String, u64)> + '_ {
         let (names, dropped) = (&self.names, self.dropped);
+        self.ends.clear();
         self.grants.drain(..).map(move |g| {
             let resource = &names[g.at - dropped..][..g.resource_len];
             let owner = &names[g.at - dropped + g.resource_len..][..g.owner_len];

@@ -1,40 +1,30 @@
 //! Panics: a task of a core that panics (a bug) must not leave the core half-alive (a core
 //! without its timer ends no lease; one without a connection's writer never answers it), so
 //! every task of a core is spawned with [`spawn_vital`], which ends the process when it
-//! panics: a supervisor restarts the server, and the log keeps what it held. [`CatchUnwind`]
+//! panics: a supervisor restarts the server, and the log keeps what it held. [`catch_unwind`]
 //! turns a panic inside a future into a value the caller decides about.
 
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use crate::log::Level;
 
 /// Exit status of a process ended by a bug (`EX_SOFTWARE`).
 pub const EXIT_BUG: i32 = 70;
 
-/// A future that turns a panic inside it into an `Err`.
-pub struct CatchUnwind<F>(Pin<Box<F>>);
-
-impl<F: Future> CatchUnwind<F> {
-    pub fn new(f: F) -> Self {
-        CatchUnwind(Box::pin(f))
-    }
-}
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
-    }
+/// Runs `f`, turning a panic inside it into an `Err`. `f` is pinned in place, not boxed: a
+/// connection's two tasks are polled at every read and write, and a box of their own was a
+/// cache line more to fetch at each poll (BENCHMARKS.md, "In memory, before and after").
+pub async fn catch_unwind<F: Future>(f: F) -> Result<F::Output, Box<dyn Any + Send>> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| match std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+        Err(panic) => Poll::Ready(Err(panic)),
+    })
+    .await
 }
 
 /// A panic's message, if it has one.
@@ -65,7 +55,7 @@ pub fn spawn_vital(
     task: impl Future<Output = ()> + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio_uring::spawn(async move {
-        if let Err(panic) = CatchUnwind::new(task).await {
+        if let Err(panic) = catch_unwind(task).await {
             die(core, what, &*panic);
         }
     })
@@ -77,14 +67,14 @@ mod tests {
 
     #[test]
     fn a_panic_in_a_connection_is_caught_and_the_loop_goes_on() {
-        // `CatchUnwind` itself: the panic becomes a value, and the runtime goes on (what the
+        // `catch_unwind` itself: the panic becomes a value, and the runtime goes on (what the
         // caller then does with it, `spawn_vital` decides: it ends the process).
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let caught = rt.block_on(CatchUnwind::new(async {
+        let caught = rt.block_on(catch_unwind(async {
             tokio::task::yield_now().await;
             panic!("a bug");
         }));
         assert_eq!(caught.map_err(|p| message(&*p).to_owned()), Err("a bug".to_owned()));
-        assert_eq!(rt.block_on(CatchUnwind::new(async { 7 })).ok(), Some(7));
+        assert_eq!(rt.block_on(catch_unwind(async { 7 })).ok(), Some(7));
     }
 }
