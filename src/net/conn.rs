@@ -55,6 +55,8 @@ const KEEPALIVE_PROBES: u32 = 3;
 /// A connection's shared state (see the module documentation).
 struct Conn {
     id: ConnId,
+    /// The client's address.
+    peer: SocketAddr,
     /// Where the core leaves answers that come later, and pushes; its waking wakes the writer
     /// (mail came, answers are ready, or the connection is ending).
     mailbox: Rc<Mailbox>,
@@ -88,9 +90,16 @@ struct ConnState {
 impl Conn {
     /// A connection from a peer; `protected`: the server still has the default secret and
     /// this peer is not on this machine, so it is to be refused.
-    fn new(id: ConnId, mailbox: Rc<Mailbox>, transport: Transport, protected: bool) -> Conn {
+    fn new(
+        id: ConnId,
+        peer: SocketAddr,
+        mailbox: Rc<Mailbox>,
+        transport: Transport,
+        protected: bool,
+    ) -> Conn {
         Conn {
             id,
+            peer,
             mailbox,
             transport,
             state: RefCell::new(ConnState {
@@ -156,6 +165,7 @@ fn context<'a>(core: &'a Core, settings: &'a Settings, conn: &'a Conn) -> Contex
         service_times: core.service_times(),
         auth_failures: core.auth_failures(),
         unsent: &conn.unsent,
+        peer: conn.peer,
     }
 }
 
@@ -191,7 +201,7 @@ pub async fn serve(core: Rc<Core>, settings: Rc<Settings>, stream: TcpStream, pe
         }
     };
     let stream = Rc::new(stream);
-    let conn = Rc::new(Conn::new(id, mailbox, transport, protected));
+    let conn = Rc::new(Conn::new(id, peer, mailbox, transport, protected));
     // A cluster member that does not lead passes the connection to the leader.
     let first = match core.clustered() {
         true => forward::open(&core, &settings, &stream, &conn.transport, first).await,

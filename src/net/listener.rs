@@ -10,7 +10,6 @@ use std::rc::Rc;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::log::Level;
-use crate::proto::context;
 use crate::runtime::{Core, panic};
 
 use super::{Settings, conn};
@@ -125,7 +124,7 @@ pub async fn accept_loop(core: Rc<Core>, settings: Rc<Settings>, listener: tokio
             }
             Ok((stream, peer)) => {
                 let serve = conn::serve(core.clone(), settings.clone(), stream, peer);
-                panic::spawn_vital(core.id(), "a connection", context::serving(peer, serve));
+                panic::spawn_vital(core.id(), "a connection", serve);
             }
             // Out of descriptors or memory, or a connection reset before we took it: keep
             // serving the connections we have and try again.

@@ -1,8 +1,7 @@
 //! What a protocol session reads of its server besides lock work, where it notes the grants
-//! it has written, and which client it serves ([`peer`]).
+//! it has written, and which client it serves.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::net::SocketAddr;
 
 use crate::auth::Secret;
@@ -23,6 +22,10 @@ pub struct Context<'a> {
     pub auth_failures: &'a Cell<u64>,
     /// The connection's grants not yet handed to its socket.
     pub unsent: &'a RefCell<UnsentGrants>,
+    /// The address of the client the connection serves, for logging what is done at its
+    /// request (a forced release). An answer that comes later may be taken in by another
+    /// task, so a session keeps what it needs of it with the request.
+    pub peer: SocketAddr,
 }
 
 impl Context<'_> {
@@ -37,24 +40,4 @@ impl Context<'_> {
     pub fn granted(&self, end: usize, resource: &str, owner: &str, token: u64) {
         self.unsent.borrow_mut().record(end, resource, owner, token);
     }
-}
-
-tokio::task_local! {
-    /// The address of the client whose connection the current task serves.
-    static PEER: SocketAddr;
-}
-
-/// Runs `conn`, a connection's task, knowing it serves the client at `peer` (see [`peer`]).
-/// The listener wraps each connection's task in it, so that the connection loop need not carry
-/// the address to the sessions.
-pub async fn serving<F: Future>(peer: SocketAddr, conn: F) -> F::Output {
-    PEER.scope(peer, conn).await
-}
-
-/// The address of the client whose connection the current task serves, for logging what is
-/// done at its request (a forced release). `None` outside a connection's task: in its reader
-/// it is known (sessions read requests there); an answer that comes later may be taken in by
-/// another task, so a session keeps what it needs of it with the request.
-pub fn peer() -> Option<SocketAddr> {
-    PEER.try_with(|p| *p).ok()
 }

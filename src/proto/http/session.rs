@@ -30,7 +30,7 @@ use crate::api::{LockService, Reply, Request};
 use crate::auth::MAX_AUTH_FAILURES;
 use crate::config::Limits;
 use crate::log::Level;
-use crate::proto::context::{self, Context};
+use crate::proto::context::Context;
 
 use super::body::BodyRequest;
 use super::endpoint::{self, gathered_reply, lock_reply};
@@ -363,7 +363,7 @@ impl Session {
                 (mine, left) => SlotState::Gathering { left, parts: mine.into_iter().collect(), limit },
             }
         } else {
-            let forced_by = (endpoint == Endpoint::ForceRelease).then(context::peer).flatten();
+            let forced_by = (endpoint == Endpoint::ForceRelease).then_some(cx.peer);
             match svc.submit(key, &req) {
                 Some(reply) => {
                     if endpoint == Endpoint::ForceRelease {
