@@ -165,7 +165,7 @@ fn context<'a>(core: &'a Core, settings: &'a Settings, conn: &'a Conn) -> Contex
         service_times: core.service_times(),
         auth_failures: core.auth_failures(),
         unsent: &conn.unsent,
-        peer: conn.peer,
+        peer: &conn.peer,
     }
 }
 

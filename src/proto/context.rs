@@ -25,7 +25,7 @@ pub struct Context<'a> {
     /// The address of the client the connection serves, for logging what is done at its
     /// request (a forced release). An answer that comes later may be taken in by another
     /// task, so a session keeps what it needs of it with the request.
-    pub peer: SocketAddr,
+    pub peer: &'a SocketAddr,
 }
 
 impl Context<'_> {

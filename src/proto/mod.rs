@@ -307,7 +307,7 @@ mod tests {
             service_times: &times,
             auth_failures: &failures,
             unsent: &unsent,
-            peer: "127.0.0.1:1".parse().unwrap(),
+            peer: &"127.0.0.1:1".parse().unwrap(),
         };
         let (mut out, mut close) = (Vec::new(), false);
         session.on_bytes(&mut testing::OneShard::default(), &cx, bytes, &mut out, &mut close);

@@ -363,7 +363,7 @@ impl Session {
                 (mine, left) => SlotState::Gathering { left, parts: mine.into_iter().collect(), limit },
             }
         } else {
-            let forced_by = (endpoint == Endpoint::ForceRelease).then_some(cx.peer);
+            let forced_by = (endpoint == Endpoint::ForceRelease).then_some(*cx.peer);
             match svc.submit(key, &req) {
                 Some(reply) => {
                     if endpoint == Endpoint::ForceRelease {
