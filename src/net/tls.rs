@@ -6,8 +6,8 @@
 //! plaintext either way; a plaintext connection pays one `match` per read and per write. The
 //! TLS branches' futures are boxed (one allocation per TLS read or write), so that a plaintext
 //! read's future stays the size of the socket's own: the reader moves it into a `select!` at
-//! every read, and at its unboxed size that move cost a pipelining plaintext connection about
-//! 5% of its throughput (cache misses, callgrind's cache model; BENCHMARKS.md).
+//! every read, and at its unboxed size that move wrote about 0.3 cold cache lines more a reply
+//! at wire 64 x 16 (callgrind's cache model; BENCHMARKS.md, "In memory, before and after").
 //!
 //! Also here: the opening of a connection to a server with a certificate ([`open`]): a first
 //! byte of a TLS handshake starts TLS (`proto::opening::layer`), anything else is plaintext,
