@@ -30,10 +30,13 @@ WARMUP=${WARMUP:-2}              # seconds of load before the counters are zeroe
 DURATION=${DURATION:-10}         # seconds counted
 SERVER_CORE=${SERVER_CORE:-0}
 GEN_CORE=${GEN_CORE:-1}
+BUILD=${BUILD:-1}                # 0: use the load generator already built
 SECRET=callgrind-secret
 OUT=$ROOT/target/loadtest/callgrind/$NAME
 LOADTEST=$ROOT/target/release/loadtest
-[ -x "$LOADTEST" ] || cargo build --release -p loadtest >&2
+if [ "$BUILD" = 1 ]; then
+    cargo build --release -p loadtest >&2
+fi
 
 log() { echo "callgrind: $*" >&2; }
 # shellcheck source=loadtest/common.sh
