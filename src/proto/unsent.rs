@@ -8,12 +8,21 @@
 //! Positions count the connection's answer bytes from its first: a grant's answer ends at
 //! some position, and is delivered once the kernel has taken that many bytes. Session locks
 //! are not recorded here: the session releases all of them when the connection ends.
+//!
+//! Every grant is one record in one buffer, so that noting a grant writes a few adjacent
+//! bytes, and a write that takes every answer (nearly every write) reads none of them back:
+//! a pipelining connection's grants are cold by the time its answers go out, and each cache
+//! line a connection touches a turn counts when many pipeline at once (BENCHMARKS.md, "In
+//! memory, before and after").
 
-use std::collections::VecDeque;
-
-/// Bytes of names kept before the names of delivered grants are dropped from the front, when
+/// Bytes of delivered records kept at the front of the buffer before they are dropped, when
 /// some grant is always unsent (a connection pipelining without pause).
-const NAMES_KEPT_BYTES: usize = 64 * 1024;
+const DELIVERED_KEPT_BYTES: usize = 64 * 1024;
+
+/// A record's fixed part: where its answer ends (`u64`), its token (`u64`), and the lengths
+/// of its resource and owner (`u16` each: the limits keep names to 4,000 bytes), all
+/// little-endian; the two names follow.
+const HEADER_BYTES: usize = 20;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -22,43 +31,44 @@ pub struct UnsentGrants {
     taken: u64,
     /// Bytes the kernel has taken.
     sent: u64,
-    /// The position just after each grant's answer, oldest first: apart from the rest of what
-    /// is kept of it (`grants`, in the same order), so that what the kernel took is told by
-    /// reading these alone (a connection's grants are cold by the time its answers went out,
-    /// and each line read costs; BENCHMARKS.md, "In memory, before and after").
-    ends: VecDeque<u64>,
-    grants: VecDeque<Grant>,
-    /// The names of the grants, one after another (resource, then owner), from the oldest's:
-    /// one buffer for all of them, emptied whenever every grant is delivered, so a grant costs
-    /// no allocation of its own.
-    names: String,
-    /// Bytes at the front of `names` that belong to delivered grants.
-    dropped: usize,
+    /// Where the newest grant's answer ends: once the kernel has taken that much, every
+    /// grant is delivered, which is told without reading a record.
+    newest_end: u64,
+    /// The grants, oldest first (see [`HEADER_BYTES`]).
+    records: Vec<u8>,
+    /// Bytes at the front of `records` that belong to delivered grants.
+    delivered: usize,
 }
 
-#[derive(Debug)]
-struct Grant {
+/// One record, read.
+struct Grant<'a> {
+    end: u64,
     token: u64,
-    /// Where its names start in `names` (counting the dropped bytes), and their lengths.
-    at: usize,
-    resource_len: usize,
-    owner_len: usize,
+    resource: &'a [u8],
+    owner: &'a [u8],
+    /// The record's length in bytes.
+    len: usize,
 }
 
 impl UnsentGrants {
     /// A grant of `resource` to `owner` under `token`, whose answer ends `end` bytes into the
-    /// answer buffer as it is now.
+    /// answer buffer as it is now. A name longer than a record can say is not recorded (none
+    /// is: the limits refuse it first); were one, its lease would still end.
     pub fn record(&mut self, end: usize, resource: &str, owner: &str, token: u64) {
-        let grant = Grant {
-            token,
-            at: self.dropped + self.names.len(),
-            resource_len: resource.len(),
-            owner_len: owner.len(),
+        let (Ok(resource_len), Ok(owner_len)) = (u16::try_from(resource.len()), u16::try_from(owner.len()))
+        else {
+            return;
         };
-        self.names.push_str(resource);
-        self.names.push_str(owner);
-        self.ends.push_back(self.taken + end as u64);
-        self.grants.push_back(grant);
+        let end = self.taken + end as u64;
+        self.newest_end = end;
+        let r = &mut self.records;
+        r.reserve(HEADER_BYTES + resource.len() + owner.len());
+        r.extend_from_slice(&end.to_le_bytes());
+        r.extend_from_slice(&token.to_le_bytes());
+        r.extend_from_slice(&resource_len.to_le_bytes());
+        r.extend_from_slice(&owner_len.to_le_bytes());
+        r.extend_from_slice(resource.as_bytes());
+        r.extend_from_slice(owner.as_bytes());
     }
 
     /// The writer took the first `n` bytes of the answer buffer.
@@ -69,31 +79,47 @@ impl UnsentGrants {
     /// The kernel took `n` more bytes.
     pub fn sent(&mut self, n: usize) {
         self.sent += n as u64;
-        let delivered = self.ends.partition_point(|&end| end <= self.sent);
-        self.ends.drain(..delivered);
-        self.grants.drain(..delivered);
-        if self.grants.is_empty() {
-            self.names.clear();
-            self.dropped = 0;
-        } else if self.names.len() > NAMES_KEPT_BYTES {
-            let oldest = self.grants[0].at;
-            if oldest - self.dropped > NAMES_KEPT_BYTES {
-                self.names.drain(..oldest - self.dropped);
-                self.dropped = oldest;
+        if self.sent >= self.newest_end {
+            self.records.clear();
+            self.delivered = 0;
+            return;
+        }
+        while let Some(g) = read(&self.records[self.delivered..]) {
+            if g.end > self.sent {
+                break;
             }
+            self.delivered += g.len;
+        }
+        if self.delivered > DELIVERED_KEPT_BYTES {
+            self.records.drain(..self.delivered);
+            self.delivered = 0;
         }
     }
 
     /// The grants whose answers never reached the kernel, as `(resource, owner, token)`.
-    pub fn drain(&mut self) -> impl Iterator<Item = (String, String, u64)> + '_ {
-        let (names, dropped) = (&self.names, self.dropped);
-        self.ends.clear();
-        self.grants.drain(..).map(move |g| {
-            let resource = &names[g.at - dropped..][..g.resource_len];
-            let owner = &names[g.at - dropped + g.resource_len..][..g.owner_len];
-            (resource.to_owned(), owner.to_owned(), g.token)
+    pub fn drain(&mut self) -> impl Iterator<Item = (String, String, u64)> + use<> {
+        let records = std::mem::take(&mut self.records);
+        let mut at = std::mem::take(&mut self.delivered);
+        std::iter::from_fn(move || {
+            let g = read(&records[at..])?;
+            at += g.len;
+            // The bytes were a `str`'s: nothing is replaced.
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            Some((text(g.resource), text(g.owner), g.token))
         })
     }
+}
+
+/// The record at the front of `b`, if there is one.
+fn read(b: &[u8]) -> Option<Grant<'_>> {
+    let header = b.get(..HEADER_BYTES)?;
+    let u64_at = |i: usize| Some(u64::from_le_bytes(header[i..i + 8].try_into().ok()?));
+    let u16_at = |i: usize| Some(usize::from(u16::from_le_bytes(header[i..i + 2].try_into().ok()?)));
+    let (resource_len, owner_len) = (u16_at(16)?, u16_at(18)?);
+    let len = HEADER_BYTES + resource_len + owner_len;
+    let names = b.get(HEADER_BYTES..len)?;
+    let (resource, owner) = names.split_at(resource_len);
+    Some(Grant { end: u64_at(0)?, token: u64_at(8)?, resource, owner, len })
 }
 
 #[cfg(test)]
@@ -117,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn names_of_delivered_grants_are_dropped_while_others_wait() {
+    fn delivered_records_are_dropped_while_others_wait() {
         let mut u = UnsentGrants::default();
         let name = |n: u64| format!("r{n:05}-{}", "x".repeat(1000));
         // A connection that always has a grant unsent: one answer of 10 bytes recorded, taken,
@@ -128,9 +154,22 @@ mod tests {
             if n > 0 {
                 u.sent(10);
             }
-            assert!(u.names.len() <= NAMES_KEPT_BYTES + 2 * 1008, "{} bytes kept", u.names.len());
+            assert!(u.records.len() <= DELIVERED_KEPT_BYTES + 2 * 1029, "{} bytes kept", u.records.len());
         }
         let left: Vec<_> = u.drain().collect();
         assert_eq!(left, [(name(999), "o".into(), 999)]);
+    }
+
+    #[test]
+    fn a_record_keeps_names_of_any_length_a_request_may_have() {
+        let mut u = UnsentGrants::default();
+        let (long, owner) = ("r".repeat(4_000), "\u{e9}".repeat(128));
+        u.record(8, &long, &owner, 5);
+        u.record(16, "", "o", 6);
+        u.taken(16);
+        u.sent(8);
+        assert_eq!(u.drain().collect::<Vec<_>>(), [(String::new(), "o".into(), 6)]);
+        u.record(4, &long, &owner, 7);
+        assert_eq!(u.drain().collect::<Vec<_>>(), [(long, owner, 7)]);
     }
 }

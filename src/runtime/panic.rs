@@ -7,25 +7,41 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use crate::log::Level;
 
 /// Exit status of a process ended by a bug (`EX_SOFTWARE`).
 pub const EXIT_BUG: i32 = 70;
 
-/// Runs `f`, turning a panic inside it into an `Err`. `f` is pinned in place, not boxed: a
-/// connection's two tasks are polled at every read and write, and a box of their own cost
-/// about 0.5 cache misses more a reply at wire 64 x 16 (callgrind's cache model; BENCHMARKS.md,
-/// "In memory, before and after").
-pub async fn catch_unwind<F: Future>(f: F) -> Result<F::Output, Box<dyn Any + Send>> {
-    let mut f = std::pin::pin!(f);
-    std::future::poll_fn(|cx| match std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
-        Ok(Poll::Pending) => Poll::Pending,
-        Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-        Err(panic) => Poll::Ready(Err(panic)),
-    })
-    .await
+pin_project_lite::pin_project! {
+    /// [`catch_unwind`]'s future.
+    pub struct CatchUnwind<F> {
+        #[pin]
+        f: F,
+    }
+}
+
+/// Runs `f`, turning a panic inside it into an `Err`. `f` is held in place, neither boxed nor
+/// moved into an `async fn` (which keeps room for its argument besides the future it pins): a
+/// connection's two tasks are polled at every read and write, and each cache line more they
+/// span cost misses when many pipeline at once (BENCHMARKS.md, "In memory, before and after").
+pub fn catch_unwind<F: Future>(f: F) -> CatchUnwind<F> {
+    CatchUnwind { f }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let f = self.project().f;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
 }
 
 /// A panic's message, if it has one.
@@ -55,11 +71,30 @@ pub fn spawn_vital(
     what: &'static str,
     task: impl Future<Output = ()> + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    tokio_uring::spawn(async move {
-        if let Err(panic) = catch_unwind(task).await {
-            die(core, what, &*panic);
+    tokio_uring::spawn(Vital { core, what, task: catch_unwind(task) })
+}
+
+pin_project_lite::pin_project! {
+    /// [`spawn_vital`]'s task: its future, and what to say if it panics.
+    struct Vital<F> {
+        core: usize,
+        what: &'static str,
+        #[pin]
+        task: CatchUnwind<F>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Vital<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        match this.task.poll(cx) {
+            Poll::Ready(Err(panic)) => die(*this.core, this.what, &*panic),
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Pending => Poll::Pending,
         }
-    })
+    }
 }
 
 #[cfg(test)]

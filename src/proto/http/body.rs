@@ -160,7 +160,7 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
 
 /// `body` read by `flat` (see [`flat`]) if it can be, else by serde_json.
 fn read<'a, T: Deserialize<'a>>(body: &'a [u8], flat: fn(&'a str) -> Option<T>) -> Result<T, String> {
-    match std::str::from_utf8(body).ok().and_then(flat) {
+    match ringlock_client::frame::utf8(body).and_then(flat) {
         Some(b) => Ok(b),
         None => parse(body),
     }

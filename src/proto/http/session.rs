@@ -139,7 +139,7 @@ impl Session {
                 }
             };
             // httparse hands out the target as `&str`, so it is UTF-8.
-            let target = std::str::from_utf8(&rest[head.target.clone()]).unwrap_or_default();
+            let target = ringlock_client::frame::utf8(&rest[head.target.clone()]).unwrap_or_default();
             let authorized = || head.secret.clone().is_some_and(|at| cx.secret.matches(&rest[at]));
             if head.content_length > cx.limits.max_body_bytes {
                 self.answer(cx, endpoint::too_large(), CLOSING, since, out, close);
